@@ -95,14 +95,39 @@ impl<'a> ConfigRepr<'a> {
 /// with length 1024 and 1024 filler bytes, and other initiators send garbage there too.
 pub(crate) fn split(payload: &[u8], is_response: bool) -> Result<(&ConfigHeader, &[u8]), ParseError> {
     let (header, rest) = crate::split_header::<ConfigHeader>(payload, "query-config header")?;
+    if !is_response && header.command() == ConfigCommand::Read {
+        return Ok((header, &[]));
+    }
     let len = usize::from(header.string_len.get());
-    let lenient = !is_response && header.command() == ConfigCommand::Read;
     if len > MAX_STRING_LEN {
-        return if lenient { Ok((header, &[])) } else { Err(ParseError::ConfigStringTooLong { len }) };
+        return Err(ParseError::ConfigStringTooLong { len });
     }
     match rest.get(..len) {
         Some(string) => Ok((header, string)),
-        None if lenient => Ok((header, &[])),
         None => Err(ParseError::ConfigStringTruncated { len, available: rest.len() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(ver_ccmd: u8, len: u16, string: &[u8]) -> [u8; 24] {
+        let mut p = [0u8; 24];
+        p[5] = ver_ccmd;
+        p[6..8].copy_from_slice(&len.to_be_bytes());
+        p[8..8 + string.len()].copy_from_slice(string);
+        p
+    }
+
+    #[test]
+    fn read_request_ignores_a_string_that_fits() {
+        // Regression: a read request whose string fitted the frame used to return it.
+        let p = payload(0x00, 4, b"junk");
+        assert_eq!(split(&p, false).unwrap().1, b"");
+        // A read answer carries the target's string.
+        assert_eq!(split(&p, true).unwrap().1, b"junk");
+        // Other requests carry theirs.
+        assert_eq!(split(&payload(0x03, 4, b"junk"), false).unwrap().1, b"junk");
     }
 }
