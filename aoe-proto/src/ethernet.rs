@@ -101,7 +101,8 @@ impl FromStr for MacAddr {
         let mut parts = s.split([':', '-']);
         for byte in out.iter_mut() {
             let part = parts.next().ok_or(MacParseError)?;
-            if part.is_empty() || part.len() > 2 {
+            // from_str_radix alone would also take a sign ("+1").
+            if part.is_empty() || part.len() > 2 || !part.bytes().all(|c| c.is_ascii_hexdigit()) {
                 return Err(MacParseError);
             }
             *byte = u8::from_str_radix(part, 16).map_err(|_| MacParseError)?;

@@ -261,3 +261,23 @@ fn error_messages_read_well() {
         "256 entries do not fit the 8-bit count field"
     );
 }
+
+#[test]
+fn mac_addresses_take_hex_digits_only() {
+    let mac = MacAddr([0x00, 0x11, 0x22, 0xaa, 0xbb, 0xcc]);
+    assert_eq!("00:11:22:aa:bb:cc".parse(), Ok(mac));
+    assert_eq!("00-11-22-AA-BB-CC".parse(), Ok(mac));
+    assert_eq!("001122aabbcc".parse(), Ok(mac));
+    assert_eq!("0:1:2:3:4:5".parse(), Ok(MacAddr([0, 1, 2, 3, 4, 5])));
+    // Regression: `u8::from_str_radix` takes a leading '+', so these used to parse.
+    for bad in [
+        "+1:+2:+3:+4:+5:+6",
+        "00:11:22:aa:bb:+c",
+        "00:11:22:aa:bb",
+        "00:11:22:aa:bb:cc:dd",
+        "0g:11:22:aa:bb:cc",
+        "",
+    ] {
+        assert_eq!(bad.parse::<MacAddr>(), Err(aoe_proto::ethernet::MacParseError), "{bad:?}");
+    }
+}
