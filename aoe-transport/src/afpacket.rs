@@ -1,0 +1,472 @@
+//! Raw Ethernet on a named Linux interface through an `AF_PACKET` socket.
+//!
+//! The socket is made with `libc` directly rather than the `afpacket` crate, which listens to
+//! every EtherType and offers neither `recvmmsg`/`sendmmsg` batching nor the socket options set
+//! here.
+//!
+//! The socket is bound to one interface and to EtherType 0x88A2, so the kernel hands it AoE
+//! frames only, and never the frames it sent: the kernel mirrors outgoing frames only to
+//! sockets listening to every EtherType, and `PACKET_IGNORE_OUTGOING` (Linux 4.20 and later)
+//! is set as well, in case that changes. A batch is received with one `recvmmsg` call straight into the
+//! [`FrameBatch`] slots and sent with `sendmmsg`; neither path allocates.
+
+// The one module that talks to the kernel; every block says why it is sound.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use aoe_proto::ethernet::{MacAddr, ETHERTYPE_AOE, HEADER_LEN};
+
+use crate::{FrameBatch, Transport};
+
+/// `PACKET_IGNORE_OUTGOING` from `<linux/if_packet.h>` (Linux 4.20).
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+
+/// How long `send_batch` keeps retrying a full send queue before it gives up.
+const SEND_STALL_LIMIT: Duration = Duration::from_secs(1);
+
+/// Socket settings for [`AfPacket::open`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AfPacketOptions {
+    /// Requested receive buffer in bytes (`SO_RCVBUFFORCE`, else `SO_RCVBUF`, which the kernel
+    /// caps at `net.core.rmem_max`). Default 4 MiB.
+    pub recv_buffer: usize,
+    /// Requested send buffer in bytes (`SO_SNDBUFFORCE`, else `SO_SNDBUF`, capped at
+    /// `net.core.wmem_max`). Default 4 MiB.
+    pub send_buffer: usize,
+}
+
+impl Default for AfPacketOptions {
+    fn default() -> Self {
+        AfPacketOptions { recv_buffer: 4 << 20, send_buffer: 4 << 20 }
+    }
+}
+
+/// What the kernel says about a network interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceInfo {
+    /// Interface name, e.g. `eth0`.
+    pub name: String,
+    /// Interface index.
+    pub index: u32,
+    /// Hardware address.
+    pub mac: MacAddr,
+    /// MTU: payload bytes after the 14-byte Ethernet header.
+    pub mtu: usize,
+    /// True when the interface is administratively up (`IFF_UP`).
+    pub up: bool,
+}
+
+/// Why [`AfPacket::open`] or [`interface_info`] failed. Each message is one line that names
+/// the interface.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The interface does not exist (in this network namespace).
+    #[error("no such interface: {0}")]
+    NoSuchInterface(String),
+    /// The interface exists but is not up.
+    #[error("interface {0} is down")]
+    InterfaceDown(String),
+    /// The interface does not carry Ethernet frames (a tun or WireGuard device, say).
+    #[error("interface {0} is not an Ethernet interface")]
+    NotEthernet(String),
+    /// The process may not open raw sockets.
+    #[error("permission denied opening a raw socket on {0} (needs root or CAP_NET_RAW)")]
+    PermissionDenied(String),
+    /// Any other system call failure; `op` says what was being done.
+    #[error("{op} on {ifname}: {error}")]
+    Io {
+        /// What was being done, e.g. "binding the raw socket".
+        op: &'static str,
+        /// The interface.
+        ifname: String,
+        /// The system's error.
+        error: io::Error,
+    },
+}
+
+/// An AoE transport over a raw socket bound to one Linux interface.
+///
+/// Opening needs root or `CAP_NET_RAW`. The MAC and MTU are read once, at open.
+#[derive(Debug)]
+pub struct AfPacket {
+    fd: OwnedFd,
+    info: InterfaceInfo,
+    scratch: Scratch,
+}
+
+impl AfPacket {
+    /// Opens a raw AoE socket on interface `ifname`, which must exist and be up.
+    pub fn open(ifname: &str, opts: AfPacketOptions) -> Result<AfPacket, OpenError> {
+        let info = interface_info(ifname)?;
+        if !info.up {
+            return Err(OpenError::InterfaceDown(info.name));
+        }
+        let io_err = |op, error| OpenError::Io { op, ifname: ifname.to_owned(), error };
+        // Protocol 0 receives nothing until bind() names both the interface and the EtherType,
+        // so no frame from another interface can slip in between.
+        let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, 0).map_err(|e| match e.raw_os_error() {
+            Some(libc::EPERM | libc::EACCES) => OpenError::PermissionDenied(ifname.to_owned()),
+            _ => io_err("opening a raw socket", e),
+        })?;
+        // Older kernels lack the option; a socket bound to one EtherType does not see its own
+        // frames there either.
+        match setsockopt_int(fd.as_fd(), libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOPROTOOPT) => {
+                return Err(io_err("setting PACKET_IGNORE_OUTGOING", e));
+            }
+            _ => {}
+        }
+        set_buffer(fd.as_fd(), libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, opts.recv_buffer)
+            .map_err(|e| io_err("setting the receive buffer", e))?;
+        set_buffer(fd.as_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, opts.send_buffer)
+            .map_err(|e| io_err("setting the send buffer", e))?;
+
+        // SAFETY: sockaddr_ll is a plain C struct for which all zeros is a valid value.
+        let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as libc::c_ushort;
+        addr.sll_protocol = ETHERTYPE_AOE.to_be();
+        addr.sll_ifindex = info.index as libc::c_int;
+        // SAFETY: `addr` is a valid sockaddr_ll and the length passed is its size.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                ptr::addr_of!(addr).cast(),
+                mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::ENODEV) => OpenError::NoSuchInterface(ifname.to_owned()),
+                Some(libc::ENETDOWN) => OpenError::InterfaceDown(ifname.to_owned()),
+                _ => io_err("binding the raw socket", e),
+            });
+        }
+        Ok(AfPacket { fd, info, scratch: Scratch::default() })
+    }
+
+    /// Another handle to the same socket (the descriptor is duplicated), so one thread can
+    /// receive while another sends. Each frame is received by one handle only.
+    pub fn try_clone(&self) -> io::Result<AfPacket> {
+        Ok(AfPacket { fd: self.fd.try_clone()?, info: self.info.clone(), scratch: Scratch::default() })
+    }
+
+    /// The interface as it was when the socket was opened.
+    pub fn info(&self) -> &InterfaceInfo {
+        &self.info
+    }
+
+    /// Receives what is queued now, without waiting. Ok(None) when nothing was.
+    fn recv_now(&mut self, batch: &mut FrameBatch) -> io::Result<Option<usize>> {
+        let s = &mut self.scratch;
+        s.grow(batch.capacity());
+        for (i, slot) in batch.free_slots_mut().enumerate() {
+            s.iovs[i] = libc::iovec { iov_base: slot.as_mut_ptr().cast(), iov_len: slot.len() };
+            let hdr = &mut s.msgs[i].msg_hdr;
+            hdr.msg_iov = &mut s.iovs[i];
+            hdr.msg_iovlen = 1;
+            hdr.msg_flags = 0;
+            hdr.msg_name = ptr::null_mut();
+            hdr.msg_namelen = 0;
+        }
+        let vlen = batch.capacity() - batch.len();
+        // SAFETY: the first `vlen` entries of `msgs` point at live iovecs in `s.iovs`, each
+        // covering one whole free slot of `batch`; neither moves or is otherwise accessed
+        // during the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                s.msgs.as_mut_ptr(),
+                vlen as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+                _ => Err(e),
+            };
+        }
+        let base = batch.len();
+        for (i, m) in s.msgs[..n as usize].iter().enumerate() {
+            let len = m.msg_len as usize;
+            let truncated = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            // Runts cannot be AoE; a frame bigger than the slot would arrive cut short.
+            if len >= HEADER_LEN && !truncated {
+                batch.accept(base + i, len);
+            }
+        }
+        Ok(Some(batch.len()))
+    }
+}
+
+impl Transport for AfPacket {
+    /// Frames shorter than 14 bytes, and frames longer than the batch's `frame_capacity`, are
+    /// skipped. A signal interrupting the wait makes it return `Ok(0)`.
+    fn recv_batch(&mut self, batch: &mut FrameBatch, timeout: Option<Duration>) -> io::Result<usize> {
+        batch.clear();
+        if batch.capacity() == 0 {
+            return Ok(0);
+        }
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            // Try first: under load the frames are already there and a poll() would be wasted.
+            if let Some(n @ 1..) = self.recv_now(batch)? {
+                return Ok(n);
+            }
+            let wait = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(0),
+                },
+            };
+            if !wait_for(self.fd.as_fd(), libc::POLLIN, wait)? {
+                return Ok(0);
+            }
+        }
+    }
+
+    /// Uses `sendmmsg`; when the socket's send queue is full it waits for room and retries,
+    /// for up to a second without progress. Returns `Ok(n)` with `n < batch.len()` when it
+    /// gave up or hit an error after sending `n` frames, and the error when it sent none.
+    fn send_batch(&mut self, batch: &FrameBatch) -> io::Result<usize> {
+        let total = batch.len();
+        let s = &mut self.scratch;
+        s.grow(total);
+        for (i, frame) in batch.iter().enumerate() {
+            // The kernel only reads from a send buffer, whatever the pointer's type says.
+            s.iovs[i] = libc::iovec { iov_base: frame.as_ptr().cast_mut().cast(), iov_len: frame.len() };
+            let hdr = &mut s.msgs[i].msg_hdr;
+            hdr.msg_iov = &mut s.iovs[i];
+            hdr.msg_iovlen = 1;
+            hdr.msg_name = ptr::null_mut();
+            hdr.msg_namelen = 0;
+        }
+        let mut sent = 0;
+        let mut stalled: Option<Instant> = None;
+        while sent < total {
+            // SAFETY: entries `sent..total` of `msgs` point at live iovecs covering frames of
+            // `batch`, which is borrowed for the whole call; the kernel only reads them.
+            let r = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    s.msgs.as_mut_ptr().add(sent),
+                    (total - sent) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r > 0 {
+                sent += r as usize;
+                stalled = None;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            let give_up = |e| if sent > 0 { Ok(sent) } else { Err(e) };
+            let full_since = *stalled.get_or_insert_with(Instant::now);
+            match e.raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(code @ (libc::EAGAIN | libc::ENOBUFS)) => {
+                    let Some(left) = SEND_STALL_LIMIT.checked_sub(full_since.elapsed()) else {
+                        return give_up(e);
+                    };
+                    if code == libc::EAGAIN {
+                        wait_for(self.fd.as_fd(), libc::POLLOUT, Some(left))?;
+                    } else {
+                        // The device queue is full and the socket cannot signal when it
+                        // drains: back off briefly (poll with no events just waits).
+                        wait_for(self.fd.as_fd(), 0, Some(left.min(Duration::from_millis(1))))?;
+                    }
+                }
+                _ => return give_up(e),
+            }
+        }
+        Ok(sent)
+    }
+
+    fn mac(&self) -> MacAddr {
+        self.info.mac
+    }
+
+    fn mtu(&self) -> usize {
+        self.info.mtu
+    }
+
+    fn name(&self) -> &str {
+        &self.info.name
+    }
+}
+
+impl AsFd for AfPacket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for AfPacket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Index, MAC, MTU and state of interface `ifname`. Needs no privilege.
+pub fn interface_info(ifname: &str) -> Result<InterfaceInfo, OpenError> {
+    let sock = socket(libc::AF_INET, libc::SOCK_DGRAM, 0).map_err(|error| OpenError::Io {
+        op: "opening a socket to query the interface",
+        ifname: ifname.to_owned(),
+        error,
+    })?;
+    let fd = sock.as_fd();
+    let index = ifreq_ioctl(fd, ifname, libc::SIOCGIFINDEX, "reading the interface index")?;
+    let flags = ifreq_ioctl(fd, ifname, libc::SIOCGIFFLAGS, "reading the interface flags")?;
+    let hw = ifreq_ioctl(fd, ifname, libc::SIOCGIFHWADDR, "reading the MAC address")?;
+    let mtu = ifreq_ioctl(fd, ifname, libc::SIOCGIFMTU, "reading the MTU")?;
+    // SAFETY: each ioctl above filled the union member that is read from its answer.
+    let (index, flags, hw, mtu) = unsafe {
+        (
+            index.ifr_ifru.ifru_ifindex,
+            flags.ifr_ifru.ifru_flags,
+            hw.ifr_ifru.ifru_hwaddr,
+            mtu.ifr_ifru.ifru_mtu,
+        )
+    };
+    if !matches!(hw.sa_family, libc::ARPHRD_ETHER | libc::ARPHRD_LOOPBACK) {
+        return Err(OpenError::NotEthernet(ifname.to_owned()));
+    }
+    let mut mac = [0u8; 6];
+    for (m, b) in mac.iter_mut().zip(hw.sa_data) {
+        *m = b as u8;
+    }
+    Ok(InterfaceInfo {
+        name: ifname.to_owned(),
+        index: index as u32,
+        mac: MacAddr(mac),
+        mtu: mtu.max(0) as usize,
+        up: flags & libc::IFF_UP as libc::c_short != 0,
+    })
+}
+
+/// Runs a `SIOCGIF*` ioctl for `ifname` and returns the filled request.
+fn ifreq_ioctl(
+    fd: BorrowedFd<'_>,
+    ifname: &str,
+    request: libc::c_ulong,
+    op: &'static str,
+) -> Result<libc::ifreq, OpenError> {
+    let no_such = || OpenError::NoSuchInterface(ifname.to_owned());
+    // Names are at most IFNAMSIZ - 1 bytes plus the terminating NUL.
+    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ || ifname.contains('\0') {
+        return Err(no_such());
+    }
+    // SAFETY: ifreq is a plain C struct (with a union) for which all zeros is a valid value.
+    let mut req: libc::ifreq = unsafe { mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: `req` is a valid, NUL-terminated ifreq that outlives the call; SIOCGIF* requests
+    // write only within it.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), request as _, &mut req) };
+    if r < 0 {
+        let error = io::Error::last_os_error();
+        return Err(match error.raw_os_error() {
+            Some(libc::ENODEV | libc::ENXIO) => no_such(),
+            _ => OpenError::Io { op, ifname: ifname.to_owned(), error },
+        });
+    }
+    Ok(req)
+}
+
+fn socket(domain: libc::c_int, ty: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain system call with integer arguments.
+    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, protocol) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a freshly opened descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn setsockopt_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the option value is a live c_int and the length passed is its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            ptr::addr_of!(value).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets a socket buffer size, past the sysctl cap when privileged (`force`), else within it.
+fn set_buffer(fd: BorrowedFd<'_>, force: libc::c_int, normal: libc::c_int, bytes: usize) -> io::Result<()> {
+    // The kernel doubles the value it is given (for bookkeeping), so ask for half.
+    let value = (bytes / 2).min(libc::c_int::MAX as usize) as libc::c_int;
+    setsockopt_int(fd, libc::SOL_SOCKET, force, value)
+        .or_else(|_| setsockopt_int(fd, libc::SOL_SOCKET, normal, value))
+}
+
+/// Waits until `fd` is ready for `events` or `timeout` passes (`None`: no limit). Returns
+/// false on timeout or when a signal interrupted the wait.
+fn wait_for(fd: BorrowedFd<'_>, events: libc::c_short, timeout: Option<Duration>) -> io::Result<bool> {
+    let ms = match timeout {
+        None => -1,
+        // Round up, or a wait of less than a millisecond would spin.
+        Some(t) => t.as_nanos().div_ceil(1_000_000).min(libc::c_int::MAX as u128) as libc::c_int,
+    };
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 };
+    // SAFETY: one live pollfd, count 1.
+    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
+    }
+    Ok(r > 0)
+}
+
+/// Reusable `recvmmsg`/`sendmmsg` arrays, grown to the largest batch seen.
+#[derive(Default)]
+struct Scratch {
+    msgs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+}
+
+// SAFETY: the raw pointers inside are written and used only within one call that holds
+// `&mut AfPacket`; between calls they are stale and never dereferenced.
+unsafe impl Send for Scratch {}
+
+impl Scratch {
+    fn grow(&mut self, n: usize) {
+        if self.msgs.len() >= n {
+            return;
+        }
+        // SAFETY: mmsghdr and iovec are plain C structs (integers and raw pointers) for which
+        // all zeros is a valid value.
+        let (msg, iov) = unsafe { (mem::zeroed(), mem::zeroed()) };
+        self.msgs.resize(n, msg);
+        self.iovs.resize(n, iov);
+    }
+}
+
+impl core::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Scratch").field("slots", &self.msgs.len()).finish()
+    }
+}

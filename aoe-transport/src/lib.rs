@@ -1,0 +1,97 @@
+//! Batch-oriented Ethernet frame transports for ATA over Ethernet.
+//!
+//! A [`Transport`] receives a batch of AoE frames (EtherType 0x88A2) and sends a batch of
+//! frames, each batch a [`FrameBatch`]: a fixed set of buffers allocated once and reused, so the
+//! fast path never allocates per frame. Two transports exist:
+//!
+//! - [`afpacket::AfPacket`]: raw Ethernet on a Linux interface (needs root or `CAP_NET_RAW`);
+//! - [`memory::MemoryPort`]: a port on an in-process [`memory::MemoryHub`], for tests and
+//!   benchmarks, optionally lossy.
+//!
+//! ```
+//! use std::time::Duration;
+//! use aoe_transport::{memory, FrameBatch, MacAddr, Transport};
+//!
+//! let a_mac = MacAddr([2, 0, 0, 0, 0, 0xa]);
+//! let b_mac = MacAddr([2, 0, 0, 0, 0, 0xb]);
+//! let (mut a, mut b) = memory::pair(1500, a_mac, b_mac);
+//!
+//! // One frame from a to b: destination, source, EtherType 0x88A2, payload.
+//! let mut out = FrameBatch::new(8, 14 + a.mtu());
+//! out.push_with(|slot| {
+//!     slot[..6].copy_from_slice(&b_mac.0);
+//!     slot[6..12].copy_from_slice(&a_mac.0);
+//!     slot[12..14].copy_from_slice(&0x88A2u16.to_be_bytes());
+//!     slot[14..60].fill(0);
+//!     60
+//! });
+//! assert_eq!(a.send_batch(&out)?, 1);
+//!
+//! let mut inbox = FrameBatch::new(8, 14 + b.mtu());
+//! assert_eq!(b.recv_batch(&mut inbox, Some(Duration::from_secs(1)))?, 1);
+//! assert_eq!(&inbox.get(0).unwrap()[6..12], &a_mac.0);
+//!
+//! // Nothing else is coming: a zero timeout just polls.
+//! assert_eq!(b.recv_batch(&mut inbox, Some(Duration::ZERO))?, 0);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::io;
+use std::time::Duration;
+
+pub use aoe_proto::ethernet::MacAddr;
+
+mod batch;
+pub mod memory;
+
+#[cfg(target_os = "linux")]
+pub mod afpacket;
+
+pub use batch::FrameBatch;
+
+/// A link that carries AoE frames in batches.
+///
+/// Frames are whole Ethernet frames without the frame check sequence. Implementations deliver
+/// only frames with EtherType 0x88A2 and never the frames they sent themselves.
+pub trait Transport: Send {
+    /// Clears `batch`, then receives up to `batch.capacity()` AoE frames.
+    ///
+    /// Blocks until at least one frame arrives or `timeout` passes (`None` waits forever,
+    /// `Some(Duration::ZERO)` only polls). Returns the number of frames received, 0 on timeout.
+    /// An interrupted system call (`EINTR`) is retried or returns 0, never an error.
+    fn recv_batch(&mut self, batch: &mut FrameBatch, timeout: Option<Duration>) -> io::Result<usize>;
+
+    /// Sends every frame in `batch`, in order; returns how many were sent.
+    fn send_batch(&mut self, batch: &FrameBatch) -> io::Result<usize>;
+
+    /// The local MAC address.
+    fn mac(&self) -> MacAddr;
+
+    /// The link MTU: payload bytes after the 14-byte Ethernet header, e.g. 1500 or 9000.
+    fn mtu(&self) -> usize;
+
+    /// A name for logs: the interface name, e.g. `eth0`.
+    fn name(&self) -> &str;
+}
+
+impl Transport for Box<dyn Transport> {
+    fn recv_batch(&mut self, batch: &mut FrameBatch, timeout: Option<Duration>) -> io::Result<usize> {
+        (**self).recv_batch(batch, timeout)
+    }
+
+    fn send_batch(&mut self, batch: &FrameBatch) -> io::Result<usize> {
+        (**self).send_batch(batch)
+    }
+
+    fn mac(&self) -> MacAddr {
+        (**self).mac()
+    }
+
+    fn mtu(&self) -> usize {
+        (**self).mtu()
+    }
+
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+}
