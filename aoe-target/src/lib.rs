@@ -2,6 +2,7 @@
 //!
 //! - [`export`]: the sans-IO engine: a request frame in, an answer frame out.
 //! - [`backend`]: where the sectors live (files, block devices, memory, windows of them).
+//! - [`server`]: the loop that joins a transport, the engine and the backends.
 //!
 //! ```
 //! use aoe_proto::{AtaRepr, BodyRepr, Frame, FrameRepr, HeaderRepr, MacAddr, Body};
@@ -32,3 +33,4 @@
 
 pub mod backend;
 pub mod export;
+pub mod server;
