@@ -51,12 +51,12 @@ proptest! {
             let payload: Vec<u8>;
             let (header, data, expect_ok) = match *op {
                 Op::Read { lba, count, ext } => {
-                    let ok = count >= 1 && count <= 17 && lba + u64::from(count) <= SECTORS;
+                    let ok = (1..=17).contains(&count) && lba + u64::from(count) <= SECTORS;
                     (AtaRepr::read(lba, count, ext), &[][..], ok)
                 }
                 Op::Write { lba, count, ext, seed } => {
                     payload = (0..usize::from(count) * SECTOR_SIZE).map(|i| seed.wrapping_add(i as u8)).collect();
-                    let ok = count >= 1 && count <= 17 && lba + u64::from(count) <= SECTORS;
+                    let ok = (1..=17).contains(&count) && lba + u64::from(count) <= SECTORS;
                     (AtaRepr::write(lba, count, ext), &payload[..], ok)
                 }
                 Op::Flush => (AtaRepr::command(AtaCommand::FlushCacheExt, 0), &[][..], true),
