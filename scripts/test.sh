@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. As root it first installs the real peers the integration
+# tests drive (vblade, aoetools, tshark, iproute2) and requires those tests to run.
+#
+#   sudo scripts/test.sh            # everything, nothing skipped
+#   scripts/test.sh                 # unprivileged: namespace tests print SKIP lines
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ]; then
+  need=()
+  for tool in vblade:vblade aoeping:aoetools tshark:tshark ip:iproute2; do
+    command -v "${tool%%:*}" >/dev/null || need+=("${tool##*:}")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${need[@]}"
+  fi
+  # A skipped privileged test is a failure here.
+  export AOE_REQUIRE_NETNS=1 AOE_REQUIRE_PEERS=1
+fi
+
+cargo test --workspace --all-targets
+cargo test --workspace --doc
