@@ -1,0 +1,1133 @@
+//! The sans-IO protocol engine for one target: tags, window, round-trip estimate,
+//! retransmission deadlines, multipath.
+//!
+//! A [`Session`] never touches a socket or the clock. The code around it (see
+//! [`crate::device`]) feeds it what happened and asks it what to do:
+//!
+//! - [`Session::submit`] queues a [`Request`] and returns its [`OpId`];
+//! - [`Session::poll_transmit`] writes the next frame to send (a new one or a retransmit)
+//!   into a caller's buffer and says which path it goes out on;
+//! - [`Session::handle_frame`] takes a received frame;
+//! - [`Session::poll_timeout`] says when [`Session::handle_timeout`] must be called next;
+//! - [`Session::poll_event`] hands out completions and path / target state changes.
+//!
+//! Time is always an argument (`now`), so tests drive a session frame by frame with a fake
+//! clock.
+//!
+//! # Data without copies
+//!
+//! Reads and writes do not move their data through the session. A read or write names a
+//! range of sectors; the session splits it into frames lazily, as the window opens, and asks
+//! the caller's [`IoBuffers`] for the bytes of each frame: [`IoBuffers::load`] copies write
+//! data straight into the outgoing frame, [`IoBuffers::store`] copies read data straight out
+//! of the answer. The caller keeps the buffer of an op alive until its completion event, and
+//! nothing is allocated per frame.
+//!
+//! # Tags
+//!
+//! A tag is 32 bits, echoed untouched by the target:
+//!
+//! ```text
+//!  31              16 15               0
+//! +------------------+------------------+
+//! |    generation    |    frame slot    |
+//! +------------------+------------------+
+//! ```
+//!
+//! The session has one frame slot per target buffer (the window cap, at most 65535). Every
+//! transmission from a slot, first or retransmitted, takes the slot's next 16-bit generation.
+//! An answer is accepted only if its slot is busy and its generation is the slot's current
+//! one: answers to a superseded transmission are *stale*, answers to a slot already answered
+//! are *duplicates*, and both are ignored. A stale answer would have to survive 65536 further
+//! transmissions from the same slot to be mistaken for a fresh one.
+//!
+//! # Window
+//!
+//! At most `window` frames are outstanding, and `window` never exceeds the target's buffer
+//! count. It starts at the buffer count; a timeout halves it (at least 1), once per flight of
+//! frames, so that a burst of losses from the same flight counts once; every full window of
+//! answers grows it by one frame (additive increase, multiplicative decrease).
+//!
+//! # Retransmission timeout
+//!
+//! Round-trip samples come from read and write frames that were sent once (Karn: an answer to
+//! a retransmitted frame is ambiguous). The estimate follows RFC 6298: a smoothed mean and
+//! mean deviation, RTO = SRTT + 4 × RTTVAR, clamped to `rto_min..=rto_max`. A frame's n-th
+//! retransmission waits RTO × 2ⁿ, capped at `rto_max`. Other commands (FLUSH, IDENTIFY,
+//! config) are not sampled, because their service time says nothing about the network.
+//!
+//! # Dead target
+//!
+//! When frames have been outstanding and nothing at all has been answered for
+//! `dead_timeout`, every op fails with [`Error::TargetDead`] and [`Event::TargetDead`] is
+//! reported. A later [`Session::submit`] tries again.
+//!
+//! # Multipath
+//!
+//! A session has one or more [`Path`]s (a local interface and MAC, a target MAC). New frames
+//! go round-robin over the paths that are up; a retransmission goes to the next path up after
+//! the one that timed out. A path whose frames time out `path_down_after` times in a row,
+//! while another path is up, is marked down for `path_retry`, then tried again; an answer on
+//! it brings it back at once. With every path down, all are used anyway.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use aoe_proto::ata::{LBA28_LIMIT, LBA48_LIMIT};
+use aoe_proto::sizing::ATA_DATA_OFFSET;
+use aoe_proto::{
+    AtaCommand, AtaError, AtaFlags, AtaRepr, AtaStatus, Body, BodyRepr, Command, ConfigCommand, ConfigRepr,
+    Directive, DirectiveCommand, Flags, Frame, FrameRepr, HeaderRepr, Identify, MacAddr, MaskCommand,
+    MaskError, MaskRepr, ReserveCommand, ReserveRepr, SECTOR_SIZE,
+};
+
+use crate::Error;
+
+/// Default silence after which a target is declared dead (the Linux driver's default too).
+pub const DEFAULT_DEAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default RTO before the first sample: the Linux driver's initial RTT average (250 ms).
+pub const DEFAULT_RTO_INITIAL: Duration = Duration::from_millis(250);
+/// Default lower bound of the RTO.
+///
+/// A LAN round trip is 50–200 µs, but a target's service time is not: a scheduler time
+/// slice on a busy target host is a few ms, a disk seek 5–10 ms. A floor of 10 ms keeps a
+/// fast-looking estimate from firing spurious retransmissions (each of which also halves the
+/// window) the first time a request waits for a disk.
+pub const DEFAULT_RTO_MIN: Duration = Duration::from_millis(10);
+/// Default upper bound of the RTO and of its back-off: 2 s, as the Linux driver's MAXTIMER.
+pub const DEFAULT_RTO_MAX: Duration = Duration::from_secs(2);
+/// Default number of consecutive timeouts that take a path down.
+pub const DEFAULT_PATH_DOWN_AFTER: u32 = 3;
+/// Default time a path stays down before it is tried again (the Linux driver's
+/// HARD_SCORN_SECS is 10 s too).
+pub const DEFAULT_PATH_RETRY: Duration = Duration::from_secs(10);
+
+const TAG_SLOT_BITS: u32 = 16;
+const MAX_SLOTS: usize = 1 << TAG_SLOT_BITS;
+
+/// One way to reach the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Path {
+    /// The caller's index of the local interface (transport) the path leaves on.
+    pub iface: usize,
+    /// The local MAC on that interface: the source of requests, the destination of answers.
+    pub local: MacAddr,
+    /// The target's MAC on this path.
+    pub target: MacAddr,
+}
+
+/// How a session talks to its target. Build with [`SessionConfig::new`], adjust fields, then
+/// [`Session::new`] validates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// The target's shelf (major), not 0xFFFF.
+    pub shelf: u16,
+    /// The target's slot (minor), not 0xFF.
+    pub slot: u8,
+    /// The paths to the target, at least one.
+    pub paths: Vec<Path>,
+    /// The target's buffer count: the most frames ever outstanding (0 is taken as 1).
+    pub buffer_count: u16,
+    /// The most sectors one frame carries: the target's sector count, bounded by the MTU of
+    /// every path ([`aoe_proto::max_sectors`]). At least 1.
+    pub max_sectors: u8,
+    /// Send LBA48 ("extended") reads and writes; otherwise LBAs stop at 2²⁸.
+    pub lba48: bool,
+    /// RTO before the first round-trip sample.
+    pub rto_initial: Duration,
+    /// Lower bound of the RTO.
+    pub rto_min: Duration,
+    /// Upper bound of the RTO and of its exponential back-off.
+    pub rto_max: Duration,
+    /// Silence after which the target is declared dead.
+    pub dead_timeout: Duration,
+    /// Consecutive timeouts on a path that take it down (while another path is up).
+    pub path_down_after: u32,
+    /// How long a path stays down before it is tried again.
+    pub path_retry: Duration,
+}
+
+impl SessionConfig {
+    /// A configuration with the defaults: buffer count 16 (vblade's), 2 sectors per frame
+    /// (MTU 1500), LBA48, and the `DEFAULT_*` timers of this module.
+    pub fn new(shelf: u16, slot: u8, paths: Vec<Path>) -> Self {
+        SessionConfig {
+            shelf,
+            slot,
+            paths,
+            buffer_count: 16,
+            max_sectors: 2,
+            lba48: true,
+            rto_initial: DEFAULT_RTO_INITIAL,
+            rto_min: DEFAULT_RTO_MIN,
+            rto_max: DEFAULT_RTO_MAX,
+            dead_timeout: DEFAULT_DEAD_TIMEOUT,
+            path_down_after: DEFAULT_PATH_DOWN_AFTER,
+            path_retry: DEFAULT_PATH_RETRY,
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.shelf == aoe_proto::SHELF_BROADCAST || self.slot == aoe_proto::SLOT_BROADCAST {
+            return Err(Error::Invalid("a session needs a target's own shelf.slot, not a broadcast address"));
+        }
+        if self.paths.is_empty() {
+            return Err(Error::Invalid("a session needs at least one path to the target"));
+        }
+        if self.max_sectors == 0 {
+            return Err(Error::Invalid("max_sectors must be at least 1"));
+        }
+        if self.rto_min > self.rto_max || self.rto_min.is_zero() {
+            return Err(Error::Invalid("rto_min must be positive and at most rto_max"));
+        }
+        if self.path_down_after == 0 {
+            return Err(Error::Invalid("path_down_after must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Identifies a submitted op in events and [`IoBuffers`] calls. Never reused by a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OpId(pub u64);
+
+/// Work for the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Read `sectors` sectors from `lba`; the data goes to [`IoBuffers::store`].
+    Read {
+        /// First sector.
+        lba: u64,
+        /// Number of sectors (any number: the session splits it into frames).
+        sectors: u64,
+    },
+    /// Write `sectors` sectors at `lba`; the data comes from [`IoBuffers::load`].
+    Write {
+        /// First sector.
+        lba: u64,
+        /// Number of sectors.
+        sectors: u64,
+    },
+    /// FLUSH CACHE (EXT with LBA48). Sent only after every op submitted before it completed.
+    Flush,
+    /// IDENTIFY DEVICE; answered with [`Reply::Identify`].
+    Identify,
+    /// Any ATA command, sent as given; answered with [`Reply::Ata`] even when the status has
+    /// ERR set.
+    Ata(AtaRequest),
+    /// Query config; answered with [`Reply::Config`]. A test command the target's string
+    /// does not match is never answered (the protocol says so): the op ends in
+    /// [`Error::TargetDead`].
+    Config(ConfigRequest),
+    /// MAC mask list; answered with [`Reply::Mask`].
+    Mask(MaskRequest),
+    /// Reserve/release; answered with [`Reply::Reserve`].
+    Reserve(ReserveRequest),
+}
+
+/// A raw ATA command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AtaRequest {
+    /// AoE ATA flags (W for a command carrying data, E for LBA48).
+    pub flags: AtaFlags,
+    /// Feature register.
+    pub feature: u8,
+    /// Sector count register.
+    pub sector_count: u8,
+    /// Command register.
+    pub command: u8,
+    /// The six LBA bytes as a number.
+    pub lba: u64,
+    /// Data sent after the header (with the W flag).
+    pub data: Vec<u8>,
+}
+
+/// A query-config request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigRequest {
+    /// CCmd.
+    pub command: ConfigCommand,
+    /// The string to test or set (at most 1024 bytes); ignored by a read.
+    pub string: Vec<u8>,
+}
+
+/// A MAC mask request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskRequest {
+    /// MCmd.
+    pub command: MaskCommand,
+    /// Directives of an edit (at most 255).
+    pub directives: Vec<Directive>,
+}
+
+/// A reserve/release request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReserveRequest {
+    /// RCmd.
+    pub command: ReserveCommand,
+    /// The MACs to reserve for (at most 255); empty releases.
+    pub macs: Vec<MacAddr>,
+}
+
+/// What a completed op brings back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// A read, write or flush succeeded (read data went to [`IoBuffers::store`]).
+    Done,
+    /// IDENTIFY DEVICE data.
+    Identify(Identify),
+    /// The answer to a raw ATA command.
+    Ata(AtaReply),
+    /// The answer to a query config.
+    Config(ConfigReply),
+    /// The target's MAC mask list after the request.
+    Mask(Vec<MacAddr>),
+    /// The target's reserve list after the request.
+    Reserve(Vec<MacAddr>),
+}
+
+/// The answer to a raw ATA command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AtaReply {
+    /// Status register.
+    pub status: AtaStatus,
+    /// Error register.
+    pub error: AtaError,
+    /// Sector count register.
+    pub sector_count: u8,
+    /// The six LBA bytes.
+    pub lba: u64,
+    /// Data after the header (at most sector count × 512 bytes).
+    pub data: Vec<u8>,
+}
+
+/// The answer to a query config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigReply {
+    /// Requests the target can queue.
+    pub buffer_count: u16,
+    /// Firmware version.
+    pub firmware: u16,
+    /// Most sectors per ATA request.
+    pub sector_count: u8,
+    /// AoE version.
+    pub aoe_version: u8,
+    /// CCmd echoed.
+    pub command: ConfigCommand,
+    /// The target's config string.
+    pub string: Vec<u8>,
+}
+
+/// Something the caller should know.
+#[derive(Debug)]
+pub enum Event {
+    /// An op finished, well or not. Its buffer is no longer used.
+    Complete {
+        /// The op.
+        op: OpId,
+        /// What it brought back.
+        result: Result<Reply, Error>,
+    },
+    /// A path timed out too often and is avoided for a while.
+    PathDown {
+        /// Index into [`SessionConfig::paths`].
+        path: usize,
+    },
+    /// A path that was down answered again.
+    PathUp {
+        /// Index into [`SessionConfig::paths`].
+        path: usize,
+    },
+    /// The target said nothing for `dead_timeout`; every op failed with
+    /// [`Error::TargetDead`].
+    TargetDead,
+}
+
+/// A frame [`Session::poll_transmit`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Its length in the buffer.
+    pub len: usize,
+    /// The path it goes out on (index into [`SessionConfig::paths`]).
+    pub path: usize,
+    /// That path's interface index ([`Path::iface`]).
+    pub iface: usize,
+}
+
+/// The caller's memory that reads land in and writes come from, addressed by op and byte
+/// offset within the op (sector × 512 from the op's first sector).
+///
+/// The session calls [`load`](Self::load) each time it (re)sends a write frame, and
+/// [`store`](Self::store) at most once per sector of a read, with data that passed every
+/// check. Both are called only for ops still in progress.
+pub trait IoBuffers {
+    /// Fills `out` with bytes `offset..offset + out.len()` of write `op`.
+    fn load(&mut self, op: OpId, offset: usize, out: &mut [u8]);
+    /// Keeps `data` as bytes `offset..offset + data.len()` of read `op`.
+    fn store(&mut self, op: OpId, offset: usize, data: &[u8]);
+}
+
+/// [`IoBuffers`] for sessions that only send commands without sector data: loads zeros,
+/// drops stores.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoData;
+
+impl IoBuffers for NoData {
+    fn load(&mut self, _: OpId, _: usize, out: &mut [u8]) {
+        out.fill(0);
+    }
+    fn store(&mut self, _: OpId, _: usize, _: &[u8]) {}
+}
+
+/// Counters since the session was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionStats {
+    /// Frames sent for the first time.
+    pub sent: u64,
+    /// Frames sent again after a timeout.
+    pub retransmitted: u64,
+    /// Frame timeouts.
+    pub timeouts: u64,
+    /// Answers accepted.
+    pub answers: u64,
+    /// Answers to a frame already answered.
+    pub duplicates: u64,
+    /// Answers carrying a superseded or unknown tag.
+    pub stale: u64,
+    /// Frames that are not answers from this target on the path asked (requests, other
+    /// shelf.slot, wrong MAC, other command).
+    pub foreign: u64,
+    /// Frames that do not parse.
+    pub malformed: u64,
+}
+
+/// The protocol engine for one target. See the [module docs](self).
+#[derive(Debug)]
+pub struct Session {
+    cfg: SessionConfig,
+    paths: Vec<PathState>,
+    /// Next path for a new frame.
+    rr: usize,
+    slots: Vec<Slot>,
+    free_slots: Vec<u16>,
+    /// Slots whose frame timed out, oldest first. Entries whose frame was answered or sent
+    /// again meanwhile are skipped when popped.
+    retransmit: VecDeque<u16>,
+    in_flight: usize,
+    ops: Vec<Option<OpState>>,
+    free_ops: Vec<u32>,
+    /// Ops with sectors not yet put in a frame, in submission order.
+    pending: VecDeque<u32>,
+    next_op: u64,
+    events: VecDeque<Event>,
+    window: usize,
+    /// Answers counted towards the next window increase.
+    credit: usize,
+    /// Transmission sequence number of the latest frame sent.
+    send_seq: u64,
+    /// Timeouts of frames sent at or before this sequence number do not shrink the window
+    /// again: it was already halved for their flight.
+    recover_seq: u64,
+    rtt: RttEstimator,
+    /// While frames are outstanding: the last answer, or when they started being outstanding.
+    silent_since: Option<Instant>,
+    stats: SessionStats,
+}
+
+#[derive(Debug)]
+struct PathState {
+    path: Path,
+    timeouts: u32,
+    down_until: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    generation: u16,
+    frame: Option<InFlight>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    op: u32,
+    /// Sectors from the op's first sector (reads and writes).
+    offset: u64,
+    sectors: u8,
+    path: usize,
+    sent: Instant,
+    /// `None` while queued for retransmission.
+    deadline: Option<Instant>,
+    retries: u32,
+    seq: u64,
+}
+
+#[derive(Debug)]
+struct OpState {
+    id: OpId,
+    kind: OpKind,
+    /// Sectors (reads, writes) or 1 (single-frame commands).
+    total: u64,
+    framed: u64,
+    in_flight: u32,
+    result: Option<Result<Reply, Error>>,
+}
+
+#[derive(Debug)]
+enum OpKind {
+    Read { lba: u64 },
+    Write { lba: u64 },
+    Flush,
+    Identify,
+    Ata(AtaRequest),
+    Config(ConfigRequest),
+    Mask(MaskRequest),
+    Reserve(ReserveRequest),
+}
+
+impl OpKind {
+    fn command(&self) -> Command {
+        match self {
+            OpKind::Config(_) => Command::QueryConfig,
+            OpKind::Mask(_) => Command::MacMask,
+            OpKind::Reserve(_) => Command::Reserve,
+            _ => Command::Ata,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RttEstimator {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    rto: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl RttEstimator {
+    fn new(initial: Duration, min: Duration, max: Duration) -> Self {
+        RttEstimator { srtt: None, rttvar: Duration::ZERO, rto: initial.clamp(min, max), min, max }
+    }
+
+    /// RFC 6298 section 2, with K = 4 and the clock granularity left to `min`.
+    fn sample(&mut self, r: Duration) {
+        let srtt = match self.srtt {
+            None => {
+                self.rttvar = r / 2;
+                r
+            }
+            Some(s) => {
+                self.rttvar = (self.rttvar * 3 + s.abs_diff(r)) / 4;
+                (s * 7 + r) / 8
+            }
+        };
+        self.srtt = Some(srtt);
+        self.rto = (srtt + self.rttvar * 4).clamp(self.min, self.max);
+    }
+
+    /// The wait before the `retries`-th retransmission of a frame is declared lost.
+    fn backoff(&self, retries: u32) -> Duration {
+        self.rto.saturating_mul(1u32 << retries.min(20)).min(self.max)
+    }
+}
+
+impl Session {
+    /// A session to the target `cfg` describes.
+    ///
+    /// ```
+    /// use aoe_initiator::session::{Path, Session, SessionConfig};
+    /// use aoe_proto::MacAddr;
+    ///
+    /// let path = Path { iface: 0, local: MacAddr([2, 0, 0, 0, 0, 1]), target: MacAddr([2, 0, 0, 0, 0, 2]) };
+    /// let mut cfg = SessionConfig::new(1, 0, vec![path]);
+    /// cfg.buffer_count = 64;
+    /// cfg.max_sectors = 17; // MTU 9000
+    /// let session = Session::new(cfg)?;
+    /// assert_eq!(session.window(), 64);
+    /// # Ok::<(), aoe_initiator::Error>(())
+    /// ```
+    pub fn new(mut cfg: SessionConfig) -> Result<Self, Error> {
+        cfg.validate()?;
+        cfg.buffer_count = cfg.buffer_count.max(1);
+        let slots = usize::from(cfg.buffer_count).min(MAX_SLOTS - 1);
+        let paths = cfg.paths.iter().map(|&path| PathState { path, timeouts: 0, down_until: None }).collect();
+        Ok(Session {
+            paths,
+            rr: 0,
+            slots: (0..slots).map(|_| Slot::default()).collect(),
+            // Popped from the end: slot 0 first.
+            free_slots: (0..slots).rev().map(|s| s as u16).collect(),
+            retransmit: VecDeque::with_capacity(slots),
+            in_flight: 0,
+            ops: Vec::new(),
+            free_ops: Vec::new(),
+            pending: VecDeque::new(),
+            next_op: 0,
+            events: VecDeque::new(),
+            window: slots,
+            credit: 0,
+            send_seq: 0,
+            recover_seq: 0,
+            rtt: RttEstimator::new(cfg.rto_initial, cfg.rto_min, cfg.rto_max),
+            silent_since: None,
+            stats: SessionStats::default(),
+            cfg,
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &SessionConfig {
+        &self.cfg
+    }
+
+    /// Switches LBA48 addressing on or off for reads and writes framed from now on (set it
+    /// from IDENTIFY data).
+    pub fn set_lba48(&mut self, lba48: bool) {
+        self.cfg.lba48 = lba48;
+    }
+
+    /// The current window: how many frames may be outstanding (1..=buffer count).
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Frames outstanding now, including those waiting to be sent again.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// The current retransmission timeout (before back-off).
+    pub fn rto(&self) -> Duration {
+        self.rtt.rto
+    }
+
+    /// The smoothed round-trip time, once a frame was answered.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.rtt.srtt
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// True unless path `path` is marked down at `now`.
+    pub fn path_is_up(&self, path: usize, now: Instant) -> bool {
+        self.paths.get(path).is_some_and(|p| p.usable(now))
+    }
+
+    /// True while ops are submitted and not yet completed.
+    pub fn is_busy(&self) -> bool {
+        self.ops.iter().any(Option::is_some)
+    }
+
+    /// Queues `request`; its completion comes as [`Event::Complete`] with the returned id.
+    ///
+    /// A request that can never be sent (a range beyond the addressing mode, a config string
+    /// over 1024 bytes, ...) completes at once with an error; an empty read or write at once
+    /// with [`Reply::Done`]. Ops on overlapping sectors may run in any order, as on any
+    /// disk: wait for one before submitting the other when the order matters.
+    pub fn submit(&mut self, request: Request) -> OpId {
+        let id = OpId(self.next_op);
+        self.next_op += 1;
+        let (kind, total) = match request {
+            Request::Read { lba, sectors } => (OpKind::Read { lba }, sectors),
+            Request::Write { lba, sectors } => (OpKind::Write { lba }, sectors),
+            Request::Flush => (OpKind::Flush, 1),
+            Request::Identify => (OpKind::Identify, 1),
+            Request::Ata(a) => (OpKind::Ata(a), 1),
+            Request::Config(c) => (OpKind::Config(c), 1),
+            Request::Mask(m) => (OpKind::Mask(m), 1),
+            Request::Reserve(r) => (OpKind::Reserve(r), 1),
+        };
+        if let Err(e) = self.check(&kind, total) {
+            self.events.push_back(Event::Complete { op: id, result: Err(e) });
+            return id;
+        }
+        if total == 0 {
+            self.events.push_back(Event::Complete { op: id, result: Ok(Reply::Done) });
+            return id;
+        }
+        let op = OpState { id, kind, total, framed: 0, in_flight: 0, result: None };
+        let index = match self.free_ops.pop() {
+            Some(i) => {
+                self.ops[i as usize] = Some(op);
+                i
+            }
+            None => {
+                self.ops.push(Some(op));
+                (self.ops.len() - 1) as u32
+            }
+        };
+        self.pending.push_back(index);
+        id
+    }
+
+    fn check(&self, kind: &OpKind, total: u64) -> Result<(), Error> {
+        match kind {
+            OpKind::Read { lba } | OpKind::Write { lba } => {
+                let limit = if self.cfg.lba48 { LBA48_LIMIT } else { LBA28_LIMIT };
+                match lba.checked_add(total) {
+                    Some(end) if end <= limit => Ok(()),
+                    _ => Err(Error::OutOfRange { lba: *lba, sectors: total }),
+                }
+            }
+            OpKind::Config(c) if c.string.len() > aoe_proto::config::MAX_STRING_LEN => {
+                Err(Error::Invalid("config string longer than 1024 bytes"))
+            }
+            OpKind::Mask(m) if m.directives.len() > 255 => {
+                Err(Error::Invalid("more than 255 mask directives"))
+            }
+            OpKind::Reserve(r) if r.macs.len() > 255 => Err(Error::Invalid("more than 255 reserve MACs")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The interface the frame [`poll_transmit`](Self::poll_transmit) would write next goes
+    /// out on, or `None` when it would write nothing. Lets a caller with one send batch per
+    /// interface pick the batch before the frame is written.
+    pub fn next_transmit(&self, now: Instant) -> Option<usize> {
+        let path = if let Some(slot) = self.retransmit.iter().find_map(|&s| self.queued(s)) {
+            self.retransmit_path(slot.path, now)
+        } else if self.can_send_new() && self.next_eligible().is_some() {
+            self.new_path(now)
+        } else {
+            return None;
+        };
+        Some(self.paths[path].path.iface)
+    }
+
+    /// Writes the next frame to send into `buf`: a retransmission if one is due, else the next
+    /// piece of a submitted op if the window allows. `None` when there is nothing to send.
+    ///
+    /// `buf` should hold the largest frame the session sends: 14 + 22 + 512 × `max_sectors`
+    /// bytes for reads and writes, more for long config strings or lists. A request that does
+    /// not fit fails with [`Error::Invalid`] instead of being sent.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        data: &mut dyn IoBuffers,
+    ) -> Option<Transmit> {
+        while let Some(slot) = self.retransmit.pop_front() {
+            let Some(frame) = self.queued(slot) else { continue };
+            let path = self.retransmit_path(frame.path, now);
+            if let Some(t) = self.send(now, slot, path, buf, data) {
+                self.stats.retransmitted += 1;
+                return Some(t);
+            }
+        }
+        while self.can_send_new() {
+            let pos = self.next_eligible()?;
+            let op_index = self.pending[pos];
+            let op = self.ops[op_index as usize].as_mut()?;
+            let (offset, sectors) = match op.kind {
+                OpKind::Read { .. } | OpKind::Write { .. } => {
+                    let n = (op.total - op.framed).min(u64::from(self.cfg.max_sectors));
+                    (op.framed, n as u8)
+                }
+                _ => (0, 0),
+            };
+            op.framed += if sectors == 0 { 1 } else { u64::from(sectors) };
+            op.in_flight += 1;
+            if op.framed == op.total {
+                self.pending.remove(pos);
+            }
+            let slot = self.free_slots.pop()?;
+            self.in_flight += 1;
+            self.silent_since.get_or_insert(now);
+            let path = self.new_path(now);
+            self.rr = path + 1;
+            self.slots[usize::from(slot)].frame = Some(InFlight {
+                op: op_index,
+                offset,
+                sectors,
+                path,
+                sent: now,
+                deadline: None,
+                retries: 0,
+                seq: 0,
+            });
+            if let Some(t) = self.send(now, slot, path, buf, data) {
+                self.stats.sent += 1;
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// Takes a received frame. Returns true when it was accepted as the answer to an
+    /// outstanding frame; anything else (duplicates, stale tags, other targets, requests,
+    /// garbage) is counted in [`stats`](Self::stats) and ignored.
+    pub fn handle_frame(&mut self, now: Instant, frame: &[u8], data: &mut dyn IoBuffers) -> bool {
+        let Ok(f) = Frame::parse(frame) else {
+            self.stats.malformed += 1;
+            return false;
+        };
+        let h = f.header;
+        if !h.is_response() || h.shelf() != self.cfg.shelf || h.slot() != self.cfg.slot {
+            self.stats.foreign += 1;
+            return false;
+        }
+        let tag = h.tag();
+        let index = (tag & 0xFFFF) as usize;
+        let generation = (tag >> TAG_SLOT_BITS) as u16;
+        let Some(slot) = self.slots.get(index) else {
+            self.stats.stale += 1;
+            return false;
+        };
+        if slot.generation != generation {
+            self.stats.stale += 1;
+            return false;
+        }
+        let Some(fl) = slot.frame else {
+            self.stats.duplicates += 1;
+            return false;
+        };
+        let path = self.paths[fl.path].path;
+        let Some(op) = self.ops.get(fl.op as usize).and_then(Option::as_ref) else {
+            self.stats.stale += 1;
+            return false;
+        };
+        if f.ethernet.src != path.target || f.ethernet.dst != path.local || h.command() != op.kind.command() {
+            self.stats.foreign += 1;
+            return false;
+        }
+
+        // Accepted: the slot is free again, the target is alive, the path works.
+        self.stats.answers += 1;
+        self.slots[index].frame = None;
+        self.free_slots.push(index as u16);
+        self.in_flight -= 1;
+        self.silent_since = (self.in_flight > 0).then_some(now);
+        let p = &mut self.paths[fl.path];
+        p.timeouts = 0;
+        if p.down_until.take().is_some() {
+            self.events.push_back(Event::PathUp { path: fl.path });
+        }
+        if fl.retries == 0 && matches!(op.kind, OpKind::Read { .. } | OpKind::Write { .. }) {
+            self.rtt.sample(now.saturating_duration_since(fl.sent));
+        }
+        self.credit += 1;
+        if self.credit >= self.window {
+            self.credit = 0;
+            self.window = (self.window + 1).min(self.slots.len());
+        }
+
+        let outcome = answer(&f, fl, op, self.cfg.lba48, data);
+        self.finish_frame(fl.op, outcome);
+        true
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next: the earliest
+    /// retransmission deadline or the moment the target would be declared dead.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let frames = self.slots.iter().filter_map(|s| s.frame.and_then(|f| f.deadline));
+        let dead = self.silent_since.map(|t| t + self.cfg.dead_timeout);
+        frames.chain(dead).min()
+    }
+
+    /// Acts on the deadlines passed at `now`: frames that timed out are queued for
+    /// retransmission (shrinking the window, maybe taking their path down), and a target
+    /// silent for `dead_timeout` is declared dead.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.silent_since.is_some_and(|t| now >= t + self.cfg.dead_timeout) {
+            self.die();
+            return;
+        }
+        for index in 0..self.slots.len() {
+            let Some(frame) = self.slots[index].frame.as_mut() else { continue };
+            if frame.deadline.is_none_or(|d| now < d) {
+                continue;
+            }
+            frame.deadline = None;
+            frame.retries += 1;
+            let (path, seq) = (frame.path, frame.seq);
+            self.retransmit.push_back(index as u16);
+            self.stats.timeouts += 1;
+            if seq > self.recover_seq {
+                self.window = (self.window / 2).max(1);
+                self.credit = 0;
+                self.recover_seq = self.send_seq;
+            }
+            self.path_timed_out(path, now);
+        }
+    }
+
+    fn path_timed_out(&mut self, path: usize, now: Instant) {
+        let others_up = (0..self.paths.len()).any(|p| p != path && self.paths[p].usable(now));
+        let p = &mut self.paths[path];
+        p.timeouts = p.timeouts.saturating_add(1);
+        if p.timeouts >= self.cfg.path_down_after && others_up && p.usable(now) {
+            p.down_until = Some(now + self.cfg.path_retry);
+            self.events.push_back(Event::PathDown { path });
+        }
+    }
+
+    fn die(&mut self) {
+        let after = self.cfg.dead_timeout;
+        tracing::warn!(shelf = self.cfg.shelf, slot = self.cfg.slot, ?after, "target declared dead");
+        for slot in &mut self.slots {
+            slot.frame = None;
+        }
+        self.free_slots.clear();
+        self.free_slots.extend((0..self.slots.len()).rev().map(|s| s as u16));
+        self.retransmit.clear();
+        self.pending.clear();
+        self.in_flight = 0;
+        self.silent_since = None;
+        self.events.push_back(Event::TargetDead);
+        for index in 0..self.ops.len() {
+            if let Some(op) = self.ops[index].take() {
+                self.free_ops.push(index as u32);
+                self.events
+                    .push_back(Event::Complete { op: op.id, result: Err(Error::TargetDead { after }) });
+            }
+        }
+    }
+
+    /// The frame in `slot` if it is waiting for retransmission.
+    fn queued(&self, slot: u16) -> Option<InFlight> {
+        self.slots[usize::from(slot)].frame.filter(|f| f.deadline.is_none() && f.seq != 0)
+    }
+
+    fn can_send_new(&self) -> bool {
+        self.in_flight < self.window && !self.free_slots.is_empty()
+    }
+
+    /// Position in `pending` of the first op that may be framed now: anything but a flush
+    /// that still waits for older ops.
+    fn next_eligible(&self) -> Option<usize> {
+        self.pending.iter().position(|&i| match self.ops[i as usize].as_ref() {
+            Some(op) if matches!(op.kind, OpKind::Flush) => {
+                self.ops.iter().flatten().all(|other| other.id >= op.id)
+            }
+            Some(_) => true,
+            None => false,
+        })
+    }
+
+    fn new_path(&self, now: Instant) -> usize {
+        let n = self.paths.len();
+        (0..n).map(|k| (self.rr + k) % n).find(|&p| self.paths[p].usable(now)).unwrap_or(self.rr % n)
+    }
+
+    fn retransmit_path(&self, last: usize, now: Instant) -> usize {
+        let n = self.paths.len();
+        (1..=n).map(|k| (last + k) % n).find(|&p| self.paths[p].usable(now)).unwrap_or(last)
+    }
+
+    /// (Re)sends the frame in `slot` on `path` with a fresh generation. On failure to fit
+    /// the buffer, fails its op and frees the slot.
+    fn send(
+        &mut self,
+        now: Instant,
+        slot: u16,
+        path: usize,
+        buf: &mut [u8],
+        data: &mut dyn IoBuffers,
+    ) -> Option<Transmit> {
+        let index = usize::from(slot);
+        let s = &mut self.slots[index];
+        let mut frame = s.frame?;
+        s.generation = s.generation.wrapping_add(1);
+        let tag = u32::from(s.generation) << TAG_SLOT_BITS | u32::from(slot);
+        let op = self.ops[frame.op as usize].as_ref()?;
+        let p = self.paths[path].path;
+        match emit(&self.cfg, p, tag, op, &frame, buf, data) {
+            Ok(len) => {
+                self.send_seq += 1;
+                frame.path = path;
+                frame.sent = now;
+                frame.seq = self.send_seq;
+                frame.deadline = Some(now + self.rtt.backoff(frame.retries));
+                self.slots[index].frame = Some(frame);
+                Some(Transmit { len, path, iface: p.iface })
+            }
+            Err(e) => {
+                self.slots[index].frame = None;
+                self.free_slots.push(slot);
+                self.in_flight -= 1;
+                if self.in_flight == 0 {
+                    self.silent_since = None;
+                }
+                self.finish_frame(frame.op, Err(e));
+                None
+            }
+        }
+    }
+
+    /// Records the outcome of one frame of op `index` and completes the op when nothing of
+    /// it is left outstanding.
+    fn finish_frame(&mut self, index: u32, outcome: Result<Option<Reply>, Error>) {
+        let Some(op) = self.ops[index as usize].as_mut() else { return };
+        op.in_flight -= 1;
+        match outcome {
+            Ok(Some(reply)) => op.result = Some(Ok(reply)),
+            Ok(None) => {}
+            Err(e) => {
+                if !matches!(op.result, Some(Err(_))) {
+                    op.result = Some(Err(e));
+                }
+                // Nothing more of a failed op is sent.
+                if op.framed < op.total {
+                    op.framed = op.total;
+                    self.pending.retain(|&i| i != index);
+                }
+            }
+        }
+        if op.in_flight == 0 && op.framed == op.total {
+            if let Some(op) = self.ops[index as usize].take() {
+                self.free_ops.push(index);
+                let result = op.result.unwrap_or(Ok(Reply::Done));
+                self.events.push_back(Event::Complete { op: op.id, result });
+            }
+        }
+    }
+}
+
+impl PathState {
+    fn usable(&self, now: Instant) -> bool {
+        self.down_until.is_none_or(|t| now >= t)
+    }
+}
+
+/// Writes the request for `frame` of `op` into `buf`.
+fn emit(
+    cfg: &SessionConfig,
+    path: Path,
+    tag: u32,
+    op: &OpState,
+    frame: &InFlight,
+    buf: &mut [u8],
+    data: &mut dyn IoBuffers,
+) -> Result<usize, Error> {
+    let header = HeaderRepr::request(cfg.shelf, cfg.slot, tag);
+    let ata = |a: AtaRepr| BodyRepr::Ata { header: a, data: &[] };
+    let body = match &op.kind {
+        OpKind::Read { lba } => ata(AtaRepr::read(lba + frame.offset, frame.sectors, cfg.lba48)),
+        OpKind::Write { lba } => ata(AtaRepr::write(lba + frame.offset, frame.sectors, cfg.lba48)),
+        OpKind::Flush => {
+            let cmd = if cfg.lba48 { AtaCommand::FlushCacheExt } else { AtaCommand::FlushCache };
+            ata(AtaRepr::command(cmd, 0))
+        }
+        OpKind::Identify => ata(AtaRepr::command(AtaCommand::IdentifyDevice, 1)),
+        OpKind::Ata(a) => BodyRepr::Ata {
+            header: AtaRepr {
+                flags: a.flags,
+                err_feature: a.feature,
+                sector_count: a.sector_count,
+                cmd_status: a.command,
+                lba: a.lba,
+            },
+            data: &a.data,
+        },
+        OpKind::Config(c) => BodyRepr::Config(ConfigRepr::request(c.command, &c.string)),
+        OpKind::Mask(m) => {
+            BodyRepr::Mask(MaskRepr { command: m.command, error: MaskError::None, directives: &m.directives })
+        }
+        OpKind::Reserve(r) => BodyRepr::Reserve(ReserveRepr { command: r.command, macs: &r.macs }),
+    };
+    let repr = FrameRepr { dst: path.target, src: path.local, header, body };
+    if let OpKind::Write { .. } = op.kind {
+        let bytes = usize::from(frame.sectors) * SECTOR_SIZE;
+        let out = buf.get_mut(ATA_DATA_OFFSET..ATA_DATA_OFFSET + bytes).ok_or(too_small(()))?;
+        data.load(op.id, frame.offset as usize * SECTOR_SIZE, out);
+        repr.emit(buf).map_err(too_small)?;
+        return Ok(ATA_DATA_OFFSET + bytes);
+    }
+    repr.emit_padded(buf).map_err(too_small)
+}
+
+fn too_small<E>(_: E) -> Error {
+    Error::Invalid("request does not fit the transmit buffer")
+}
+
+/// The ATA command byte sent for `kind` (the answer carries the status in its place).
+fn sent_command(kind: &OpKind, lba48: bool) -> u8 {
+    let cmd = match (kind, lba48) {
+        (OpKind::Read { .. }, true) => AtaCommand::ReadSectorsExt,
+        (OpKind::Read { .. }, false) => AtaCommand::ReadSectors,
+        (OpKind::Write { .. }, true) => AtaCommand::WriteSectorsExt,
+        (OpKind::Write { .. }, false) => AtaCommand::WriteSectors,
+        (OpKind::Flush, true) => AtaCommand::FlushCacheExt,
+        (OpKind::Flush, false) => AtaCommand::FlushCache,
+        (OpKind::Ata(a), _) => AtaCommand::Other(a.command),
+        _ => AtaCommand::IdentifyDevice,
+    };
+    cmd.into()
+}
+
+/// What the answer `f` to `frame` of `op` means: `Ok(None)` for a piece of a read or write
+/// done, `Ok(Some(reply))` for a whole single-frame command, or an error.
+fn answer(
+    f: &Frame<'_>,
+    frame: InFlight,
+    op: &OpState,
+    lba48: bool,
+    data: &mut dyn IoBuffers,
+) -> Result<Option<Reply>, Error> {
+    if f.header.flags().contains(Flags::ERROR) {
+        return Err(Error::Aoe { code: f.header.error });
+    }
+    match (&op.kind, f.body) {
+        (OpKind::Ata(_), Body::Ata { header, data: bytes }) => Ok(Some(Reply::Ata(AtaReply {
+            status: header.status(),
+            error: header.error(),
+            sector_count: header.sector_count,
+            lba: header.lba48(),
+            data: bytes.to_vec(),
+        }))),
+        (kind, Body::Ata { header, data: bytes }) => {
+            let status = header.status();
+            if status.intersects(AtaStatus::ERR | AtaStatus::DF) {
+                let (lba, sectors) = match kind {
+                    OpKind::Read { lba } | OpKind::Write { lba } => {
+                        (lba + frame.offset, u64::from(frame.sectors))
+                    }
+                    _ => (0, 0),
+                };
+                let command = sent_command(kind, lba48);
+                return Err(Error::from_ata(command, status, header.error(), lba, sectors));
+            }
+            match kind {
+                OpKind::Read { .. } => {
+                    let expected = usize::from(frame.sectors) * SECTOR_SIZE;
+                    let got = bytes.get(..expected).ok_or(Error::ShortRead { expected, got: bytes.len() })?;
+                    if op.result.is_none() {
+                        data.store(op.id, frame.offset as usize * SECTOR_SIZE, got);
+                    }
+                    Ok(None)
+                }
+                OpKind::Identify => Identify::parse(bytes)
+                    .map(|id| Some(Reply::Identify(id)))
+                    .map_err(|_| Error::BadAnswer("IDENTIFY data is short or fails its checksum")),
+                _ => Ok(None),
+            }
+        }
+        (OpKind::Config(_), Body::Config { header, string }) => Ok(Some(Reply::Config(ConfigReply {
+            buffer_count: header.buffer_count.get(),
+            firmware: header.firmware.get(),
+            sector_count: header.sector_count,
+            aoe_version: header.aoe_version(),
+            command: header.command(),
+            string: string.to_vec(),
+        }))),
+        (OpKind::Mask(_), Body::Mask { header, directives }) => match header.error() {
+            MaskError::None => Ok(Some(Reply::Mask(
+                directives.iter().filter(|d| d.command() == DirectiveCommand::Add).map(|d| d.mac).collect(),
+            ))),
+            e => Err(Error::Mask(e)),
+        },
+        (OpKind::Reserve(_), Body::Reserve { macs, .. }) => Ok(Some(Reply::Reserve(macs.to_vec()))),
+        _ => Err(Error::BadAnswer("answer body does not match the request")),
+    }
+}
+
+#[cfg(test)]
+mod tests;
