@@ -32,5 +32,8 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod cli;
 pub mod export;
 pub mod server;
+pub mod service;
+pub mod settings;

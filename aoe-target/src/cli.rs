@@ -1,0 +1,391 @@
+//! The `aoe-target` command line: vblade's arguments, or `--config` for many exports.
+//!
+//! ```
+//! use aoe_target::cli::Cli;
+//! use clap::Parser;
+//!
+//! let cli = Cli::try_parse_from(["aoe-target", "-r", "-o", "8", "1", "0", "eth1", "/srv/disk.img"])?;
+//! let settings = cli.settings()?;
+//! let export = &settings.exports[0];
+//! assert_eq!((export.name(), export.offset, export.read_only), ("e1.0".to_string(), 8, true));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use aoe_proto::MacAddr;
+use clap::{ArgAction, Parser};
+
+use crate::export::DEFAULT_BUFFER_COUNT;
+use crate::service::Service;
+use crate::settings::{ExportSettings, Settings, SettingsError};
+
+/// Exit status for a command line that does not parse (as clap and getopt programs use).
+const EXIT_USAGE: u8 = 2;
+
+const LONG_ABOUT: &str = "\
+Serve files or block devices as ATA over Ethernet (AoE) disks, compatible with vblade.
+
+Given SHELF SLOT NETIF FILE, aoe-target serves one disk, addressed as eSHELF.SLOT, on one \
+network interface, and takes vblade's options. Given --config, it serves every export listed \
+in a TOML file, each on one or more interfaces, from one process.
+
+It speaks AoE protocol revision 11: query config, issue ATA (read, write, identify, flush, \
+check power mode, set features, SMART status), MAC mask list and reserve/release. At start-up \
+it broadcasts a query-config answer per export on each of its interfaces, so initiators that \
+are already running find it.
+
+It needs root or CAP_NET_RAW for its raw Ethernet sockets. All settings are checked before \
+anything is served; a problem is reported as one line on stderr, \"aoe-target: <what is \
+wrong>\", and the exit status is non-zero. SIGINT or SIGTERM stops it: it answers the frames \
+in hand, flushes every file and exits with status 0.";
+
+const AFTER_HELP: &str = "See `aoe-target --help` for units, the configuration file and examples.";
+
+const AFTER_LONG_HELP: &str = "\
+Examples:
+  Export /srv/disk0.img as e1.0 on eth1, as `vblade 1 0 eth1 /srv/disk0.img` would:
+      aoe-target 1 0 eth1 /srv/disk0.img
+
+  Export 1 GiB of /dev/sdb starting 1 MiB in, read-only, to two initiators only:
+      aoe-target -r -o 2048 -l 2097152 -m 00:11:22:33:44:55,001122334466 2 1 eth1 /dev/sdb
+
+  Serve every export of a configuration file, logging more:
+      aoe-target -v --config /etc/aoe-target/exports.toml
+
+Configuration file:
+  One [[export]] table per disk. Unknown keys are errors. Offsets and lengths are in
+  sectors of 512 bytes, as with -o and -l. An export offered on several interfaces is one
+  disk: its config string, mask and reservations are shared.
+
+      [[export]]
+      shelf = 1                         # 0 to 65534 (required)
+      slot = 0                          # 0 to 254 (required)
+      interfaces = [\"eth1\", \"eth2\"]     # at least one (required)
+      file = \"/srv/disk0.img\"           # file or block device (required)
+      read_only = false                 # -r
+      direct = false                    # -d, O_DIRECT
+      sync = false                      # -s, O_SYNC
+      offset = 0                        # -o, sectors skipped
+      length = 2048                     # -l, sectors exported (default: the rest)
+      buffer_count = 16                 # -b
+      mask = [\"00:11:22:33:44:55\"]      # -m (default: answer every initiator)
+
+Logging:
+  Logs go to stderr: one line per export and interface at start-up, e.g.
+  \"e1.0 on eth1 (52:54:00:12:34:56): 2048 sectors, 17 sectors/frame, bufcnt 16, file
+  /srv/disk0.img (read-write)\", and errors. -v adds debug messages, -vv trace messages;
+  RUST_LOG (e.g. RUST_LOG=debug) overrides both.
+
+Exit status:
+  0  stopped by SIGINT or SIGTERM, or --check found the settings fine
+  1  a setting is wrong (missing file, unknown or down interface, ...) or serving failed
+  2  the command line does not parse
+
+A second SIGINT or SIGTERM while stopping exits at once with status 1.";
+
+/// The `aoe-target` command line.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "aoe-target",
+    version,
+    about = "Export a file or block device as an ATA over Ethernet (AoE) disk (vblade-compatible)",
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+    after_long_help = AFTER_LONG_HELP,
+    override_usage = "aoe-target [OPTIONS] SHELF SLOT NETIF FILE\n       aoe-target [-v] [--check] --config FILE",
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Buffer count advertised to initiators: how many requests each may keep outstanding
+    /// (1 to 65535)
+    #[arg(
+        short = 'b',
+        long,
+        value_name = "BUFCNT",
+        default_value_t = DEFAULT_BUFFER_COUNT,
+        value_parser = clap::value_parser!(u16).range(1..),
+        help_heading = "Export options (vblade's)"
+    )]
+    pub buffer_count: u16,
+
+    /// Sectors of 512 bytes at the start of FILE that are not exported: sector 0 of the disk
+    /// is sector SECTORS of FILE
+    #[arg(
+        short = 'o',
+        long,
+        value_name = "SECTORS",
+        default_value_t = 0,
+        help_heading = "Export options (vblade's)"
+    )]
+    pub offset: u64,
+
+    /// Sectors of 512 bytes exported from the offset on [default: the rest of FILE]
+    #[arg(short = 'l', long, value_name = "SECTORS", help_heading = "Export options (vblade's)")]
+    pub length: Option<u64>,
+
+    /// Open FILE with O_DIRECT, bypassing the page cache
+    #[arg(short = 'd', long, help_heading = "Export options (vblade's)")]
+    pub direct: bool,
+
+    /// Open FILE with O_SYNC: a write is on stable storage before it is answered
+    #[arg(short = 's', long, help_heading = "Export options (vblade's)")]
+    pub sync: bool,
+
+    /// Export read-only: FILE is opened read-only and writes are refused (ATA ERR, ABRT)
+    #[arg(short = 'r', long, help_heading = "Export options (vblade's)")]
+    pub read_only: bool,
+
+    /// Answer only these initiators (the initial MAC mask list), comma-separated; each as
+    /// 00:11:22:aa:bb:cc, 00-11-22-aa-bb-cc or 001122aabbcc, any case. Initiators may edit
+    /// the list later (AoE command 2) [default: answer every initiator]
+    #[arg(
+        short = 'm',
+        long,
+        value_name = "MAC[,MAC...]",
+        value_delimiter = ',',
+        value_parser = parse_mac,
+        help_heading = "Export options (vblade's)"
+    )]
+    pub mask: Vec<MacAddr>,
+
+    /// Serve the exports listed in the TOML file FILE instead of SHELF SLOT NETIF FILE (see
+    /// "Configuration file" below)
+    #[arg(
+        short = 'c',
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["shelf", "buffer_count", "offset", "length", "direct", "sync", "read_only", "mask"]
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Check the settings (files, offsets, lengths, interfaces) and exit without serving
+    #[arg(long)]
+    pub check: bool,
+
+    /// Log more: -v debug, -vv trace (RUST_LOG overrides)
+    #[arg(short = 'v', long, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Shelf, the AoE major address of the disk: 0 to 65534
+    #[arg(value_name = "SHELF", required_unless_present = "config")]
+    pub shelf: Option<u16>,
+
+    /// Slot, the AoE minor address of the disk: 0 to 254
+    #[arg(value_name = "SLOT", required_unless_present = "config")]
+    pub slot: Option<u8>,
+
+    /// Network interface to serve on, e.g. eth1; it must be up. A frame carries
+    /// floor((MTU - 22) / 512) sectors: 2 at MTU 1500, 17 at MTU 9000
+    #[arg(value_name = "NETIF", required_unless_present = "config")]
+    pub netif: Option<String>,
+
+    /// Regular file or block device holding the disk's sectors
+    #[arg(value_name = "FILE", required_unless_present = "config")]
+    pub file: Option<PathBuf>,
+}
+
+fn parse_mac(text: &str) -> Result<MacAddr, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a MAC address (like 00:11:22:aa:bb:cc or 001122aabbcc)"))
+}
+
+impl Cli {
+    /// The validated settings: the configuration file's, or the one export the arguments
+    /// describe. Needs no I/O for the latter.
+    pub fn settings(&self) -> Result<Settings, SettingsError> {
+        if let Some(path) = &self.config {
+            return Settings::load(path);
+        }
+        let (Some(shelf), Some(slot), Some(netif), Some(file)) =
+            (self.shelf, self.slot, self.netif.as_deref(), self.file.as_ref())
+        else {
+            unreachable!("clap requires SHELF SLOT NETIF FILE without --config");
+        };
+        let export = ExportSettings {
+            read_only: self.read_only,
+            direct: self.direct,
+            sync: self.sync,
+            offset: self.offset,
+            length: self.length,
+            buffer_count: self.buffer_count,
+            mask: self.mask.clone(),
+            ..ExportSettings::new(shelf, slot, netif, file.clone())
+        };
+        let settings = Settings::single(export);
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
+/// A clap error as one line, without the usage block that follows it.
+fn one_line(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let mut parts = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.starts_with("tip:") {
+            parts.push(line.strip_prefix("error: ").unwrap_or(line));
+        }
+    }
+    format!("{} (see aoe-target --help)", parts.join(" "))
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("aoe-target: {message}");
+    ExitCode::FAILURE
+}
+
+fn init_logging(verbose: u8) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+    let level = match verbose {
+        0 => LevelFilter::INFO,
+        1 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    };
+    let filter = EnvFilter::builder().with_default_directive(level.into()).from_env_lossy();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+/// The whole program: parse the process's arguments, check the settings, serve until
+/// SIGINT or SIGTERM.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("aoe-target: {}", one_line(&e));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    run(&cli)
+}
+
+/// Runs a parsed command line (see [`main`]).
+pub fn run(cli: &Cli) -> ExitCode {
+    let settings = match cli.settings() {
+        Ok(settings) => settings,
+        Err(e) => return fail(e),
+    };
+    if cli.check {
+        return match Service::check(&settings) {
+            Ok(exports) => {
+                for (export, sectors) in exports {
+                    println!(
+                        "{}: {sectors} sectors of {} on {}",
+                        export.name(),
+                        export.file.display(),
+                        export.interfaces.join(", ")
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
+    init_logging(cli.verbose);
+    // Registered before anything is opened: a signal during start-up then stops the service
+    // as soon as it starts. A second signal while the first is handled exits at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let registered = signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)));
+        if let Err(e) = registered {
+            return fail(format_args!("cannot handle signal {signal}: {e}"));
+        }
+    }
+    let service = match Service::open(&settings) {
+        Ok(service) => service,
+        Err(e) => return fail(e),
+    };
+    match service.run(&stop) {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, String> {
+        Cli::try_parse_from(std::iter::once("aoe-target").chain(args.iter().copied()))
+            .map_err(|e| one_line(&e))
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn vblade_arguments() {
+        let cli = parse(&[
+            "-b",
+            "32",
+            "-o",
+            "8",
+            "-l",
+            "16",
+            "-d",
+            "-s",
+            "-r",
+            "-m",
+            "001122aabbcc,00:11:22:33:44:55",
+            "7",
+            "3",
+            "eth1",
+            "/dev/sdb",
+        ])
+        .unwrap();
+        let s = cli.settings().unwrap();
+        let e = &s.exports[0];
+        assert_eq!((e.shelf, e.slot, e.interfaces.as_slice()), (7, 3, &["eth1".to_string()][..]));
+        assert_eq!((e.buffer_count, e.offset, e.length), (32, 8, Some(16)));
+        assert!(e.direct && e.sync && e.read_only);
+        assert_eq!(e.mask.len(), 2);
+        assert_eq!(s.source, None);
+        // defaults
+        let e = parse(&["1", "0", "eth1", "f"]).unwrap().settings().unwrap().exports.remove(0);
+        assert_eq!(e, ExportSettings::new(1, 0, "eth1", "f"));
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        for (args, want) in [
+            (&[][..], "the following required arguments were not provided: <SHELF> <SLOT> <NETIF> <FILE>"),
+            (&["1", "256", "eth0", "f"], "invalid value '256' for '[SLOT]': 256 is not in 0..=255"),
+            (&["-m", "00:11", "1", "0", "eth0", "f"], "\"00:11\" is not a MAC address"),
+            (&["-b", "0", "1", "0", "eth0", "f"], "invalid value '0' for '--buffer-count <BUFCNT>'"),
+            (&["-x", "1", "0", "eth0", "f"], "unexpected argument '-x'"),
+            (&["--config", "c.toml", "1", "0", "eth0", "f"], "cannot be used with"),
+            (&["--config", "c.toml", "-r"], "cannot be used with"),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(want), "{args:?}: {err:?} lacks {want:?}");
+            assert!(!err.contains('\n') && err.ends_with("(see aoe-target --help)"), "{err:?}");
+        }
+        let err = parse(&["1", "255", "eth0", "f"]).unwrap().settings().unwrap_err().to_string();
+        assert_eq!(err, "e1.255: slot 255 is the broadcast slot; use 0 to 254");
+    }
+}

@@ -1,0 +1,285 @@
+//! The running target: validated [`Settings`] turned into open files, raw sockets and one
+//! server thread per interface.
+//!
+//! [`Service::open`] does every check that needs the system (files, interfaces, raw sockets)
+//! before anything is served, so a bad setting stops the program before it answers a frame.
+//! [`Service::run`] announces every export, serves until a stop flag is set, then flushes
+//! every backend.
+
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use aoe_proto::SECTOR_SIZE;
+use aoe_transport::afpacket::{self, AfPacket, AfPacketOptions};
+use aoe_transport::Transport;
+
+use crate::backend::{Backend, FileBackend, FileOptions, Window};
+use crate::export::{Export, ExportConfig};
+use crate::server::{Server, SharedExport};
+use crate::settings::{ExportSettings, Problem, Settings, SettingsError};
+
+/// The backend of every export the program serves: a window of a file or block device.
+pub type FileExport = Window<FileBackend>;
+
+/// Open exports and the sockets that serve them, ready to [`run`](Self::run).
+pub struct Service {
+    exports: Vec<(ExportSettings, SharedExport<FileExport>)>,
+    servers: Vec<Server<AfPacket, FileExport>>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.exports.iter().map(|(s, _)| s.name()).collect();
+        f.debug_struct("Service").field("exports", &names).field("interfaces", &self.servers.len()).finish()
+    }
+}
+
+/// Checks and opens the file of one export, windowed by its offset and length.
+pub fn open_backend(settings: &Settings, index: usize) -> Result<FileExport, SettingsError> {
+    let export = &settings.exports[index];
+    let fail = |problem| settings.error(Some(index), problem);
+    let path = &export.file;
+    let file_error = |source| fail(Problem::File { path: path.clone(), source });
+    let kind = std::fs::metadata(path).map_err(file_error)?.file_type();
+    if !(kind.is_file() || kind.is_block_device()) {
+        return Err(fail(Problem::NotAFile(path.clone())));
+    }
+    let options = FileOptions { read_only: export.read_only, direct: export.direct, sync: export.sync };
+    let file = FileBackend::open(path, options).map_err(file_error)?;
+    let sectors = file.len() / SECTOR_SIZE as u64;
+    let (offset, path) = (export.offset, path.clone());
+    if offset > sectors {
+        return Err(fail(Problem::OffsetBeyondEnd { path, offset, sectors }));
+    }
+    let length = match export.length {
+        Some(length) if offset.checked_add(length).is_none_or(|end| end > sectors) => {
+            return Err(fail(Problem::LengthBeyondEnd { path, offset, length, sectors }));
+        }
+        Some(length) => length,
+        None if offset == sectors => return Err(fail(Problem::Empty { path, offset, sectors })),
+        None => sectors - offset,
+    };
+    let unit = SECTOR_SIZE as u64;
+    Window::new(file, offset * unit, Some(length * unit)).map_err(|e| {
+        // The checks above make this unreachable; report it plainly all the same.
+        fail(Problem::File { path: path.clone(), source: io::Error::new(io::ErrorKind::InvalidInput, e) })
+    })
+}
+
+/// Exports with their settings, and the interfaces (name, index of the first export that
+/// names it, the exports offered on it) in the order they are first named.
+type Prepared =
+    (Vec<(ExportSettings, SharedExport<FileExport>)>, Vec<(String, usize, Vec<SharedExport<FileExport>>)>);
+
+/// Validates, opens every file and checks every interface.
+fn prepare(settings: &Settings) -> Result<Prepared, SettingsError> {
+    settings.validate()?;
+    let mut exports = Vec::with_capacity(settings.exports.len());
+    for (index, export) in settings.exports.iter().enumerate() {
+        let backend = open_backend(settings, index)?;
+        let mut config = ExportConfig::new(export.shelf, export.slot);
+        config.buffer_count = export.buffer_count;
+        config.read_only = export.read_only;
+        config.mask = export.mask.clone();
+        exports.push((export.clone(), Arc::new(Mutex::new(Export::new(config, backend)))));
+    }
+    let mut interfaces: Vec<(String, usize, Vec<SharedExport<FileExport>>)> = Vec::new();
+    for (index, (export, shared)) in exports.iter().enumerate() {
+        for name in &export.interfaces {
+            match interfaces.iter_mut().find(|(n, _, _)| n == name) {
+                Some((_, _, list)) => list.push(Arc::clone(shared)),
+                None => interfaces.push((name.clone(), index, vec![Arc::clone(shared)])),
+            }
+        }
+    }
+    // Every interface is checked before any raw socket is opened, so that a typo is reported
+    // as such even without the privilege to open one.
+    for (name, index, _) in &interfaces {
+        let info = afpacket::interface_info(name).map_err(|e| settings.error(Some(*index), e.into()))?;
+        if !info.up {
+            let down = afpacket::OpenError::InterfaceDown(info.name);
+            return Err(settings.error(Some(*index), down.into()));
+        }
+    }
+    Ok((exports, interfaces))
+}
+
+impl Service {
+    /// Opens every file, then checks every interface (it must exist, be up and carry
+    /// Ethernet), then opens one raw socket per interface. Fails on the first problem.
+    pub fn open(settings: &Settings) -> Result<Service, SettingsError> {
+        let (exports, interfaces) = prepare(settings)?;
+        let mut servers = Vec::with_capacity(interfaces.len());
+        for (name, index, list) in interfaces {
+            let socket = AfPacket::open(&name, AfPacketOptions::default())
+                .map_err(|e| settings.error(Some(index), e.into()))?;
+            servers.push(Server::new(socket, list));
+        }
+        Ok(Service { exports, servers })
+    }
+
+    /// Does every check [`open`](Self::open) does except opening raw sockets (which needs
+    /// privilege); returns each export's settings and size in sectors.
+    pub fn check(settings: &Settings) -> Result<Vec<(ExportSettings, u64)>, SettingsError> {
+        let (exports, _) = prepare(settings)?;
+        Ok(exports
+            .into_iter()
+            .map(|(s, shared)| {
+                let sectors = shared.lock().unwrap_or_else(|e| e.into_inner()).sectors();
+                (s, sectors)
+            })
+            .collect())
+    }
+
+    /// The exports, each with its settings.
+    pub fn exports(&self) -> &[(ExportSettings, SharedExport<FileExport>)] {
+        &self.exports
+    }
+
+    /// Announces every export on each of its interfaces and logs one line per export and
+    /// interface, then serves, one thread per interface, until `stop` is set or a server
+    /// fails (which sets `stop` for the others). Every backend is flushed before returning.
+    ///
+    /// Returns the first error: a server's I/O error, else a flush error.
+    pub fn run(self, stop: &AtomicBool) -> io::Result<()> {
+        let Service { exports, mut servers } = self;
+        for server in &mut servers {
+            server.announce()?;
+            let port = server.port();
+            for (settings, shared) in &exports {
+                if !settings.interfaces.iter().any(|i| i == server.transport().name()) {
+                    continue;
+                }
+                let export = shared.lock().unwrap_or_else(|e| e.into_inner());
+                tracing::info!(
+                    "{} on {} ({}): {} sectors, {} sectors/frame, bufcnt {}, file {} ({})",
+                    settings.name(),
+                    server.transport().name(),
+                    port.mac,
+                    export.sectors(),
+                    port.max_sectors,
+                    settings.buffer_count,
+                    settings.file.display(),
+                    describe(settings),
+                );
+            }
+        }
+        let first_error: Mutex<Option<io::Error>> = Mutex::new(None);
+        thread::scope(|scope| {
+            for mut server in servers {
+                let first_error = &first_error;
+                let name = format!("aoe-{}", server.transport().name());
+                let spawned = thread::Builder::new().name(name).spawn_scoped(scope, move || {
+                    let interface = server.transport().name().to_owned();
+                    tracing::debug!("serving on {interface}");
+                    if let Err(e) = server.run(stop) {
+                        tracing::error!("{interface}: {e}");
+                        first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    tracing::debug!("stopped serving on {interface}");
+                });
+                if let Err(e) = spawned {
+                    stop.store(true, Ordering::Relaxed);
+                    first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                }
+            }
+        });
+        let mut first_error = first_error.into_inner().unwrap_or_else(|e| e.into_inner());
+        for (settings, shared) in &exports {
+            let export = shared.lock().unwrap_or_else(|e| e.into_inner());
+            match export.backend().flush() {
+                Ok(()) => tracing::debug!("{}: flushed {}", settings.name(), settings.file.display()),
+                Err(e) => {
+                    tracing::error!("{}: flushing {}: {e}", settings.name(), settings.file.display());
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// "read-write, O_DIRECT, O_SYNC, offset 8 sectors, mask 2 MACs"
+fn describe(export: &ExportSettings) -> String {
+    let mut parts = vec![if export.read_only { "read-only" } else { "read-write" }.to_owned()];
+    if export.direct {
+        parts.push("O_DIRECT".into());
+    }
+    if export.sync {
+        parts.push("O_SYNC".into());
+    }
+    if export.offset != 0 {
+        parts.push(format!("offset {} sectors", export.offset));
+    }
+    if !export.mask.is_empty() {
+        let macs: Vec<String> = export.mask.iter().map(ToString::to_string).collect();
+        parts.push(format!("mask {}", macs.join(",")));
+    }
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(sectors: u64) -> PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "aoe-service-{}-{}.img",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, vec![0u8; (sectors * 512) as usize + 100]).unwrap();
+        path
+    }
+
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    use std::path::PathBuf;
+
+    fn check(offset: u64, length: Option<u64>) -> Result<u64, String> {
+        let path = image(64);
+        let mut export = ExportSettings::new(1, 0, "lo", &path);
+        export.offset = offset;
+        export.length = length;
+        let r = open_backend(&Settings::single(export), 0).map(|w| w.len() / 512).map_err(|e| e.to_string());
+        std::fs::remove_file(path).unwrap();
+        r
+    }
+
+    #[test]
+    fn windows_in_sectors() {
+        assert_eq!(check(0, None), Ok(64), "a trailing partial sector is not exported");
+        assert_eq!(check(8, None), Ok(56));
+        assert_eq!(check(8, Some(56)), Ok(56));
+        assert_eq!(check(63, Some(1)), Ok(1));
+        assert!(check(65, None).unwrap_err().contains("offset of 65 sectors is beyond the end"));
+        assert!(check(64, None).unwrap_err().contains("nothing to export"));
+        assert!(check(8, Some(57)).unwrap_err().contains("offset 8 + length 57 sectors runs past"));
+        assert!(check(u64::MAX - 1, Some(2)).unwrap_err().contains("beyond the end"));
+        assert!(check(1, Some(u64::MAX)).unwrap_err().contains("runs past the end"));
+    }
+
+    #[test]
+    fn missing_file_and_directory() {
+        let export = ExportSettings::new(1, 0, "lo", "/nonexistent/aoe.img");
+        let err = open_backend(&Settings::single(export), 0).unwrap_err().to_string();
+        assert!(err.starts_with("e1.0: file /nonexistent/aoe.img: No such file"), "{err}");
+        let export = ExportSettings::new(1, 0, "lo", std::env::temp_dir());
+        let err = open_backend(&Settings::single(export), 0).unwrap_err().to_string();
+        assert!(err.contains("is not a regular file or block device"), "{err}");
+    }
+
+    #[test]
+    fn describes_options() {
+        let mut e = ExportSettings::new(1, 0, "lo", "x");
+        assert_eq!(describe(&e), "read-write");
+        e.read_only = true;
+        e.direct = true;
+        e.offset = 8;
+        e.mask = vec![aoe_proto::MacAddr([2, 0, 0, 0, 0, 1])];
+        assert_eq!(describe(&e), "read-only, O_DIRECT, offset 8 sectors, mask 02:00:00:00:00:01");
+    }
+}

@@ -1,0 +1,517 @@
+//! What the `aoe-target` program serves: exports read from the command line or a TOML file,
+//! validated once before anything is opened.
+//!
+//! A configuration file lists one `[[export]]` table per exported disk:
+//!
+//! ```
+//! use aoe_target::settings::Settings;
+//!
+//! let settings = Settings::from_toml(
+//!     r#"
+//!     [[export]]
+//!     shelf = 1
+//!     slot = 0
+//!     interfaces = ["eth1", "eth2"]
+//!     file = "/srv/disk0.img"
+//!     offset = 0          # sectors skipped at the start of the file
+//!     length = 2048       # sectors exported (default: the rest of the file)
+//!     mask = ["00:11:22:33:44:55"]
+//!     "#,
+//!     "exports.toml",
+//! )?;
+//! let export = &settings.exports[0];
+//! assert_eq!((export.shelf, export.slot, export.buffer_count), (1, 0, 16));
+//! assert_eq!(export.interfaces, ["eth1", "eth2"]);
+//! # Ok::<(), aoe_target::settings::SettingsError>(())
+//! ```
+//!
+//! [`Settings::from_toml`] and [`Settings::validate`] need no I/O. What needs the system (the
+//! file's size, the interfaces' state) is checked by [`crate::service::Service::open`], which
+//! reports its findings with the same [`SettingsError`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use aoe_proto::{MacAddr, SHELF_BROADCAST, SLOT_BROADCAST};
+use serde::{Deserialize, Deserializer};
+
+use crate::export::DEFAULT_BUFFER_COUNT;
+
+/// Every export one process serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The exports, in the order they were given.
+    pub exports: Vec<ExportSettings>,
+    /// Where they came from: a configuration file, or `None` for the command line.
+    pub source: Option<PathBuf>,
+}
+
+/// One exported disk: its address, where its sectors live and who may reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSettings {
+    /// Shelf (AoE major address), 0 to 65534.
+    pub shelf: u16,
+    /// Slot (AoE minor address), 0 to 254.
+    pub slot: u8,
+    /// Network interfaces it is offered on (at least one).
+    pub interfaces: Vec<String>,
+    /// The regular file or block device holding the sectors.
+    pub file: PathBuf,
+    /// Refuse writes (vblade `-r`).
+    #[serde(default)]
+    pub read_only: bool,
+    /// Open the file with `O_DIRECT` (vblade `-d`).
+    #[serde(default)]
+    pub direct: bool,
+    /// Open the file with `O_SYNC` (vblade `-s`).
+    #[serde(default)]
+    pub sync: bool,
+    /// Sectors of 512 bytes at the start of the file that are not exported (vblade `-o`).
+    #[serde(default)]
+    pub offset: u64,
+    /// Sectors exported; `None` exports the rest of the file after `offset` (vblade `-l`).
+    #[serde(default)]
+    pub length: Option<u64>,
+    /// Requests the target queues, advertised to initiators (vblade `-b`), at least 1.
+    #[serde(default = "default_buffer_count")]
+    pub buffer_count: u16,
+    /// Initial MAC mask: when non-empty only these initiators are answered (vblade `-m`).
+    #[serde(default, deserialize_with = "mac_list")]
+    pub mask: Vec<MacAddr>,
+}
+
+fn default_buffer_count() -> u16 {
+    DEFAULT_BUFFER_COUNT
+}
+
+fn mac_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<MacAddr>, D::Error> {
+    let texts = Vec::<String>::deserialize(d)?;
+    texts
+        .iter()
+        .map(|t| {
+            t.parse().map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "invalid MAC address {t:?}: expected six hex bytes like 00:11:22:aa:bb:cc or 001122aabbcc"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The top level of a configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    export: Vec<ExportSettings>,
+}
+
+impl ExportSettings {
+    /// An export of `file` at `shelf.slot` on `interface` with vblade's defaults.
+    pub fn new(shelf: u16, slot: u8, interface: &str, file: impl Into<PathBuf>) -> Self {
+        ExportSettings {
+            shelf,
+            slot,
+            interfaces: vec![interface.to_owned()],
+            file: file.into(),
+            read_only: false,
+            direct: false,
+            sync: false,
+            offset: 0,
+            length: None,
+            buffer_count: DEFAULT_BUFFER_COUNT,
+            mask: Vec::new(),
+        }
+    }
+
+    /// The AoE name of the export, `e{shelf}.{slot}`.
+    pub fn name(&self) -> String {
+        format!("e{}.{}", self.shelf, self.slot)
+    }
+}
+
+impl Settings {
+    /// Settings for one export given on the command line.
+    pub fn single(export: ExportSettings) -> Self {
+        Settings { exports: vec![export], source: None }
+    }
+
+    /// Parses a configuration file's text; `name` is used in error messages. Unknown keys are
+    /// errors. The result is validated ([`validate`](Self::validate)).
+    pub fn from_toml(text: &str, name: impl Into<PathBuf>) -> Result<Self, SettingsError> {
+        let name = name.into();
+        let file: ConfigFile = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((0, 0), |span| line_column(text, span.start));
+            let context = e
+                .span()
+                .and_then(|span| text.lines().nth(line.saturating_sub(1)).filter(|_| span.start < text.len()))
+                .map(|l| l.trim().to_owned())
+                .unwrap_or_default();
+            SettingsError::Syntax {
+                file: name.clone(),
+                line,
+                column,
+                message: e.message().trim().replace('\n', "; "),
+                context,
+            }
+        })?;
+        let settings = Settings { exports: file.export, source: Some(name) };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Reads and parses a configuration file (see [`from_toml`](Self::from_toml)).
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SettingsError::ReadConfig { file: path.to_owned(), source })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Checks what can be checked without I/O: addresses, duplicates, counts.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.exports.is_empty() {
+            return Err(self.error(None, Problem::NoExports));
+        }
+        let mut seen: HashMap<(u16, u8), usize> = HashMap::new();
+        for (index, export) in self.exports.iter().enumerate() {
+            let fail = |problem| Err(self.error(Some(index), problem));
+            if export.shelf == SHELF_BROADCAST {
+                return fail(Problem::BroadcastShelf);
+            }
+            if export.slot == SLOT_BROADCAST {
+                return fail(Problem::BroadcastSlot);
+            }
+            if let Some(&first) = seen.get(&(export.shelf, export.slot)) {
+                return fail(Problem::Duplicate { name: export.name(), first });
+            }
+            seen.insert((export.shelf, export.slot), index);
+            if export.interfaces.is_empty() {
+                return fail(Problem::NoInterfaces);
+            }
+            for (i, name) in export.interfaces.iter().enumerate() {
+                if name.is_empty() {
+                    return fail(Problem::EmptyInterfaceName);
+                }
+                if export.interfaces[..i].contains(name) {
+                    return fail(Problem::RepeatedInterface(name.clone()));
+                }
+            }
+            if export.buffer_count == 0 {
+                return fail(Problem::ZeroBufferCount);
+            }
+            if export.length == Some(0) {
+                return fail(Problem::ZeroLength);
+            }
+            if export.file.as_os_str().is_empty() {
+                return fail(Problem::NoFile);
+            }
+        }
+        Ok(())
+    }
+
+    /// An error about export `index` (or the whole settings), placed for the user.
+    pub fn error(&self, index: Option<usize>, problem: Problem) -> SettingsError {
+        let export = index.and_then(|i| self.exports.get(i));
+        SettingsError::Invalid {
+            place: Place {
+                file: self.source.clone(),
+                index: index.filter(|_| self.source.is_some()),
+                name: export.map(ExportSettings::name),
+            },
+            problem,
+        }
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    (line, column)
+}
+
+/// Where a problem is: the file, the export's index in it and its AoE name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The configuration file, `None` for the command line.
+    pub file: Option<PathBuf>,
+    /// The export's position in the file (0-based), when the problem concerns one.
+    pub index: Option<usize>,
+    /// The export's AoE name, `e{shelf}.{slot}`.
+    pub name: Option<String>,
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.index, &self.name) {
+            (Some(file), Some(i), Some(name)) => write!(f, "{}: export[{i}] ({name}): ", file.display()),
+            (Some(file), _, _) => write!(f, "{}: ", file.display()),
+            (None, _, Some(name)) => write!(f, "{name}: "),
+            (None, _, None) => Ok(()),
+        }
+    }
+}
+
+/// What is wrong with an export. Each message names the setting (the key in the file; the
+/// command line options are documented with the same names).
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// The file has no `[[export]]`.
+    #[error("no [[export]] table: nothing to serve")]
+    NoExports,
+    /// Shelf 0xFFFF addresses every shelf.
+    #[error("shelf 65535 is the broadcast shelf; use 0 to 65534")]
+    BroadcastShelf,
+    /// Slot 0xFF addresses every slot.
+    #[error("slot 255 is the broadcast slot; use 0 to 254")]
+    BroadcastSlot,
+    /// Two exports have the same address.
+    #[error("shelf and slot: {name} is already exported by export[{first}]")]
+    Duplicate {
+        /// `e{shelf}.{slot}`.
+        name: String,
+        /// The index of the export that has it first.
+        first: usize,
+    },
+    /// `interfaces` is empty.
+    #[error("interfaces is empty: name at least one network interface")]
+    NoInterfaces,
+    /// An empty interface name.
+    #[error("interfaces: an interface name is empty")]
+    EmptyInterfaceName,
+    /// The same interface twice.
+    #[error("interfaces lists {0} twice")]
+    RepeatedInterface(String),
+    /// `buffer_count = 0`.
+    #[error("buffer_count must be at least 1")]
+    ZeroBufferCount,
+    /// `length = 0`.
+    #[error("length must be at least 1 sector")]
+    ZeroLength,
+    /// `file = ""`.
+    #[error("file is empty: name a regular file or block device")]
+    NoFile,
+    /// The file cannot be opened.
+    #[error("file {path}: {source}")]
+    File {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A directory, socket, ...
+    #[error("file {0} is not a regular file or block device")]
+    NotAFile(PathBuf),
+    /// `offset` is past the end of the file.
+    #[error("offset of {offset} sectors is beyond the end of {path} ({sectors} sectors)")]
+    OffsetBeyondEnd {
+        /// The path.
+        path: PathBuf,
+        /// Requested offset, in sectors.
+        offset: u64,
+        /// Whole sectors in the file.
+        sectors: u64,
+    },
+    /// `offset + length` is past the end of the file.
+    #[error("offset {offset} + length {length} sectors runs past the end of {path} ({sectors} sectors)")]
+    LengthBeyondEnd {
+        /// The path.
+        path: PathBuf,
+        /// Requested offset, in sectors.
+        offset: u64,
+        /// Requested length, in sectors.
+        length: u64,
+        /// Whole sectors in the file.
+        sectors: u64,
+    },
+    /// Nothing left to export.
+    #[error("nothing to export: {path} has {sectors} whole sectors and offset is {offset}")]
+    Empty {
+        /// The path.
+        path: PathBuf,
+        /// Requested offset, in sectors.
+        offset: u64,
+        /// Whole sectors in the file.
+        sectors: u64,
+    },
+    /// The interface is unknown, down, not Ethernet, or the raw socket cannot be opened.
+    #[error("interfaces: {0}")]
+    Interface(#[from] aoe_transport::afpacket::OpenError),
+}
+
+/// Why the settings cannot be used. The message is one line that says where and what.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The configuration file cannot be read.
+    #[error("cannot read configuration file {}: {source}", file.display())]
+    ReadConfig {
+        /// The path.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML or has unknown or mistyped keys.
+    #[error("{}:{line}:{column}: {message}{}", file.display(), in_context(context))]
+    Syntax {
+        /// The path (or name) of the file.
+        file: PathBuf,
+        /// 1-based line, 0 when unknown.
+        line: usize,
+        /// 1-based column, 0 when unknown.
+        column: usize,
+        /// What the TOML parser said (names the key).
+        message: String,
+        /// The offending line, trimmed.
+        context: String,
+    },
+    /// A setting has a value that cannot be served.
+    #[error("{place}{problem}")]
+    Invalid {
+        /// Where.
+        place: Place,
+        /// What.
+        problem: Problem,
+    },
+}
+
+fn in_context(context: &str) -> String {
+    if context.is_empty() {
+        String::new()
+    } else {
+        format!(" (in `{context}`)")
+    }
+}
+
+impl SettingsError {
+    /// The problem with a setting, if that is what this is.
+    pub fn problem(&self) -> Option<&Problem> {
+        match self {
+            SettingsError::Invalid { problem, .. } => Some(problem),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = r#"
+[[export]]
+shelf = 1
+slot = 0
+interfaces = ["eth1"]
+file = "/srv/disk0.img"
+"#;
+
+    fn parse(text: &str) -> Result<Settings, String> {
+        Settings::from_toml(text, "exports.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_vblade_s() {
+        let s = parse(ONE).unwrap();
+        let e = &s.exports[0];
+        assert_eq!(e, &ExportSettings::new(1, 0, "eth1", "/srv/disk0.img"));
+        assert_eq!(e.name(), "e1.0");
+        assert_eq!(s.source.as_deref(), Some(Path::new("exports.toml")));
+    }
+
+    #[test]
+    fn every_key() {
+        let s = parse(
+            r#"
+[[export]]
+shelf = 7
+slot = 3
+interfaces = ["eth1", "eth2"]
+file = "/dev/sdb"
+read_only = true
+direct = true
+sync = true
+offset = 8
+length = 2048
+buffer_count = 64
+mask = ["00:11:22:33:44:55", "AABBCCDDEEFF"]
+
+[[export]]
+shelf = 7
+slot = 4
+interfaces = ["eth2"]
+file = "/srv/b.img"
+"#,
+        )
+        .unwrap();
+        let e = &s.exports[0];
+        assert!(e.read_only && e.direct && e.sync);
+        assert_eq!((e.offset, e.length, e.buffer_count), (8, Some(2048), 64));
+        assert_eq!(
+            e.mask,
+            ["00:11:22:33:44:55".parse().unwrap(), MacAddr([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff])]
+        );
+        assert_eq!(s.exports[1].name(), "e7.4");
+    }
+
+    #[test]
+    fn toml_errors_name_the_key_and_line() {
+        let err = parse(&format!("{ONE}colour = \"blue\"\n")).unwrap_err();
+        assert!(err.starts_with("exports.toml:7:1: unknown field `colour`"), "{err}");
+        assert!(err.contains("(in `colour = \"blue\"`)"), "{err}");
+        let err = parse(&ONE.replace("slot = 0", "slot = \"zero\"")).unwrap_err();
+        assert!(err.starts_with("exports.toml:4:8: invalid type"), "{err}");
+        assert!(err.contains("slot = \"zero\""), "{err}");
+        let err = parse(&ONE.replace("slot = 0", "slot = 300")).unwrap_err();
+        assert!(err.contains("slot = 300"), "{err}");
+        let err = parse(&ONE.replace("file = \"/srv/disk0.img\"\n", "")).unwrap_err();
+        assert!(err.contains("missing field `file`"), "{err}");
+        let err = parse(&format!("{ONE}mask = [\"00:11:22\"]\n")).unwrap_err();
+        assert!(err.contains("invalid MAC address \"00:11:22\""), "{err}");
+        let err = parse("[[export]\n").unwrap_err();
+        assert!(err.starts_with("exports.toml:1:"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        let cases = [
+            (ONE.replace("shelf = 1", "shelf = 65535"), "export[0] (e65535.0): shelf 65535 is the broadcast"),
+            (ONE.replace("slot = 0", "slot = 255"), "slot 255 is the broadcast slot"),
+            (ONE.replace("[\"eth1\"]", "[]"), "interfaces is empty"),
+            (ONE.replace("[\"eth1\"]", "[\"eth1\", \"eth1\"]"), "interfaces lists eth1 twice"),
+            (format!("{ONE}buffer_count = 0\n"), "buffer_count must be at least 1"),
+            (format!("{ONE}length = 0\n"), "length must be at least 1 sector"),
+            (
+                format!("{ONE}{ONE}"),
+                "export[1] (e1.0): shelf and slot: e1.0 is already exported by export[0]",
+            ),
+            (String::new(), "exports.toml: no [[export]] table"),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).unwrap_err();
+            assert!(err.contains(want), "{err:?} lacks {want:?}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn command_line_errors_have_no_file() {
+        let mut e = ExportSettings::new(1, 255, "eth0", "x");
+        let s = Settings::single(e.clone());
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "e1.255: slot 255 is the broadcast slot; use 0 to 254"
+        );
+        e.slot = 1;
+        assert!(Settings::single(e).validate().is_ok());
+    }
+
+    #[test]
+    fn line_columns() {
+        assert_eq!(line_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_column("ab", 99), (1, 3));
+    }
+}
