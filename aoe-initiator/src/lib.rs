@@ -2,13 +2,21 @@
 //!
 //! - [`session`]: the sans-IO protocol engine for one target (tags, window, round-trip
 //!   estimate, retransmission, multipath), driven frame by frame with time as an argument.
+//! - [`device`]: a blocking disk (`read_at`, `write_at`, `flush`, config, mask, reserve)
+//!   over one or more [`aoe_transport::Transport`]s.
+//! - [`discover`]: find targets with a broadcast query config, then IDENTIFY them.
 //! - [`error`]: what can go wrong, one line each.
 
+pub mod device;
+pub mod discover;
+mod driver;
 pub mod error;
 pub mod session;
 
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub use device::{Device, DeviceOptions};
+pub use discover::{discover, DiscoverOptions, TargetInfo};
 pub use error::Error;
 pub use session::{Event, OpId, Reply, Request, Session, SessionConfig};

@@ -683,6 +683,26 @@ impl Session {
         }
     }
 
+    /// Forgets every op without completing it: nothing more is sent for them, their
+    /// answers are ignored, no event reports them, their buffers are never used again.
+    /// For a caller whose buffers go away early (a transport error, a cancelled call).
+    pub fn abandon_all(&mut self) {
+        for slot in &mut self.slots {
+            slot.frame = None;
+        }
+        self.free_slots.clear();
+        self.free_slots.extend((0..self.slots.len()).rev().map(|s| s as u16));
+        self.retransmit.clear();
+        self.pending.clear();
+        self.in_flight = 0;
+        self.silent_since = None;
+        for (index, op) in self.ops.iter_mut().enumerate() {
+            if op.take().is_some() {
+                self.free_ops.push(index as u32);
+            }
+        }
+    }
+
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -872,23 +892,11 @@ impl Session {
     fn die(&mut self) {
         let after = self.cfg.dead_timeout;
         tracing::warn!(shelf = self.cfg.shelf, slot = self.cfg.slot, ?after, "target declared dead");
-        for slot in &mut self.slots {
-            slot.frame = None;
-        }
-        self.free_slots.clear();
-        self.free_slots.extend((0..self.slots.len()).rev().map(|s| s as u16));
-        self.retransmit.clear();
-        self.pending.clear();
-        self.in_flight = 0;
-        self.silent_since = None;
         self.events.push_back(Event::TargetDead);
-        for index in 0..self.ops.len() {
-            if let Some(op) = self.ops[index].take() {
-                self.free_ops.push(index as u32);
-                self.events
-                    .push_back(Event::Complete { op: op.id, result: Err(Error::TargetDead { after }) });
-            }
+        for op in self.ops.iter().flatten() {
+            self.events.push_back(Event::Complete { op: op.id, result: Err(Error::TargetDead { after }) });
         }
+        self.abandon_all();
     }
 
     /// The frame in `slot` if it is waiting for retransmission.

@@ -2,6 +2,10 @@
 //! `Vec<u8>`, buffers for sessions, and a deterministic PRNG.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use aoe_proto::identify::IDENTIFY_LEN;
 use aoe_proto::{
@@ -9,6 +13,9 @@ use aoe_proto::{
     DirectiveCommand, Flags, Frame, FrameRepr, Identify, MacAddr, MaskCommand, MaskError, MaskRepr,
     ReserveCommand, ReserveRepr, SECTOR_SIZE,
 };
+
+use aoe_transport::memory::MemoryPort;
+use aoe_transport::{FrameBatch, Transport};
 
 use crate::session::{IoBuffers, OpId};
 
@@ -199,6 +206,60 @@ impl FakeTarget {
                 r.header.error = 1;
                 r.emit_padded(out).ok()
             }
+        }
+    }
+}
+
+/// A fake target shared by the threads serving its ports (one per MAC).
+pub type Shared = Arc<Mutex<FakeTarget>>;
+
+pub fn shared(target: FakeTarget) -> Shared {
+    Arc::new(Mutex::new(target))
+}
+
+/// Threads serving fake targets on memory ports; stopped and joined when dropped.
+#[derive(Debug, Default)]
+pub struct Lab {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Lab {
+    /// Answers every frame arriving on `port` with `target`, from the port's MAC.
+    pub fn serve(&mut self, target: &Shared, mut port: MemoryPort) {
+        let target = target.clone();
+        let stop = self.stop.clone();
+        self.threads.push(std::thread::spawn(move || {
+            let cap = 14 + port.mtu();
+            let mut inbox = FrameBatch::new(64, cap);
+            let mut out = FrameBatch::new(64, cap);
+            let mac = port.mac();
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(n) = port.recv_batch(&mut inbox, Some(Duration::from_millis(5))) else { break };
+                if n == 0 {
+                    continue;
+                }
+                out.clear();
+                {
+                    let mut t = target.lock().unwrap_or_else(PoisonError::into_inner);
+                    t.mac = mac;
+                    for frame in inbox.iter() {
+                        out.push_with(|slot| t.answer(frame, slot).unwrap_or(0));
+                    }
+                }
+                if !out.is_empty() && port.send_batch(&out).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
     }
 }

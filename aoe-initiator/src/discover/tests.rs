@@ -1,0 +1,117 @@
+//! Discovery over the in-memory hub with fake targets answering from threads.
+
+use aoe_transport::memory::{Impairments, MemoryHub};
+
+use super::*;
+use crate::testing::{mac, shared, FakeTarget, Lab};
+
+fn opts() -> DiscoverOptions {
+    DiscoverOptions {
+        timeout: Duration::from_millis(300),
+        queries: 3,
+        settle: None,
+        ..DiscoverOptions::default()
+    }
+}
+
+#[test]
+fn finds_every_target_merges_paths_and_identifies() {
+    let (hub_a, hub_b) = (MemoryHub::new(9000), MemoryHub::new(1500));
+    let mut lab = Lab::default();
+    // e1.0 on both segments, with one MAC on each.
+    let mut t = FakeTarget::new(mac(0x80), 1, 0, 1000);
+    t.sector_count = 17;
+    t.config = b"first".to_vec();
+    let first = shared(t);
+    lab.serve(&first, hub_a.port(mac(0x80)));
+    lab.serve(&first, hub_b.port(mac(0x81)));
+    // e2.3 on segment a only, LBA28.
+    let mut t = FakeTarget::new(mac(0x90), 2, 3, 50);
+    t.lba48 = false;
+    t.buffer_count = 4;
+    let second = shared(t);
+    lab.serve(&second, hub_a.port(mac(0x90)));
+
+    let mut links: Vec<Box<dyn Transport>> = vec![Box::new(hub_a.port(mac(1))), Box::new(hub_b.port(mac(2)))];
+    let names: Vec<String> = links.iter().map(|l| l.name().to_owned()).collect();
+    let found = discover(&mut links, &opts()).unwrap();
+    assert_eq!(found.len(), 2, "{found:#?}");
+
+    let e10 = &found[0];
+    assert_eq!((e10.shelf, e10.slot, e10.name()), (1, 0, "e1.0".to_owned()));
+    assert_eq!(
+        e10.paths,
+        vec![
+            TargetPath { transport: 0, iface: names[0].clone(), mac: mac(0x80) },
+            TargetPath { transport: 1, iface: names[1].clone(), mac: mac(0x81) },
+        ]
+    );
+    assert_eq!((e10.sectors, e10.lba48, e10.size_bytes()), (1000, true, 512_000));
+    assert_eq!((e10.buffer_count, e10.sector_count, e10.firmware), (16, 17, 0x4019));
+    assert_eq!(
+        (e10.config_string.as_slice(), e10.model.as_str(), e10.serial.as_str()),
+        (&b"first"[..], "fake target", "FAKE0001")
+    );
+
+    let e23 = &found[1];
+    assert_eq!((e23.shelf, e23.slot, e23.sectors, e23.lba48, e23.buffer_count), (2, 3, 50, false, 4));
+    assert_eq!(e23.paths.len(), 1);
+}
+
+#[test]
+fn probe_for_one_target_ignores_the_others() {
+    let hub = MemoryHub::new(1500);
+    let mut lab = Lab::default();
+    for (n, slot) in [(0x80, 0), (0x81, 1)] {
+        let t = shared(FakeTarget::new(mac(n), 7, slot, 10));
+        lab.serve(&t, hub.port(mac(n)));
+    }
+    let mut links: Vec<Box<dyn Transport>> = vec![Box::new(hub.port(mac(1)))];
+    let found = probe(&mut links, Some((7, 1)), &opts()).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!((found[0].shelf, found[0].slot, found[0].paths[0].mac), (7, 1, mac(0x81)));
+}
+
+#[test]
+fn repeated_queries_get_through_a_lossy_link() {
+    let hub =
+        MemoryHub::with_impairments(1500, Impairments { drop: 0.3, duplicate: 0.1, reorder: 0.1, seed: 3 });
+    let mut lab = Lab::default();
+    let t = shared(FakeTarget::new(mac(0x80), 1, 1, 10));
+    lab.serve(&t, hub.port(mac(0x80)));
+    let mut links: Vec<Box<dyn Transport>> = vec![Box::new(hub.port(mac(1)))];
+    let found = discover(&mut links, &DiscoverOptions { queries: 10, ..opts() }).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].sectors, 10);
+}
+
+#[test]
+fn nothing_out_there() {
+    let hub = MemoryHub::new(1500);
+    let mut links: Vec<Box<dyn Transport>> = vec![Box::new(hub.port(mac(1)))];
+    let found =
+        discover(&mut links, &DiscoverOptions { timeout: Duration::from_millis(50), ..opts() }).unwrap();
+    assert!(found.is_empty());
+}
+
+#[test]
+fn session_config_takes_the_smallest_limits() {
+    let (hub_a, hub_b) = (MemoryHub::new(9000), MemoryHub::new(1500));
+    let links: Vec<Box<dyn Transport>> = vec![Box::new(hub_a.port(mac(1))), Box::new(hub_b.port(mac(2)))];
+    let path = |transport, n| TargetPath { transport, iface: String::new(), mac: mac(n) };
+    let a = Announcement {
+        shelf: 1,
+        slot: 2,
+        paths: vec![path(0, 0x80)],
+        buffer_count: 0,
+        sector_count: 0,
+        firmware: 0,
+        config_string: Vec::new(),
+    };
+    let cfg = session_config(&links, &a);
+    assert_eq!((cfg.buffer_count, cfg.max_sectors), (1, 17), "0 sectors is taken at the MTU's word");
+    let b = Announcement { paths: vec![path(0, 0x80), path(1, 0x81)], sector_count: 8, ..a };
+    let cfg = session_config(&links, &b);
+    assert_eq!(cfg.max_sectors, 2, "the 1500-byte segment limits every frame");
+    assert_eq!(cfg.paths[1], Path { iface: 1, local: mac(2), target: mac(0x81) });
+}
