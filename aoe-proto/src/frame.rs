@@ -1,12 +1,12 @@
 //! A whole AoE Ethernet frame: parse once, dispatch to the typed views; emit from plain values.
 
 use zerocopy::network_endian::U16;
-use zerocopy::IntoBytes;
+use zerocopy::{FromBytes, IntoBytes, KnownLayout, Unaligned};
 
 use crate::ata::{self, AtaHeader, AtaRepr};
 use crate::config::{self, ConfigHeader, ConfigRepr, MAX_STRING_LEN};
-use crate::ethernet::{self, EthernetHeader, MacAddr, ETHERTYPE_AOE};
-use crate::header::{AoeHeader, Command, Flags, HeaderRepr, HEADER_LEN, VERSION};
+use crate::ethernet::{EthernetHeader, MacAddr, ETHERTYPE_AOE};
+use crate::header::{AoeHeader, Command, Flags, HeaderRepr, VERSION};
 use crate::mask::{self, Directive, MaskHeader, MaskRepr};
 use crate::reserve::{self, ReserveHeader, ReserveRepr};
 use crate::sizing::{padded_len, PAYLOAD_OFFSET};
@@ -224,21 +224,6 @@ impl BodyRepr<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    fn check(&self) -> Result<(), EmitError> {
-        match self {
-            BodyRepr::Config(c) if c.string.len() > MAX_STRING_LEN => {
-                Err(EmitError::ConfigStringTooLong { len: c.string.len() })
-            }
-            BodyRepr::Mask(m) if m.directives.len() > 255 => {
-                Err(EmitError::TooManyEntries { count: m.directives.len() })
-            }
-            BodyRepr::Reserve(r) if r.macs.len() > 255 => {
-                Err(EmitError::TooManyEntries { count: r.macs.len() })
-            }
-            _ => Ok(()),
-        }
-    }
 }
 
 impl<'a> FrameRepr<'a> {
@@ -278,21 +263,62 @@ impl<'a> FrameRepr<'a> {
     /// assert_eq!(FrameRepr::parse(&buf[..len]).unwrap(), request);
     /// ```
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
-        self.body.check()?;
-        let len = self.buffer_len();
-        let got = buf.len();
-        let out = buf.get_mut(..len).ok_or(EmitError::BufferTooSmall { need: len, got })?;
-        let ethernet = EthernetHeader { dst: self.dst, src: self.src, ethertype: U16::new(ETHERTYPE_AOE) };
-        let (eth_out, rest) = out.split_at_mut(ethernet::HEADER_LEN);
-        eth_out.copy_from_slice(ethernet.as_bytes());
-        let (hdr_out, body_out) = rest.split_at_mut(HEADER_LEN);
-        hdr_out.copy_from_slice(self.header.to_wire(self.body.command()).as_bytes());
+        // One match, then a writer specialised for each header type, so that the hot ATA
+        // path writes fixed-size headers with plain stores.
         match &self.body {
-            BodyRepr::Ata { header, data } => write_parts(body_out, header.to_wire().as_bytes(), data),
-            BodyRepr::Config(c) => write_parts(body_out, c.to_wire().as_bytes(), c.string),
-            BodyRepr::Mask(m) => write_parts(body_out, m.to_wire().as_bytes(), m.directives.as_bytes()),
-            BodyRepr::Reserve(r) => write_parts(body_out, r.to_wire().as_bytes(), r.macs.as_bytes()),
-            BodyRepr::Raw { payload, .. } => write_parts(body_out, &[], payload),
+            BodyRepr::Ata { header, data } => self.emit_parts(buf, Command::Ata, header.to_wire(), data),
+            BodyRepr::Config(c) => {
+                if c.string.len() > MAX_STRING_LEN {
+                    return Err(EmitError::ConfigStringTooLong { len: c.string.len() });
+                }
+                self.emit_parts(buf, Command::QueryConfig, c.to_wire(), c.string)
+            }
+            BodyRepr::Mask(m) => {
+                if m.directives.len() > 255 {
+                    return Err(EmitError::TooManyEntries { count: m.directives.len() });
+                }
+                self.emit_parts(buf, Command::MacMask, m.to_wire(), m.directives.as_bytes())
+            }
+            BodyRepr::Reserve(r) => {
+                if r.macs.len() > 255 {
+                    return Err(EmitError::TooManyEntries { count: r.macs.len() });
+                }
+                self.emit_parts(buf, Command::Reserve, r.to_wire(), r.macs.as_bytes())
+            }
+            BodyRepr::Raw { command, payload } => {
+                self.emit_parts(buf, Command::from(*command), [0u8; 0], payload)
+            }
+        }
+    }
+
+    /// Writes the Ethernet and common headers, `head` and `tail`.
+    ///
+    /// Each header is written in place: building it elsewhere and copying its bytes cost a
+    /// store-forwarding stall that doubled the time of an ATA header emit.
+    fn emit_parts<H>(
+        &self,
+        buf: &mut [u8],
+        command: Command,
+        head: H,
+        tail: &[u8],
+    ) -> Result<usize, EmitError>
+    where
+        H: FromBytes + IntoBytes + KnownLayout + Unaligned,
+    {
+        let len = PAYLOAD_OFFSET + core::mem::size_of::<H>() + tail.len();
+        let too_small = EmitError::BufferTooSmall { need: len, got: buf.len() };
+        let out = buf.get_mut(..len).ok_or(too_small)?;
+        let (ethernet, rest) = place::<EthernetHeader>(out).ok_or(too_small)?;
+        ethernet.dst = self.dst;
+        ethernet.src = self.src;
+        ethernet.ethertype = U16::new(ETHERTYPE_AOE);
+        let (header, rest) = place::<AoeHeader>(rest).ok_or(too_small)?;
+        *header = self.header.to_wire(command);
+        let (wire, rest) = place::<H>(rest).ok_or(too_small)?;
+        *wire = head;
+        // An ATA answer's data is written in place by the caller: skip the empty copy.
+        if !tail.is_empty() {
+            rest.get_mut(..tail.len()).ok_or(too_small)?.copy_from_slice(tail);
         }
         Ok(len)
     }
@@ -309,11 +335,10 @@ impl<'a> FrameRepr<'a> {
     }
 }
 
-/// Copies `head` then `tail` into `out`, which is exactly their combined length.
-fn write_parts(out: &mut [u8], head: &[u8], tail: &[u8]) {
-    let (h, t) = out.split_at_mut(head.len().min(out.len()));
-    h.copy_from_slice(head);
-    if let Some(t) = t.get_mut(..tail.len()) {
-        t.copy_from_slice(tail);
-    }
+/// Views the start of `buf` as a mutable `T`, with the bytes after it.
+fn place<T>(buf: &mut [u8]) -> Option<(&mut T, &mut [u8])>
+where
+    T: FromBytes + IntoBytes + KnownLayout + Unaligned,
+{
+    T::mut_from_prefix(buf).ok()
 }
