@@ -509,6 +509,14 @@ file = "/srv/b.img"
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let s = Settings::from_toml(include_str!("../../dist/exports.toml"), "exports.toml").unwrap();
+        let names: Vec<String> = s.exports.iter().map(ExportSettings::name).collect();
+        assert_eq!(names, ["e1.0", "e1.1"]);
+        assert_eq!(s.exports[1].offset, 2048);
+    }
+
+    #[test]
     fn line_columns() {
         assert_eq!(line_column("ab\ncd", 0), (1, 1));
         assert_eq!(line_column("ab\ncd", 4), (2, 2));
