@@ -60,7 +60,12 @@
 //!
 //! When frames have been outstanding and nothing at all has been answered for
 //! `dead_timeout`, every op fails with [`Error::TargetDead`] and [`Event::TargetDead`] is
-//! reported. A later [`Session::submit`] tries again.
+//! reported. A later [`Session::submit`] tries again. A stale answer (to a superseded
+//! transmission of a frame still outstanding) counts as a sign of life.
+//!
+//! A target whose every answer takes longer than `rto_max` never gets a fresh answer
+//! accepted: each one arrives after the frame was sent again with a new generation. The
+//! default `rto_max` of 2 s is far above any LAN round trip and any single disk command.
 //!
 //! # Multipath
 //!
@@ -803,6 +808,12 @@ impl Session {
         };
         if slot.generation != generation {
             self.stats.stale += 1;
+            // An answer to an earlier transmission of a frame still outstanding carries no
+            // data we take, but it shows the target is alive, only slower than our timer.
+            let from_target = self.paths.iter().any(|p| p.path.target == f.ethernet.src);
+            if slot.frame.is_some() && from_target && self.silent_since.is_some() {
+                self.silent_since = Some(now);
+            }
             return false;
         }
         let Some(fl) = slot.frame else {

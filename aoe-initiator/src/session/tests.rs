@@ -413,6 +413,29 @@ fn dead_target_fails_every_op_after_configured_silence() {
 }
 
 #[test]
+fn a_stale_answer_is_a_sign_of_life() {
+    let mut cfg = config(1);
+    cfg.dead_timeout = Duration::from_secs(5);
+    cfg.rto_max = Duration::from_millis(500);
+    let mut h = Harness::new(cfg, 64);
+    h.read(0, 1);
+    let first = h.transmit().remove(0).0;
+    let stale = h.answer(&first).unwrap();
+    while h.now - h.start < Duration::from_secs(4) {
+        h.advance_to_timeout();
+        h.transmit();
+    }
+    let heard = h.now;
+    assert!(!h.deliver(&stale));
+    assert_eq!(h.s.stats().stale, 1);
+    while !h.other_events.iter().any(|e| matches!(e, Event::TargetDead)) {
+        h.transmit();
+        h.advance_to_timeout();
+    }
+    assert_eq!(h.now - heard, Duration::from_secs(5), "the silence clock restarted at the stale answer");
+}
+
+#[test]
 fn errors_are_per_op() {
     let mut h = Harness::new(config(1), 16);
     let beyond = h.read(15, 2);
