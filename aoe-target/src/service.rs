@@ -11,6 +11,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use aoe_proto::SECTOR_SIZE;
 use aoe_transport::afpacket::{self, AfPacket, AfPacketOptions};
@@ -175,8 +176,9 @@ impl Service {
                 let spawned = thread::Builder::new().name(name).spawn_scoped(scope, move || {
                     let interface = server.transport().name().to_owned();
                     tracing::debug!("serving on {interface}");
-                    if let Err(e) = server.run(stop) {
-                        tracing::error!("{interface}: {e}");
+                    if let Err(e) = serve(&mut server, stop) {
+                        let e = io::Error::new(e.kind(), format!("{interface}: {e}"));
+                        tracing::error!("{e}");
                         first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
                         stop.store(true, Ordering::Relaxed);
                     }
@@ -200,6 +202,25 @@ impl Service {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// How long a server waits after its interface went down before it listens again.
+const LINK_DOWN_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Runs `server` until `stop` is set. An interface that goes down (and perhaps up again)
+/// is one path lost for a while, not a reason to stop serving the others: the socket stays
+/// bound to the interface and receives again once it is back up.
+fn serve<T: Transport, B: Backend>(server: &mut Server<T, B>, stop: &AtomicBool) -> io::Result<()> {
+    loop {
+        match server.run(stop) {
+            // The kernel reports ENETDOWN once per time the interface goes down.
+            Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
+                tracing::warn!("{} went down; serving it again once it is up", server.transport().name());
+                thread::sleep(LINK_DOWN_BACKOFF);
+            }
+            other => return other,
+        }
     }
 }
 

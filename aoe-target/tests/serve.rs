@@ -585,3 +585,38 @@ fn interface_down_is_refused() {
         format!("aoe-target: e1.0: interfaces: interface {} is down\n", link.target_if())
     );
 }
+
+/// An interface that goes down and up again is one path lost for a while: the target keeps
+/// running and answers on it again.
+#[test]
+fn an_interface_that_goes_down_and_up_is_served_again() {
+    if !gate("an_interface_that_goes_down_and_up_is_served_again", &[]) {
+        return;
+    }
+    let link = Link::new("tgflap", 1500).unwrap();
+    let image = TempImage::new(64 * 512, 6).unwrap();
+    let mut target = start(
+        &link,
+        &["1", "0", link.target_if(), image.path().to_str().unwrap()],
+        &[("e1.0", link.target_if())],
+    );
+    let mut ini = Initiator::open(&link, link.initiator_if(), MacAddr(link.veth.a_mac()));
+    assert_eq!(ini.read(3, 1, true), pattern(6, 4 * 512)[3 * 512..]);
+    link.veth.set_up(Side::A, false).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || target.stderr().contains("went down")),
+        "{}",
+        target.stderr()
+    );
+    assert_eq!(target.try_wait().unwrap(), None, "the target exited: {}", target.stderr());
+    link.veth.set_up(Side::A, true).unwrap();
+    let read = AtaRepr::read(3, 1, true);
+    let back = wait_until(Duration::from_secs(5), || {
+        matches!(
+            ini.ask(ini.mac(), BodyRepr::Ata { header: read, data: &[] }, SILENCE),
+            Reply::Ata(AtaStatus::DRDY, _, _)
+        )
+    });
+    assert!(back, "no answer after the interface came back: {}", target.stderr());
+    stop(target, libc::SIGTERM);
+}
