@@ -4,7 +4,7 @@
 //!   estimate, retransmission, multipath), driven frame by frame with time as an argument.
 //! - [`device`]: a blocking disk (`read_at`, `write_at`, `flush`, config, mask, reserve)
 //!   over one or more [`aoe_transport::Transport`]s.
-//! - [`discover`]: find targets with a broadcast query config, then IDENTIFY them.
+//! - [`mod@discover`]: find targets with a broadcast query config, then IDENTIFY them.
 //! - [`error`]: what can go wrong, one line each.
 
 pub mod device;
