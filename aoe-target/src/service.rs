@@ -38,7 +38,11 @@ impl std::fmt::Debug for Service {
     }
 }
 
-/// Checks and opens the file of one export, windowed by its offset and length.
+/// Checks and opens the file of export `index`, windowed by its offset and length.
+///
+/// # Panics
+///
+/// If `settings` has no export `index`.
 pub fn open_backend(settings: &Settings, index: usize) -> Result<FileExport, SettingsError> {
     let export = &settings.exports[index];
     let fail = |problem| settings.error(Some(index), problem);

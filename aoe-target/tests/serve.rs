@@ -361,8 +361,8 @@ fn aoecfg_at_mtu_9000() {
 // ---- raw frames: writes, windows, masks, reservations, read-only ----------------------------
 
 /// Writes through the network land in the file at the offset, reads return them, and
-/// nothing outside the window changes.
-fn writes_reach_the_file(mtu: u32) {
+/// nothing outside the window changes. `options` are more vblade options (-d, -s).
+fn writes_reach_the_file(mtu: u32, options: &[&str]) {
     let started = Instant::now();
     let link = Link::new("tgwr", mtu).unwrap();
     const SEED: u64 = 11;
@@ -371,11 +371,14 @@ fn writes_reach_the_file(mtu: u32) {
     const LENGTH: usize = 1024;
     let image = TempImage::new(FILE_SECTORS * 512, SEED).unwrap();
     let img = image.path().to_str().unwrap();
-    let target = start(
-        &link,
-        &["-o", "8", "-l", "1024", "1", "0", link.target_if(), img],
-        &[("e1.0", link.target_if())],
-    );
+    let mut args = options.to_vec();
+    args.extend(["-o", "8", "-l", "1024", "1", "0", link.target_if(), img]);
+    let target = start(&link, &args, &[("e1.0", link.target_if())]);
+    let mode = match options {
+        [] => "(read-write, offset 8 sectors)",
+        _ => "(read-write, O_DIRECT, O_SYNC, offset 8 sectors)",
+    };
+    assert!(target.stderr().contains(mode), "{}", target.stderr());
     let mut ini = Initiator::open(&link, link.initiator_if(), MacAddr(link.veth.a_mac()));
     let n = aoe_proto::max_sectors(mtu as usize);
     let mut expect = pattern(SEED, FILE_SECTORS * 512);
@@ -415,14 +418,14 @@ fn writes_reach_the_file(mtu: u32) {
 #[test]
 fn writes_reach_the_file_at_mtu_1500() {
     if gate("writes_reach_the_file_at_mtu_1500", &[]) {
-        writes_reach_the_file(1500);
+        writes_reach_the_file(1500, &[]);
     }
 }
 
 #[test]
-fn writes_reach_the_file_at_mtu_9000() {
-    if gate("writes_reach_the_file_at_mtu_9000", &[]) {
-        writes_reach_the_file(9000);
+fn writes_reach_the_file_at_mtu_9000_with_o_direct_and_o_sync() {
+    if gate("writes_reach_the_file_at_mtu_9000_with_o_direct_and_o_sync", &[]) {
+        writes_reach_the_file(9000, &["-d", "-s"]);
     }
 }
 
