@@ -42,6 +42,8 @@ pub const CMDSET_FLUSH_EXT: u16 = 0x2000;
 pub const WORD_VALID: u16 = 0x4000;
 /// Word 82/85: write cache.
 const CMDSET_WRITE_CACHE: u16 = 0x0020;
+/// Word 82/85: SMART feature set.
+pub const CMDSET_SMART: u16 = 0x0001;
 /// LBA28 capacity field limit (words 60-61).
 const LBA28_MAX: u64 = 0x0FFF_FFFF;
 const SIGNATURE: u8 = 0xA5;
@@ -61,11 +63,13 @@ pub struct Identify {
     pub lba48: bool,
     /// Most sectors per READ/WRITE MULTIPLE (word 47 low byte).
     pub max_multiple: u8,
+    /// SMART supported and enabled (words 82 and 85 bit 0); aoeping -S asks for it.
+    pub smart: bool,
 }
 
 impl Identify {
-    /// IDENTIFY data for a disk of `sectors` sectors, with LBA48 and both FLUSH CACHE
-    /// commands. Strings longer than their fields are cut; shorter ones space-padded.
+    /// IDENTIFY data for a disk of `sectors` sectors, with LBA48, both FLUSH CACHE
+    /// commands and SMART. Strings longer than their fields are cut; shorter ones space-padded.
     pub fn new(model: &str, serial: &str, firmware: &str, sectors: u64) -> Self {
         Identify {
             serial: padded(serial),
@@ -74,6 +78,7 @@ impl Identify {
             sectors,
             lba48: true,
             max_multiple: 1,
+            smart: true,
         }
     }
 
@@ -104,6 +109,7 @@ impl Identify {
         let lba28 = self.sectors.min(LBA28_MAX);
         let lba48_bit = if self.lba48 { CMDSET_LBA48 } else { 0 };
         let cmdset = WORD_VALID | lba48_bit | CMDSET_FLUSH | CMDSET_FLUSH_EXT;
+        let features = CMDSET_WRITE_CACHE | if self.smart { CMDSET_SMART } else { 0 };
         let mut w = |i: usize, v: u16| put_word(buf, i, v);
         w(W_GENERAL, 0x0040);
         w(W_CYLINDERS, 16383);
@@ -115,10 +121,10 @@ impl Identify {
         w(W_LBA28, lba28 as u16);
         w(W_LBA28 + 1, (lba28 >> 16) as u16);
         w(W_MAJOR_VERSION, 0x00F0);
-        w(W_SUPPORTED_82, WORD_VALID | CMDSET_WRITE_CACHE);
+        w(W_SUPPORTED_82, features);
         w(W_SUPPORTED_83, cmdset);
         w(W_SUPPORTED_84, WORD_VALID);
-        w(W_ENABLED_85, WORD_VALID | CMDSET_WRITE_CACHE);
+        w(W_ENABLED_85, features);
         w(W_ENABLED_86, cmdset);
         w(W_DEFAULT_87, WORD_VALID);
         if self.lba48 {
@@ -157,6 +163,7 @@ impl Identify {
             sectors,
             lba48,
             max_multiple: w(W_MAX_MULTIPLE) as u8,
+            smart: w(W_SUPPORTED_82) & CMDSET_SMART != 0,
         })
     }
 }
@@ -217,6 +224,8 @@ mod tests {
         assert_eq!(w(83) & 0xC000, 0x4000);
         assert_ne!(w(83) & CMDSET_LBA48, 0);
         assert_ne!(w(86) & CMDSET_FLUSH_EXT, 0);
+        assert_eq!((w(82) & CMDSET_SMART, w(85) & CMDSET_SMART), (CMDSET_SMART, CMDSET_SMART));
+        assert_eq!(w(82) & 0x4000, 0, "word 82 bit 14 is NOP supported, not a validity bit");
         assert_eq!((w(60), w(61)), (0xFFFF, 0x0FFF), "LBA28 capacity is capped");
         assert_eq!([w(100), w(101), w(102), w(103)], [0x6789, 0x2345, 0x0001, 0]);
         // "Ru" stored as one word with 'R' in the high byte

@@ -308,10 +308,11 @@ proptest! {
         lba48 in any::<bool>(),
         sectors in 0u64..1 << 48,
         max_multiple in any::<u8>(),
+        smart in any::<bool>(),
     ) {
         // Without LBA48 the capacity lives in words 60-61, capped at 0x0FFF_FFFF.
         let sectors = if lba48 { sectors } else { sectors & 0x0FFF_FFFF };
-        let id = Identify { serial, firmware, model: model.try_into().unwrap(), sectors, lba48, max_multiple };
+        let id = Identify { serial, firmware, model: model.try_into().unwrap(), sectors, lba48, max_multiple, smart };
         let mut buf = [0u8; IDENTIFY_LEN];
         id.emit(&mut buf);
         prop_assert_eq!(Identify::parse(&buf), Ok(id));

@@ -99,7 +99,6 @@ impl<B: Backend> Export<B> {
         let sectors = backend.len() / SECTOR_SIZE as u64;
         let mut identify = [0u8; IDENTIFY_LEN];
         Identify::new(&config.model, &config.serial, env!("CARGO_PKG_VERSION"), sectors).emit(&mut identify);
-        advertise_smart(&mut identify);
         let mask = config.mask.clone();
         Export { config, backend, sectors, identify, config_string: Vec::new(), mask, reserve: Vec::new() }
     }
@@ -438,19 +437,6 @@ impl<B: Backend> Export<B> {
             ReserveCommand::Other(_) => return self.refuse(port, req, ErrorCode::BadArgument, out),
         }
         self.respond(port, req, BodyRepr::Reserve(ReserveRepr { command, macs: &self.reserve }), out)
-    }
-}
-
-/// Sets word 82 and word 85 bit 0 of IDENTIFY data (SMART feature set supported and
-/// enabled), which `aoeping -S` requires before it sends SMART, and keeps the integrity
-/// word's checksum (the last byte makes all 512 sum to zero) right.
-fn advertise_smart(identify: &mut [u8; IDENTIFY_LEN]) {
-    const SMART: u8 = 0x01;
-    for word in [82, 85] {
-        if identify[2 * word] & SMART == 0 {
-            identify[2 * word] |= SMART;
-            identify[IDENTIFY_LEN - 1] = identify[IDENTIFY_LEN - 1].wrapping_sub(SMART);
-        }
     }
 }
 
