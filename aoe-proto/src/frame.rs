@@ -1,5 +1,7 @@
 //! A whole AoE Ethernet frame: parse once, dispatch to the typed views; emit from plain values.
 
+use zerocopy::little_endian::U64 as LeU64;
+#[cfg(test)]
 use zerocopy::network_endian::U16;
 use zerocopy::{FromBytes, IntoBytes, KnownLayout, Unaligned};
 
@@ -68,6 +70,7 @@ pub enum Body<'a> {
 ///
 /// This is the first step a target takes, so that it can answer a frame of another
 /// version with error 5 instead of dropping it.
+#[inline]
 pub fn parse_headers(buf: &[u8]) -> Result<(&EthernetHeader, &AoeHeader, &[u8]), ParseError> {
     let (ethernet, rest) = crate::split_header::<EthernetHeader>(buf, "Ethernet header")?;
     if ethernet.ethertype.get() != ETHERTYPE_AOE {
@@ -91,6 +94,7 @@ impl<'a> Frame<'a> {
     /// assert_eq!((frame.header.shelf(), frame.header.slot()), (1, 0));
     /// assert!(matches!(frame.body, Body::Config { .. }));
     /// ```
+    #[inline]
     pub fn parse(buf: &'a [u8]) -> Result<Self, ParseError> {
         let (ethernet, header, payload) = parse_headers(buf)?;
         if header.version() != VERSION {
@@ -113,6 +117,7 @@ impl<'a> Frame<'a> {
 
 impl<'a> Body<'a> {
     /// Parses the payload after a common header.
+    #[inline]
     pub fn parse(header: &AoeHeader, payload: &'a [u8]) -> Result<Self, ParseError> {
         let is_response = header.is_response();
         let parsed = match header.command() {
@@ -291,10 +296,29 @@ impl<'a> FrameRepr<'a> {
         }
     }
 
+    /// The Ethernet and common headers (24 bytes) as three little-endian words, so that
+    /// they are assembled in registers and written with three stores.
+    #[inline]
+    fn common_words(&self, command: Command) -> [LeU64; 3] {
+        let [d0, d1, d2, d3, d4, d5] = self.dst.0;
+        let [s0, s1, s2, s3, s4, s5] = self.src.0;
+        let [e0, e1] = ETHERTYPE_AOE.to_be_bytes();
+        let h = &self.header;
+        let ver_flags = (VERSION << 4) | (h.flags.bits() & 0x0F);
+        let [m0, m1] = h.shelf.to_be_bytes();
+        let [t0, t1, t2, t3] = h.tag.to_be_bytes();
+        [
+            LeU64::new(u64::from_le_bytes([d0, d1, d2, d3, d4, d5, s0, s1])),
+            LeU64::new(u64::from_le_bytes([s2, s3, s4, s5, e0, e1, ver_flags, h.error])),
+            LeU64::new(u64::from_le_bytes([m0, m1, h.slot, command.into(), t0, t1, t2, t3])),
+        ]
+    }
+
     /// Writes the Ethernet and common headers, `head` and `tail`.
     ///
-    /// Each header is written in place: building it elsewhere and copying its bytes cost a
-    /// store-forwarding stall that doubled the time of an ATA header emit.
+    /// Each header is written in place, with as few stores as its layout allows: building it
+    /// elsewhere and copying its bytes cost a store-forwarding stall, and byte-wide stores
+    /// bounded the time of an ATA answer header emit.
     fn emit_parts<H>(
         &self,
         buf: &mut [u8],
@@ -308,12 +332,8 @@ impl<'a> FrameRepr<'a> {
         let len = PAYLOAD_OFFSET + core::mem::size_of::<H>() + tail.len();
         let too_small = EmitError::BufferTooSmall { need: len, got: buf.len() };
         let out = buf.get_mut(..len).ok_or(too_small)?;
-        let (ethernet, rest) = place::<EthernetHeader>(out).ok_or(too_small)?;
-        ethernet.dst = self.dst;
-        ethernet.src = self.src;
-        ethernet.ethertype = U16::new(ETHERTYPE_AOE);
-        let (header, rest) = place::<AoeHeader>(rest).ok_or(too_small)?;
-        *header = self.header.to_wire(command);
+        let (common, rest) = place::<[LeU64; 3]>(out).ok_or(too_small)?;
+        *common = self.common_words(command);
         let (wire, rest) = place::<H>(rest).ok_or(too_small)?;
         *wire = head;
         // An ATA answer's data is written in place by the caller: skip the empty copy.
@@ -341,4 +361,37 @@ where
     T: FromBytes + IntoBytes + KnownLayout + Unaligned,
 {
     T::mut_from_prefix(buf).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The word-wise common header is the Ethernet header then the AoE header.
+        #[test]
+        fn common_words_match_the_wire_structs(
+            dst in any::<[u8; 6]>(),
+            src in any::<[u8; 6]>(),
+            flags in any::<u8>(),
+            error in any::<u8>(),
+            shelf in any::<u16>(),
+            slot in any::<u8>(),
+            tag in any::<u32>(),
+            command in any::<u8>(),
+        ) {
+            let header = HeaderRepr { flags: Flags::from_bits_retain(flags), error, shelf, slot, tag };
+            let repr = FrameRepr {
+                dst: MacAddr(dst),
+                src: MacAddr(src),
+                header,
+                body: BodyRepr::Raw { command, payload: &[] },
+            };
+            let words = repr.common_words(Command::from(command));
+            let ethernet = EthernetHeader { dst: MacAddr(dst), src: MacAddr(src), ethertype: U16::new(ETHERTYPE_AOE) };
+            let expected = [ethernet.as_bytes(), header.to_wire(Command::from(command)).as_bytes()].concat();
+            prop_assert_eq!(words.as_bytes(), &expected[..]);
+        }
+    }
 }
