@@ -34,12 +34,15 @@
 //! +------------------+------------------+
 //! ```
 //!
-//! The session has one frame slot per target buffer (the window cap, at most 65535). Every
-//! transmission from a slot, first or retransmitted, takes the slot's next 16-bit generation.
-//! An answer is accepted only if its slot is busy and its generation is the slot's current
-//! one: answers to a superseded transmission are *stale*, answers to a slot already answered
-//! are *duplicates*, and both are ignored. A stale answer would have to survive 65536 further
-//! transmissions from the same slot to be mistaken for a fresh one.
+//! The session has one frame slot per target buffer (the window cap, at most 65535). A slot
+//! takes its next 16-bit generation each time it is given a new frame; a retransmission of
+//! the frame keeps the tag. The first answer to any transmission of the frame in a slot
+//! completes it, whichever transmission it answers: a target slower than the retransmission
+//! timer still gets its answers taken. Answers whose generation is not the slot's current one
+//! belong to an earlier frame of the slot and are *stale*; answers that find the slot's
+//! current frame already answered (the target answered two transmissions) are *duplicates*;
+//! both are ignored. A stale answer would have to survive 65536 further frames through the
+//! same slot to be mistaken for a fresh one.
 //!
 //! # Window
 //!
@@ -60,12 +63,8 @@
 //!
 //! When frames have been outstanding and nothing at all has been answered for
 //! `dead_timeout`, every op fails with [`Error::TargetDead`] and [`Event::TargetDead`] is
-//! reported. A later [`Session::submit`] tries again. A stale answer (to a superseded
-//! transmission of a frame still outstanding) counts as a sign of life.
-//!
-//! A target whose every answer takes longer than `rto_max` never gets a fresh answer
-//! accepted: each one arrives after the frame was sent again with a new generation. The
-//! default `rto_max` of 2 s is far above any LAN round trip and any single disk command.
+//! reported. A later [`Session::submit`] tries again. Stale and duplicate answers from the
+//! target count as signs of life: they carry nothing we take, but the target sent them.
 //!
 //! # Multipath
 //!
@@ -395,12 +394,12 @@ pub struct SessionStats {
     pub timeouts: u64,
     /// Answers accepted.
     pub answers: u64,
-    /// Answers to a frame already answered.
+    /// Answers to a frame already answered (another transmission of it was answered first).
     pub duplicates: u64,
-    /// Answers carrying a superseded or unknown tag.
+    /// Answers carrying the tag of an earlier frame of the slot, or of no slot.
     pub stale: u64,
-    /// Frames that are not answers from this target on the path asked (requests, other
-    /// shelf.slot, wrong MAC, other command).
+    /// Frames that are not answers from this target on one of the session's paths (requests,
+    /// other shelf.slot, wrong MAC, other command).
     pub foreign: u64,
     /// Frames that do not parse.
     pub malformed: u64,
@@ -768,7 +767,10 @@ impl Session {
             self.silent_since.get_or_insert(now);
             let path = self.new_path(now);
             self.rr = path + 1;
-            self.slots[usize::from(slot)].frame = Some(InFlight {
+            // A new frame in the slot: answers to the slot's earlier frames become stale.
+            let s = &mut self.slots[usize::from(slot)];
+            s.generation = s.generation.wrapping_add(1);
+            s.frame = Some(InFlight {
                 op: op_index,
                 offset,
                 sectors,
@@ -806,26 +808,32 @@ impl Session {
             self.stats.stale += 1;
             return false;
         };
-        if slot.generation != generation {
-            self.stats.stale += 1;
-            // An answer to an earlier transmission of a frame still outstanding carries no
-            // data we take, but it shows the target is alive, only slower than our timer.
+        let current = slot.generation == generation;
+        let Some(fl) = slot.frame.filter(|_| current) else {
+            if current {
+                self.stats.duplicates += 1;
+            } else {
+                self.stats.stale += 1;
+            }
+            // Nothing in it is taken, but the target sent it: it is alive, maybe only slower
+            // than our timer.
             let from_target = self.paths.iter().any(|p| p.path.target == f.ethernet.src);
-            if slot.frame.is_some() && from_target && self.silent_since.is_some() {
+            if from_target && self.silent_since.is_some() {
                 self.silent_since = Some(now);
             }
             return false;
-        }
-        let Some(fl) = slot.frame else {
-            self.stats.duplicates += 1;
-            return false;
         };
-        let path = self.paths[fl.path].path;
         let Some(op) = self.ops.get(fl.op as usize).and_then(Option::as_ref) else {
             self.stats.stale += 1;
             return false;
         };
-        if f.ethernet.src != path.target || f.ethernet.dst != path.local || h.command() != op.kind.command() {
+        // The answer may be to an earlier transmission of the frame, sent on another path:
+        // the path it came back on is the one that works.
+        let Some(via) = self.answer_path(fl.path, f.ethernet.src, f.ethernet.dst) else {
+            self.stats.foreign += 1;
+            return false;
+        };
+        if h.command() != op.kind.command() {
             self.stats.foreign += 1;
             return false;
         }
@@ -836,11 +844,13 @@ impl Session {
         self.free_slots.push(index as u16);
         self.in_flight -= 1;
         self.silent_since = (self.in_flight > 0).then_some(now);
-        let p = &mut self.paths[fl.path];
+        let p = &mut self.paths[via];
         p.timeouts = 0;
         if p.down_until.take().is_some() {
-            self.events.push_back(Event::PathUp { path: fl.path });
+            self.events.push_back(Event::PathUp { path: via });
         }
+        // Karn: an answer to a frame sent more than once may answer any of its transmissions,
+        // so it says nothing about the round-trip time.
         if fl.retries == 0 && matches!(op.kind, OpKind::Read { .. } | OpKind::Write { .. }) {
             self.rtt.sample(now.saturating_duration_since(fl.sent));
         }
@@ -931,6 +941,16 @@ impl Session {
         })
     }
 
+    /// The path an answer from `src` to `dst` came back on: `last`, the path of the frame's
+    /// latest transmission, if it matches, else any path of the session that does.
+    fn answer_path(&self, last: usize, src: MacAddr, dst: MacAddr) -> Option<usize> {
+        let matches = |i: usize| {
+            let p = self.paths[i].path;
+            p.target == src && p.local == dst
+        };
+        std::iter::once(last).chain(0..self.paths.len()).find(|&i| matches(i))
+    }
+
     fn new_path(&self, now: Instant) -> usize {
         let n = self.paths.len();
         (0..n).map(|k| (self.rr + k) % n).find(|&p| self.paths[p].usable(now)).unwrap_or(self.rr % n)
@@ -941,8 +961,8 @@ impl Session {
         (1..=n).map(|k| (last + k) % n).find(|&p| self.paths[p].usable(now)).unwrap_or(last)
     }
 
-    /// (Re)sends the frame in `slot` on `path` with a fresh generation. On failure to fit
-    /// the buffer, fails its op and frees the slot.
+    /// (Re)sends the frame in `slot` on `path`, tagged with the slot's current generation. On
+    /// failure to fit the buffer, fails its op and frees the slot.
     fn send(
         &mut self,
         now: Instant,
@@ -952,9 +972,8 @@ impl Session {
         data: &mut dyn IoBuffers,
     ) -> Option<Transmit> {
         let index = usize::from(slot);
-        let s = &mut self.slots[index];
+        let s = &self.slots[index];
         let mut frame = s.frame?;
-        s.generation = s.generation.wrapping_add(1);
         let tag = u32::from(s.generation) << TAG_SLOT_BITS | u32::from(slot);
         let op = self.ops[frame.op as usize].as_ref()?;
         let p = self.paths[path].path;

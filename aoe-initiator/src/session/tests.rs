@@ -218,6 +218,15 @@ fn tags_are_unique_slot_plus_generation() {
     assert_eq!(next.len(), 1);
     assert_eq!(slot_of(&next[0].0), slot_of(first));
     assert_eq!(generation_of(&next[0].0), 2);
+    // A retransmission keeps the tag of the frame.
+    h.now += Duration::from_secs(1);
+    h.s.handle_timeout(h.now);
+    let again = h.transmit();
+    assert_eq!(again.len(), 4);
+    assert!(again.iter().any(|(f, _)| tag(f) == tag(&next[0].0)));
+    for (f, _) in &frames[1..] {
+        assert!(again.iter().any(|(g, _)| tag(g) == tag(f)));
+    }
 }
 
 #[test]
@@ -265,16 +274,13 @@ fn retransmits_after_rto_with_exponential_backoff() {
     assert!(h.transmit().is_empty());
 
     let mut expected_waits = vec![200, 400, 800, 1000, 1000];
-    let mut last = first.clone();
     h.advance_to_timeout();
     for wait in expected_waits.drain(..) {
         let again = h.transmit();
         assert_eq!(again.len(), 1, "one retransmission");
         let f = &again[0].0;
-        assert_eq!(slot_of(f), slot_of(&first), "same slot");
-        assert_eq!(generation_of(f), generation_of(&last) + 1, "new generation");
+        assert_eq!(tag(f), tag(&first), "same slot, same generation");
         assert_eq!(h.s.poll_timeout(), Some(h.now + Duration::from_millis(wait)));
-        last = f.clone();
         h.advance_to_timeout();
     }
     assert_eq!(h.s.stats().retransmitted, 5);
@@ -322,14 +328,19 @@ fn stale_duplicate_and_foreign_answers_are_ignored() {
     let mut h = Harness::new(config(1), 64);
     let data = pattern(1, 3);
     h.target.disk[..SECTOR].copy_from_slice(&data);
-    let r = h.read(0, 1);
-    let first = h.transmit().remove(0).0;
-    h.advance_to_timeout();
-    let second = h.transmit().remove(0).0;
-    let stale = h.answer(&first).unwrap();
-    let fresh = h.answer(&second).unwrap();
+    // An earlier op through the same slot.
+    let earlier = h.read(1, 1);
+    let f = h.transmit().remove(0).0;
+    let stale = h.answer(&f).unwrap();
+    assert!(h.deliver(&stale));
+    assert!(h.result(earlier).is_ok());
 
-    // The answer to the superseded transmission is stale.
+    let r = h.read(0, 1);
+    let sent = h.transmit().remove(0).0;
+    assert_eq!(slot_of(&sent), slot_of(&f), "the slot is reused");
+    let fresh = h.answer(&sent).unwrap();
+
+    // The answer to the slot's earlier frame is stale.
     assert!(!h.deliver(&stale));
     assert_eq!(h.s.stats().stale, 1);
 
@@ -413,26 +424,190 @@ fn dead_target_fails_every_op_after_configured_silence() {
 }
 
 #[test]
-fn a_stale_answer_is_a_sign_of_life() {
+fn stale_and_duplicate_answers_are_signs_of_life() {
     let mut cfg = config(1);
     cfg.dead_timeout = Duration::from_secs(5);
     cfg.rto_max = Duration::from_millis(500);
     let mut h = Harness::new(cfg, 64);
+    // Slot 0 answers twice, then takes a new frame that the target leaves unanswered.
+    let first = h.read(0, 1);
+    let f = h.transmit().remove(0).0;
+    let earlier = h.answer(&f).unwrap();
+    assert!(h.deliver(&earlier));
+    assert!(h.result(first).is_ok());
     h.read(0, 1);
-    let first = h.transmit().remove(0).0;
-    let stale = h.answer(&first).unwrap();
-    while h.now - h.start < Duration::from_secs(4) {
+    h.read(1, 1);
+    let frames = h.transmit();
+    assert_eq!(slot_of(&frames[0].0), slot_of(&f));
+    let answered = h.answer(&frames[1].0).unwrap();
+    assert!(h.deliver(&answered));
+    while h.now - h.start < Duration::from_secs(3) {
         h.advance_to_timeout();
         h.transmit();
     }
     let heard = h.now;
-    assert!(!h.deliver(&stale));
+    assert!(!h.deliver(&answered));
+    assert_eq!(h.s.stats().duplicates, 1);
+    while h.now - heard < Duration::from_secs(4) {
+        h.advance_to_timeout();
+        h.transmit();
+    }
+    let heard = h.now;
+    assert!(!h.deliver(&earlier));
     assert_eq!(h.s.stats().stale, 1);
     while !h.other_events.iter().any(|e| matches!(e, Event::TargetDead)) {
         h.transmit();
         h.advance_to_timeout();
     }
     assert_eq!(h.now - heard, Duration::from_secs(5), "the silence clock restarted at the stale answer");
+}
+
+/// Regression: every transmission used to take a new generation, and only an answer to the
+/// latest one was accepted. A target always slower than the retransmission timer then never
+/// had an answer accepted: each one arrived after the frame was sent again.
+#[test]
+fn a_target_slower_than_the_rto_still_completes_every_op() {
+    let mut cfg = config(1);
+    cfg.rto_max = Duration::from_secs(2);
+    let mut h = Harness::new(cfg, 64);
+    // Each transmission is answered 1.5 × its own retransmission timeout after it was sent,
+    // so every answer comes after the frame was sent again (as long as the target keeps
+    // answering, the back-off stops at rto_max and the frame is retransmitted forever).
+    let mut late: Vec<(Instant, Vec<u8>)> = Vec::new();
+    let slow_round = |h: &mut Harness, late: &mut Vec<(Instant, Vec<u8>)>| {
+        for (f, _) in h.transmit() {
+            let frame = h.s.slots[slot_of(&f) as usize].frame.expect("just sent");
+            let timer = frame.deadline.expect("armed") - h.now;
+            let due = h.now + timer.mul_f64(1.5);
+            late.push((due, h.answer(&f).expect("answered")));
+        }
+        late.sort_by_key(|(due, _)| *due);
+        let next = [h.s.poll_timeout(), late.first().map(|(due, _)| *due)].into_iter().flatten().min();
+        h.now = next.expect("something to wait for");
+        while late.first().is_some_and(|(due, _)| *due <= h.now) {
+            let (_, a) = late.remove(0);
+            h.deliver(&a);
+        }
+        h.s.handle_timeout(h.now);
+        h.drain();
+    };
+    let data = pattern(40, 12);
+    let w = h.write(8, data.clone());
+    while h.s.is_busy() {
+        slow_round(&mut h, &mut late);
+        assert!(h.now - h.start < Duration::from_secs(600), "livelock: {:?}", h.s.stats());
+    }
+    assert!(matches!(h.result(w), Ok(Reply::Done)));
+    assert_eq!(&h.target.disk[8 * SECTOR..48 * SECTOR], &data[..]);
+    let r = h.read(8, 40);
+    while h.s.is_busy() {
+        slow_round(&mut h, &mut late);
+        assert!(h.now - h.start < Duration::from_secs(1200), "livelock: {:?}", h.s.stats());
+    }
+    assert!(matches!(h.result(r), Ok(Reply::Done)));
+    assert_eq!(h.bufs.bufs[&r], data);
+    let stats = h.s.stats();
+    assert_eq!(stats.answers, 40, "{stats:?}");
+    assert!(stats.retransmitted >= 40, "every frame was sent again: {stats:?}");
+    assert!(h.other_events.is_empty(), "{:?}", h.other_events);
+    assert_eq!(h.s.srtt(), None, "Karn: no sample from a retransmitted frame");
+}
+
+/// Regression: the answer to the first transmission, arriving after the retransmission,
+/// used to be stale.
+#[test]
+fn a_late_answer_to_the_first_transmission_completes_the_op() {
+    let mut h = Harness::new(config(1), 64);
+    let data = pattern(2, 13);
+    h.target.disk[4 * SECTOR..6 * SECTOR].copy_from_slice(&data);
+    let r = h.read(4, 2);
+    let first = h.transmit().remove(0).0;
+    h.advance_to_timeout();
+    let second = h.transmit().remove(0).0;
+    assert_eq!(tag(&first), tag(&second));
+    let late = h.answer(&first).unwrap();
+    let again = h.answer(&second).unwrap();
+
+    assert!(h.deliver(&late));
+    assert!(matches!(h.result(r), Ok(Reply::Done)));
+    assert_eq!(h.bufs.bufs[&r], data);
+    assert_eq!(h.s.srtt(), None, "Karn: no sample from a retransmitted frame");
+    assert!(h.transmit().is_empty(), "nothing left to resend");
+
+    // The answer to the retransmission finds the frame answered: a duplicate, stored nowhere.
+    assert!(!h.deliver(&again));
+    assert_eq!((h.s.stats().duplicates, h.s.stats().stale), (1, 0));
+    assert_eq!(h.bufs.stores[&(r, 0)], 1);
+    assert!(h.results.is_empty());
+    assert_eq!(h.s.poll_timeout(), None);
+}
+
+#[test]
+fn a_late_answer_on_the_path_of_the_first_transmission_is_accepted() {
+    let mut cfg = config(2);
+    cfg.buffer_count = 1;
+    let mut h = Harness::new(cfg, 64);
+    let r = h.read(0, 1);
+    let (first, t1) = h.transmit().remove(0);
+    h.advance_to_timeout();
+    let (second, t2) = h.transmit().remove(0);
+    assert_eq!((t1.path, t2.path), (0, 1), "the retransmission takes the other path");
+    let late = h.answer(&first).unwrap();
+    assert_eq!(macs(&late), (path(0).local, path(0).target));
+    assert!(h.deliver(&late));
+    assert!(h.result(r).is_ok());
+    let again = h.answer(&second).unwrap();
+    assert!(!h.deliver(&again));
+    assert_eq!(h.s.stats().duplicates, 1);
+    // An answer on a path the session does not have is not taken.
+    let r = h.read(0, 1);
+    let f = h.transmit().remove(0).0;
+    let mut stranger = h.answer(&f).unwrap();
+    stranger[..6].copy_from_slice(&mac(0x55).0);
+    assert!(!h.deliver(&stranger));
+    assert_eq!(h.s.stats().foreign, 1);
+    let mut crossed = h.answer(&f).unwrap();
+    crossed[..6].copy_from_slice(&path(1).local.0);
+    crossed[6..12].copy_from_slice(&path(0).target.0);
+    assert!(!h.deliver(&crossed), "local MAC of one path, target MAC of another");
+    assert!(h.results.is_empty());
+    let a = h.answer(&f).unwrap();
+    assert!(h.deliver(&a));
+    assert!(h.result(r).is_ok());
+}
+
+/// Keeps working after the change above: an answer meant for an earlier frame of a slot
+/// never completes the frame now in it.
+#[test]
+fn an_answer_for_an_earlier_frame_of_the_slot_is_stale() {
+    let mut cfg = config(1);
+    cfg.buffer_count = 1;
+    let mut h = Harness::new(cfg, 64);
+    h.target.disk[..SECTOR].copy_from_slice(&pattern(1, 14));
+    h.target.disk[SECTOR..2 * SECTOR].copy_from_slice(&pattern(1, 15));
+    let a = h.read(0, 1);
+    let fa = h.transmit().remove(0).0;
+    h.advance_to_timeout();
+    let fa2 = h.transmit().remove(0).0;
+    let answer_a = h.answer(&fa).unwrap();
+    let answer_a2 = h.answer(&fa2).unwrap();
+    assert!(h.deliver(&answer_a));
+    assert!(h.result(a).is_ok());
+
+    let b = h.read(1, 1);
+    let fb = h.transmit().remove(0).0;
+    assert_eq!(slot_of(&fb), slot_of(&fa));
+    assert_eq!(generation_of(&fb), generation_of(&fa) + 1);
+    for old in [&answer_a, &answer_a2] {
+        assert!(!h.deliver(old));
+    }
+    assert_eq!(h.s.stats().stale, 2);
+    assert!(h.results.is_empty(), "B is not completed by A's answers");
+    assert_eq!(h.bufs.bufs[&b], vec![0u8; SECTOR], "nothing of A's data landed in B's buffer");
+    let answer_b = h.answer(&fb).unwrap();
+    assert!(h.deliver(&answer_b));
+    assert!(h.result(b).is_ok());
+    assert_eq!(h.bufs.bufs[&b], pattern(1, 15));
 }
 
 #[test]
