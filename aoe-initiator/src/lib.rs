@@ -7,6 +7,7 @@
 //! - [`mod@discover`]: find targets with a broadcast query config, then IDENTIFY them.
 //! - [`error`]: what can go wrong, one line each.
 
+pub mod cli;
 pub mod device;
 pub mod discover;
 mod driver;
