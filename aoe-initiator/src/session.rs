@@ -301,7 +301,9 @@ pub struct AtaReply {
     pub sector_count: u8,
     /// The six LBA bytes.
     pub lba: u64,
-    /// Data after the header (at most sector count × 512 bytes).
+    /// Data after the header: at most 512 bytes times the larger of the request's and the
+    /// answer's sector count (targets such as vblade answer a completed transfer with a
+    /// sector count of 0).
     pub data: Vec<u8>,
 }
 
@@ -860,7 +862,8 @@ impl Session {
             self.window = (self.window + 1).min(self.slots.len());
         }
 
-        let outcome = answer(&f, fl, op, self.cfg.lba48, data);
+        let carried = frame.get(ATA_DATA_OFFSET..).unwrap_or_default();
+        let outcome = answer(&f, carried, fl, op, self.cfg.lba48, data);
         self.finish_frame(fl.op, outcome);
         true
     }
@@ -1103,8 +1106,14 @@ fn sent_command(kind: &OpKind, lba48: bool) -> u8 {
 
 /// What the answer `f` to `frame` of `op` means: `Ok(None)` for a piece of a read or write
 /// done, `Ok(Some(reply))` for a whole single-frame command, or an error.
+///
+/// `carried` is everything after the ATA header of an ATA answer. Its data is taken from
+/// there, for as many sectors as the request asked: the sector count register of an answer
+/// is the register after the command, which vblade (like a disk) leaves at 0 after a
+/// complete transfer, so the data length the codec derives from it can be empty.
 fn answer(
     f: &Frame<'_>,
+    carried: &[u8],
     frame: InFlight,
     op: &OpState,
     lba48: bool,
@@ -1114,14 +1123,21 @@ fn answer(
         return Err(Error::Aoe { code: f.header.error });
     }
     match (&op.kind, f.body) {
-        (OpKind::Ata(_), Body::Ata { header, data: bytes }) => Ok(Some(Reply::Ata(AtaReply {
-            status: header.status(),
-            error: header.error(),
-            sector_count: header.sector_count,
-            lba: header.lba48(),
-            data: bytes.to_vec(),
-        }))),
-        (kind, Body::Ata { header, data: bytes }) => {
+        (OpKind::Ata(a), Body::Ata { header, .. }) => {
+            // Up to the sectors either the request or the answer names: not the padding of
+            // a short answer.
+            let sectors = a.sector_count.max(header.sector_count);
+            let bytes = carried.get(..usize::from(sectors) * SECTOR_SIZE).unwrap_or(carried);
+            Ok(Some(Reply::Ata(AtaReply {
+                status: header.status(),
+                error: header.error(),
+                sector_count: header.sector_count,
+                lba: header.lba48(),
+                data: bytes.to_vec(),
+            })))
+        }
+        (kind, Body::Ata { header, .. }) => {
+            let bytes = carried;
             let status = header.status();
             if status.intersects(AtaStatus::ERR | AtaStatus::DF) {
                 let (lba, sectors) = match kind {

@@ -385,6 +385,51 @@ fn answer_to_timed_out_frame_before_resend_is_accepted() {
     assert!(h.result(r).is_ok());
 }
 
+/// Regression: vblade answers reads and IDENTIFY with the sector count register at 0 (the
+/// register after a complete transfer). The data was taken to be that long: every read
+/// failed as short and IDENTIFY as truncated.
+#[test]
+fn answers_with_a_zero_sector_count_register_carry_their_data() {
+    let mut h = Harness::new(config(1), 64);
+    let data = pattern(3, 16);
+    h.target.disk[..3 * SECTOR].copy_from_slice(&data);
+    let r = h.read(0, 3);
+    let id = h.s.submit(Request::Identify);
+    let raw = h.s.submit(Request::Ata(AtaRequest {
+        flags: AtaFlags::empty(),
+        feature: 0,
+        sector_count: 1,
+        command: 0xEC,
+        lba: 0,
+        data: Vec::new(),
+    }));
+    let power = h.s.submit(Request::Ata(AtaRequest {
+        flags: AtaFlags::empty(),
+        feature: 0,
+        sector_count: 0,
+        command: 0xE5,
+        lba: 0,
+        data: Vec::new(),
+    }));
+    while h.s.is_busy() {
+        for (f, _) in h.transmit() {
+            let mut a = h.answer(&f).unwrap();
+            a[26] = 0; // sector count register
+            assert!(h.deliver(&a));
+        }
+    }
+    assert!(matches!(h.result(r), Ok(Reply::Done)));
+    assert_eq!(h.bufs.bufs[&r], data);
+    let Ok(Reply::Identify(ident)) = h.result(id) else { panic!("IDENTIFY failed") };
+    assert_eq!(ident.sectors, 64);
+    let Ok(Reply::Ata(reply)) = h.result(raw) else { panic!("raw IDENTIFY failed") };
+    assert_eq!((reply.sector_count, reply.data.len()), (0, 512));
+    assert_eq!(aoe_proto::Identify::parse(&reply.data).unwrap().sectors, 64);
+    // A command without data: the Ethernet padding of its 60-byte answer is not data.
+    let Ok(Reply::Ata(reply)) = h.result(power) else { panic!("CHECK POWER MODE failed") };
+    assert!(reply.data.is_empty(), "{} bytes", reply.data.len());
+}
+
 #[test]
 fn dead_target_fails_every_op_after_configured_silence() {
     let mut cfg = config(1);
