@@ -1,1 +1,25 @@
-//! Benchmarks.
+//! Benchmarks for the aoe-rs crates, and the tools behind them.
+//!
+//! - [`client`]: a minimal raw AoE initiator that keeps a fixed number of requests in flight
+//!   and counts bytes; the same client drives every target compared.
+//! - [`ceiling`]: how many full-size AoE frames per second a link carries to a receiver that
+//!   only counts them.
+//! - [`cpu`]: CPU time of a process or thread from `/proc`.
+//! - [`stats`]: median and spread of repeated measurements.
+//! - [`engine`]: the target engine alone, request frames in memory (the `target` bench).
+//! - [`alloc_count`]: a counting global allocator, to show a path allocates nothing.
+//! - [`compare`]: the `compare` tool: vblade and aoe-target side by side over veth pairs in
+//!   private network namespaces.
+
+pub mod alloc_count;
+pub mod ceiling;
+pub mod client;
+pub mod compare;
+pub mod cpu;
+pub mod engine;
+pub mod report;
+pub mod stats;
+
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: alloc_count::CountingAlloc = alloc_count::CountingAlloc;

@@ -1,0 +1,100 @@
+//! `compare`: vblade and aoe-target side by side over veth pairs in private network
+//! namespaces, driven by the same raw AoE client. Needs root and vblade; skips otherwise.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use aoe_benches::compare::{self, Options};
+use clap::Parser;
+
+/// Benchmark aoe-target against vblade: sequential MB/s, random 4 KiB IOPS, latency and
+/// target CPU per GiB, with the link ceiling for reference.
+#[derive(Debug, Parser)]
+#[command(name = "compare", version)]
+struct Args {
+    /// Backing file size in MiB (on /dev/shm).
+    #[arg(long, default_value_t = 512)]
+    size: u64,
+    /// Repetitions of each measurement.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Link MTUs to measure at.
+    #[arg(long, value_delimiter = ',', default_values_t = [1500, 9000])]
+    mtu: Vec<u32>,
+    /// Buffer count passed to both targets with -b (and the most requests kept in flight).
+    #[arg(long, default_value_t = 64)]
+    bufcnt: u16,
+    /// The aoe-target binary (default: aoe-target next to this program, if present).
+    #[arg(long, conflicts_with = "in_process")]
+    target_bin: Option<PathBuf>,
+    /// Run aoe-target in this process even when its binary exists.
+    #[arg(long)]
+    in_process: bool,
+    /// The vblade program.
+    #[arg(long, default_value = "vblade")]
+    vblade: String,
+    /// Client retransmit timeout in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    retransmit_ms: u64,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(reason) = compare::skip_reason(&args.vblade) {
+        println!("{reason}");
+        return ExitCode::SUCCESS;
+    }
+    if args.reps == 0
+        || !args.seconds.is_finite()
+        || args.seconds <= 0.0
+        || args.size == 0
+        || args.mtu.is_empty()
+        || args.bufcnt == 0
+    {
+        eprintln!("compare: --reps, --seconds, --size, --mtu and --bufcnt must be positive");
+        return ExitCode::from(2);
+    }
+    let target_bin = match (args.in_process, args.target_bin) {
+        (true, _) => None,
+        (false, Some(p)) => Some(p),
+        (false, None) => compare::default_target_bin(),
+    };
+    let options = Options {
+        size_mib: args.size,
+        reps: args.reps,
+        seconds: args.seconds,
+        mtus: args.mtu,
+        buffer_count: args.bufcnt,
+        vblade: args.vblade,
+        target_bin,
+        retransmit: Duration::from_millis(args.retransmit_ms),
+    };
+    eprintln!("compare: aoe-target runs {}", compare::describe_mode(&options));
+    match compare::run(&options) {
+        Ok(report) if args.json => match serde_json::to_string_pretty(&report) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("compare: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(report) => {
+            print!("{}", report.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("compare: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! The `compare` tool: vblade and aoe-target side by side, driven by the same [`Client`].
+//!
+//! For each MTU it builds two private network namespaces joined by a veth pair
+//! ([`aoe_testkit::netns::Link`]), exports one backing file on tmpfs from the target
+//! namespace, and measures from the initiator namespace, repetition by repetition, each
+//! target started fresh for each MTU and repetition (the order alternates between
+//! repetitions so that drift on a noisy machine does not favour one). The link ceiling
+//! ([`crate::ceiling`]) is measured on the same links in the same run.
+//!
+//! aoe-target runs as its binary when one is given or found next to this tool, else in this
+//! process: a thread inside the target namespace running [`Server`] over an [`AfPacket`].
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use aoe_target::backend::{FileBackend, FileOptions};
+use aoe_target::export::{Export, ExportConfig};
+use aoe_target::server::Server;
+use aoe_testkit::data::TempImage;
+use aoe_testkit::netns::Link;
+use aoe_testkit::privilege::find_program;
+use aoe_testkit::process::Guarded;
+use aoe_transport::afpacket::{AfPacket, AfPacketOptions};
+
+use crate::ceiling::{self, Ceiling};
+use crate::client::{Client, Op, RunStats, Workload};
+use crate::cpu;
+use crate::report::{Report, Sample};
+
+/// Shelf and slot both targets export.
+const SHELF: u16 = 1;
+const SLOT: u8 = 0;
+/// Seed of the backing file's content and of the random LBAs.
+const SEED: u64 = 0xA0E;
+/// Reads before each target's measurements, not counted.
+const WARMUP: Duration = Duration::from_millis(300);
+
+/// What to run; built from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Backing file size in MiB.
+    pub size_mib: u64,
+    /// Repetitions of every measurement.
+    pub reps: usize,
+    /// Length of one measurement.
+    pub seconds: f64,
+    /// Link MTUs.
+    pub mtus: Vec<u32>,
+    /// Buffer count passed to both targets (`-b`).
+    pub buffer_count: u16,
+    /// The vblade program.
+    pub vblade: String,
+    /// The aoe-target binary; `None` runs it in process.
+    pub target_bin: Option<PathBuf>,
+    /// Retransmit timeout of the client.
+    pub retransmit: Duration,
+}
+
+/// Which target a measurement was of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Target {
+    /// Debian's vblade.
+    Vblade,
+    /// This project's aoe-target.
+    AoeTarget,
+}
+
+impl Target {
+    /// Its name in the output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Vblade => "vblade",
+            Target::AoeTarget => "aoe-target",
+        }
+    }
+}
+
+/// One kind of measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Case {
+    /// Short name, e.g. `seq read`.
+    pub name: &'static str,
+    /// Read or write.
+    pub op: Op,
+    /// Random 4 KiB instead of sequential.
+    pub random: bool,
+    /// Sectors per request.
+    pub sectors: u8,
+    /// Queue depth asked for.
+    pub queue_depth: usize,
+    /// Link MTU.
+    pub mtu: u32,
+}
+
+/// The measurements made at `mtu`: sequential read and write at QD 1 and 16 with full
+/// frames, and, where a frame holds 4 KiB (MTU 9000), random 4 KiB reads at QD 1 and 32.
+pub fn cases(mtu: u32) -> Vec<Case> {
+    let full = aoe_proto::max_sectors(mtu as usize);
+    let mut v = Vec::new();
+    for (name, op) in [("seq read", Op::Read), ("seq write", Op::Write)] {
+        for qd in [1, 16] {
+            v.push(Case { name, op, random: false, sectors: full, queue_depth: qd, mtu });
+        }
+    }
+    if full >= 8 {
+        for qd in [1, 32] {
+            v.push(Case {
+                name: "rand read 4K",
+                op: Op::Read,
+                random: true,
+                sectors: 8,
+                queue_depth: qd,
+                mtu,
+            });
+        }
+    }
+    v
+}
+
+/// Why the tool cannot run here, in one line; `None` when it can.
+pub fn skip_reason(vblade: &str) -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("compare: skipped: needs root (network namespaces and raw sockets)".into());
+    }
+    if find_program("ip").is_none() {
+        return Some("compare: skipped: needs `ip` (iproute2) on PATH".into());
+    }
+    if find_program(vblade).is_none() {
+        return Some(format!("compare: skipped: needs {vblade} on PATH (apt-get install vblade)"));
+    }
+    None
+}
+
+/// The aoe-target binary next to the running executable (`target/release/aoe-target` when
+/// run with `cargo run --release`), if there is one.
+pub fn default_target_bin() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let candidate = exe.parent()?.join("aoe-target");
+    find_program(candidate.to_str()?)
+}
+
+/// A running target and where to read its CPU time.
+pub enum Running {
+    /// A target program (vblade or the aoe-target binary), killed on drop.
+    Process(Guarded),
+    /// aoe-target's server on a thread of this process, stopped on drop.
+    Thread {
+        /// Tells the server loop to return.
+        stop: Arc<AtomicBool>,
+        /// The thread.
+        join: Option<JoinHandle<io::Result<()>>>,
+        /// Its kernel thread id.
+        tid: i32,
+    },
+}
+
+impl Running {
+    /// Starts `target` on the target end of `link`, exporting `file` as shelf 1 slot 0.
+    pub fn start(link: &Link, target: Target, options: &Options, file: &Path) -> io::Result<Running> {
+        match (target, &options.target_bin) {
+            (Target::Vblade, _) => start_process(link, &options.vblade, options.buffer_count, file),
+            (Target::AoeTarget, Some(bin)) => {
+                start_process(link, &bin.to_string_lossy(), options.buffer_count, file)
+            }
+            (Target::AoeTarget, None) => start_in_process(link, options.buffer_count, file),
+        }
+    }
+
+    /// The process id (a program) or thread id (in process) whose CPU time is counted.
+    pub fn id(&self) -> i64 {
+        match self {
+            Running::Process(g) => i64::from(g.pid()),
+            Running::Thread { tid, .. } => i64::from(*tid),
+        }
+    }
+
+    /// CPU time the target has used so far.
+    pub fn cpu(&self) -> io::Result<Duration> {
+        match self {
+            Running::Process(g) => cpu::process(g.pid()),
+            Running::Thread { tid, .. } => cpu::thread(*tid),
+        }
+    }
+
+    /// Ok while it is serving; for a process that exited, an error with its status.
+    pub fn check_alive(&mut self) -> io::Result<()> {
+        match self {
+            Running::Process(g) => match g.try_wait()? {
+                None => Ok(()),
+                Some(status) => Err(io::Error::other(format!(
+                    "target process exited ({status}); stderr: {}",
+                    g.stderr().trim()
+                ))),
+            },
+            Running::Thread { join, .. } => match join.as_ref().map(JoinHandle::is_finished) {
+                Some(false) => Ok(()),
+                _ => Err(io::Error::other("in-process target thread ended")),
+            },
+        }
+    }
+
+    /// Stops it: SIGTERM (then SIGKILL) for a program, the stop flag for a thread.
+    pub fn stop(mut self) -> io::Result<()> {
+        match &mut self {
+            Running::Process(g) => g.terminate().map(drop),
+            Running::Thread { stop, join, .. } => {
+                stop.store(true, Ordering::Relaxed);
+                match join.take().map(JoinHandle::join) {
+                    Some(Ok(r)) => r,
+                    Some(Err(_)) => Err(io::Error::other("in-process target thread panicked")),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Running::Thread { stop, join, .. } = self {
+            stop.store(true, Ordering::Relaxed);
+            if let Some(j) = join.take() {
+                let _ = j.join();
+            }
+        }
+    }
+}
+
+fn start_process(link: &Link, program: &str, buffer_count: u16, file: &Path) -> io::Result<Running> {
+    let mut cmd = link.target.command(program);
+    cmd.args(["-b", &buffer_count.to_string(), &SHELF.to_string(), &SLOT.to_string(), link.target_if()]);
+    cmd.arg(file);
+    let g = Guarded::spawn(cmd)?;
+    Ok(Running::Process(g))
+}
+
+fn start_in_process(link: &Link, buffer_count: u16, file: &Path) -> io::Result<Running> {
+    let ifname = link.target_if().to_owned();
+    let file = file.to_owned();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let join = link.target.spawn_thread({
+        let stop = stop.clone();
+        move || -> io::Result<()> {
+            let transport = AfPacket::open(&ifname, AfPacketOptions::default()).map_err(io::Error::other)?;
+            let backend = FileBackend::open(&file, FileOptions::default())?;
+            let config = ExportConfig { buffer_count, ..ExportConfig::new(SHELF, SLOT) };
+            let export = Arc::new(Mutex::new(Export::new(config, backend)));
+            let mut server = Server::new(transport, vec![export]);
+            let _ = tid_tx.send(cpu::current_tid());
+            server.announce()?;
+            server.run(&stop)
+        }
+    });
+    match tid_rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(tid) => Ok(Running::Thread { stop, join: Some(join), tid }),
+        Err(_) => {
+            stop.store(true, Ordering::Relaxed);
+            match join.join() {
+                Ok(Err(e)) => Err(e),
+                _ => Err(io::Error::other("in-process target did not start")),
+            }
+        }
+    }
+}
+
+/// How aoe-target is run, for the header.
+pub fn describe_mode(options: &Options) -> String {
+    match &options.target_bin {
+        Some(p) => format!("binary {}", p.display()),
+        None => "in-process (aoe_target::server::Server over AfPacket, FileBackend, one thread)".into(),
+    }
+}
+
+/// Runs the whole comparison. Progress goes to stderr; the result is returned.
+pub fn run(options: &Options) -> io::Result<Report> {
+    let started = Instant::now();
+    let duration = Duration::from_secs_f64(options.seconds);
+    let size = usize::try_from(options.size_mib << 20).map_err(io::Error::other)?;
+    eprintln!("compare: writing a {} MiB backing file on tmpfs", options.size_mib);
+    let image = TempImage::new(size, SEED)?;
+    let mut links = Vec::new();
+    for &mtu in &options.mtus {
+        links.push((mtu, Link::new("aoecmp", mtu)?));
+    }
+    let vblade = find_program(&options.vblade)
+        .ok_or_else(|| io::Error::other(format!("{} not found", options.vblade)))?;
+    let vblade = vblade.to_string_lossy().into_owned();
+
+    let mut samples = Vec::new();
+    let mut ceilings: Vec<Ceiling> = Vec::new();
+    for rep in 0..options.reps {
+        for (mtu, link) in &links {
+            // Target to initiator: the direction read data flows.
+            let c = ceiling::best(
+                &link.target,
+                link.target_if(),
+                &link.initiator,
+                link.initiator_if(),
+                duration,
+            )?;
+            eprintln!(
+                "compare: rep {}/{} MTU {mtu}: link ceiling {:.0} frames/s of {} bytes = {:.1} MB/s of sectors \
+                 (window {:?})",
+                rep + 1,
+                options.reps,
+                c.frames_per_s(),
+                c.frame_len,
+                c.sector_mb_per_s(),
+                c.window,
+            );
+            ceilings.push(c);
+            let order = if rep % 2 == 0 {
+                [Target::Vblade, Target::AoeTarget]
+            } else {
+                [Target::AoeTarget, Target::Vblade]
+            };
+            for target in order {
+                let run_options = Options { vblade: vblade.clone(), ..options.clone() };
+                let mut running = Running::start(link, target, &run_options, image.path())?;
+                let measured = measure_target(options, link, &mut running, *mtu, target, rep, duration);
+                let stopped = running.stop();
+                samples.extend(measured?);
+                if let Err(e) = stopped {
+                    eprintln!("compare: {} did not stop cleanly: {e}", target.name());
+                }
+            }
+        }
+    }
+    Ok(Report::new(options, describe_mode(options), &vblade, samples, ceilings, started.elapsed()))
+}
+
+fn measure_target(
+    options: &Options,
+    link: &Link,
+    running: &mut Running,
+    mtu: u32,
+    target: Target,
+    rep: usize,
+    duration: Duration,
+) -> io::Result<Vec<Sample>> {
+    let transport = link
+        .initiator
+        .enter(|| AfPacket::open(link.initiator_if(), AfPacketOptions::default()))
+        .map_err(io::Error::other)?;
+    let mut client = match Client::connect(transport, SHELF, SLOT, Duration::from_secs(5)) {
+        Ok(c) => c,
+        Err(e) => {
+            let why = running.check_alive().err().map(|e| format!(" ({e})")).unwrap_or_default();
+            return Err(io::Error::new(e.kind(), format!("{}: {e}{why}", target.name())));
+        }
+    };
+    let info = *client.target();
+    let full = info.max_sectors;
+    client.run(&Workload::sequential(Op::Read, full, 16, WARMUP).retransmit_after(options.retransmit))?;
+    let mut out = Vec::new();
+    let client_tid = cpu::current_tid();
+    for case in cases(mtu) {
+        let work = if case.random {
+            Workload::random_read(case.sectors, case.queue_depth, duration, SEED + rep as u64)
+        } else {
+            Workload::sequential(case.op, case.sectors, case.queue_depth, duration)
+        }
+        .retransmit_after(options.retransmit);
+        let cpu_before = running.cpu()?;
+        let client_before = cpu::thread(client_tid)?;
+        let stats: RunStats = client.run(&work).map_err(|e| {
+            let why = running.check_alive().err().map(|e| format!(" ({e})")).unwrap_or_default();
+            io::Error::new(
+                e.kind(),
+                format!("{} {} QD{}: {e}{why}", target.name(), case.name, case.queue_depth),
+            )
+        })?;
+        let cpu_after = running.cpu()?;
+        let client_cpu = cpu::thread(client_tid)?.saturating_sub(client_before).as_secs_f64();
+        let cpu = cpu_after.saturating_sub(cpu_before).as_secs_f64();
+        eprintln!(
+            "compare: rep {}/{} MTU {mtu} {:<10} {:<12} QD{:<2} {:>8.1} MB/s {:>8.0} IOPS {:>7.1} us  cpu {:.2} s \
+             (client {:.2} s){}",
+            rep + 1,
+            options.reps,
+            target.name(),
+            case.name,
+            stats.queue_depth,
+            stats.mb_per_s(),
+            stats.iops(),
+            stats.mean_latency_us(),
+            cpu,
+            client_cpu,
+            if stats.retransmits + stats.lost + stats.errors > 0 {
+                format!("  retx {} lost {} errors {}", stats.retransmits, stats.lost, stats.errors)
+            } else {
+                String::new()
+            }
+        );
+        out.push(Sample {
+            target,
+            case,
+            rep,
+            buffer_count: info.buffer_count,
+            stats,
+            target_cpu_s: cpu,
+            client_cpu_s: client_cpu,
+        });
+    }
+    running.check_alive()?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_reads_only_where_4k_fits_a_frame() {
+        let at1500 = cases(1500);
+        assert_eq!(at1500.len(), 4);
+        assert!(at1500.iter().all(|c| !c.random && c.sectors == 2));
+        let at9000 = cases(9000);
+        assert_eq!(at9000.len(), 6);
+        let random: Vec<_> = at9000.iter().filter(|c| c.random).map(|c| (c.sectors, c.queue_depth)).collect();
+        assert_eq!(random, vec![(8, 1), (8, 32)]);
+        assert!(at9000.iter().filter(|c| !c.random).all(|c| c.sectors == 17));
+    }
+}
