@@ -1,0 +1,315 @@
+//! Helpers shared by the `netns_*` tests: the initiator's raw socket opened inside its
+//! namespace, targets run in the target namespace (Debian's vblade, or our engine in a
+//! thread), one command driven through a bare session, and bounded whole-disk transfers.
+
+// Each test file uses its own subset.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use aoe_initiator::discover::TargetInfo;
+use aoe_initiator::session::{ConfigRequest, IoBuffers, NoData, Path};
+use aoe_initiator::{discover, Device, DeviceOptions, Error, Event, Reply, Request, Session, SessionConfig};
+use aoe_proto::{ConfigCommand, Frame, MacAddr};
+use aoe_target::backend::{Backend, FileBackend, FileOptions};
+use aoe_target::export::{Export, ExportConfig};
+use aoe_target::server::{Server, SharedExport};
+use aoe_testkit::data::{pattern, TempImage};
+use aoe_testkit::netns::{Link, Netns};
+use aoe_testkit::packet::{PacketSocket, ETH_P_AOE};
+use aoe_testkit::process::{wait_until, Guarded};
+use aoe_transport::afpacket::{AfPacket, AfPacketOptions};
+use aoe_transport::{FrameBatch, Transport};
+
+pub const MIB: usize = 1 << 20;
+
+/// The initiator's transport: an `AfPacket` socket on `ifname`, opened inside `ns` (the
+/// socket stays bound to that namespace).
+pub fn afpacket(ns: &Netns, ifname: &str) -> Box<dyn Transport> {
+    let port = ns
+        .enter(|| AfPacket::open(ifname, AfPacketOptions::default()))
+        .unwrap_or_else(|e| panic!("opening {ifname} in {}: {e}", ns.name()));
+    Box::new(port)
+}
+
+/// Device options for a private link: the session's default timers, a quick discovery and a
+/// bounded `dead_timeout`, so that no test can hang.
+pub fn options(dead_timeout: Duration) -> DeviceOptions {
+    let mut opts = DeviceOptions::default();
+    opts.discover.timeout = Duration::from_secs(3);
+    opts.discover.queries = 6;
+    opts.discover.settle = Some(Duration::from_millis(100));
+    opts.dead_timeout = dead_timeout;
+    opts
+}
+
+/// Starts `vblade [extra...] SHELF SLOT IFNAME FILE` in `ns` and waits for its start-up line.
+pub fn vblade(ns: &Netns, shelf: u16, slot: u8, ifname: &str, file: &std::path::Path) -> Guarded {
+    let mut cmd = ns.command("vblade");
+    cmd.arg(shelf.to_string()).arg(slot.to_string()).arg(ifname).arg(file);
+    let mut peer = Guarded::spawn(cmd).expect("starting vblade");
+    // "pid N: e1.0, 131072 sectors O_RDWR"
+    let started = wait_until(Duration::from_secs(10), || {
+        peer.stdout().contains(" sectors ") || matches!(peer.try_wait(), Ok(Some(_)))
+    });
+    assert!(
+        started && peer.try_wait().unwrap().is_none(),
+        "vblade did not start: stdout {:?}, stderr {:?}",
+        peer.stdout(),
+        peer.stderr()
+    );
+    peer
+}
+
+/// Servers of our target engine, one thread per interface, each inside the target namespace.
+/// Stopped (through an `AtomicBool`) and joined by [`Targets::stop`] or on drop.
+#[derive(Default)]
+pub struct Targets {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Targets {
+    /// Serves `exports` on `ifname` of `ns`; returns once the socket is open and the exports
+    /// were announced.
+    pub fn serve<B: Backend + 'static>(&mut self, ns: &Netns, ifname: &str, exports: Vec<SharedExport<B>>) {
+        let stop = self.stop.clone();
+        let ifname = ifname.to_owned();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        self.threads.push(ns.spawn_thread(move || {
+            let port = AfPacket::open(&ifname, AfPacketOptions::default())
+                .unwrap_or_else(|e| panic!("target socket on {ifname}: {e}"));
+            let mut server = Server::new(port, exports);
+            server.announce().unwrap_or_else(|e| panic!("announcing on {ifname}: {e}"));
+            ready_tx.send(()).unwrap();
+            loop {
+                match server.run(&stop) {
+                    Ok(()) => return,
+                    // Reported once each time the interface goes down: keep serving it, as the
+                    // aoe-target program does.
+                    Err(e) if e.kind() == std::io::ErrorKind::NetworkDown => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => panic!("target server on {ifname}: {e}"),
+                }
+            }
+        }));
+        ready_rx.recv_timeout(Duration::from_secs(10)).expect("target server thread did not start");
+    }
+
+    /// Stops every server and waits for the threads; a server's panic is raised here.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            if let Err(panic) = t.join() {
+                if !std::thread::panicking() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Targets {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An export of `file` at `shelf.slot`, shared by the servers of every interface.
+pub fn file_export(shelf: u16, slot: u8, file: &std::path::Path) -> SharedExport<FileBackend> {
+    let backend = FileBackend::open(file, FileOptions::default()).expect("opening the image");
+    Arc::new(Mutex::new(Export::new(ExportConfig::new(shelf, slot), backend)))
+}
+
+/// Runs one request through a bare [`Session`] on `link` to the target `info` found there
+/// (first path), until it completes; silence for `dead_timeout` ends it with
+/// [`Error::TargetDead`].
+pub fn command(
+    link: &mut dyn Transport,
+    info: &TargetInfo,
+    request: Request,
+    dead_timeout: Duration,
+) -> Result<Reply, Error> {
+    let path = Path { iface: 0, local: link.mac(), target: info.paths[0].mac };
+    let mut cfg = SessionConfig::new(info.shelf, info.slot, vec![path]);
+    cfg.buffer_count = info.buffer_count;
+    cfg.dead_timeout = dead_timeout;
+    let mut session = Session::new(cfg)?;
+    let op = session.submit(request);
+    let cap = 14 + link.mtu();
+    let (mut tx, mut rx) = (FrameBatch::new(8, cap), FrameBatch::new(8, cap));
+    let data: &mut dyn IoBuffers = &mut NoData;
+    // Far beyond any dead_timeout a test uses: a bug here must not hang the test.
+    let give_up = Instant::now() + dead_timeout + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < give_up, "the session neither completed nor gave up");
+        let now = Instant::now();
+        if session.poll_timeout().is_some_and(|t| now >= t) {
+            session.handle_timeout(now);
+        }
+        while let Some(event) = session.poll_event() {
+            if let Event::Complete { op: done, result } = event {
+                if done == op {
+                    return result;
+                }
+            }
+        }
+        tx.clear();
+        while !tx.is_full() {
+            let mut more = false;
+            tx.push_with(|buf| {
+                let t = session.poll_transmit(now, buf, data);
+                more = t.is_some();
+                t.map_or(0, |t| t.len)
+            });
+            if !more {
+                break;
+            }
+        }
+        if !tx.is_empty() {
+            link.send_batch(&tx).expect("sending");
+        }
+        let wait = session.poll_timeout().map_or(Duration::from_millis(50), |t| t - now.min(t));
+        link.recv_batch(&mut rx, Some(wait.min(Duration::from_millis(50)))).expect("receiving");
+        for frame in rx.iter() {
+            session.handle_frame(Instant::now(), frame, data);
+        }
+    }
+}
+
+/// Seconds since `start`, for the timing lines the tests print.
+pub fn secs(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64()
+}
+
+/// Which target serves the disk in [`exercise_disk`], and what it is known to do differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// Debian's vblade 25.
+    Vblade,
+    /// Our engine (`aoe_target::server::Server`).
+    Engine,
+}
+
+impl Peer {
+    fn firmware(self) -> u16 {
+        match self {
+            Peer::Vblade => 0x4019,
+            Peer::Engine => aoe_target::export::FIRMWARE_VERSION,
+        }
+    }
+
+    /// Length of a query-config answer without a config string, on the wire.
+    fn config_answer_len(self) -> usize {
+        match self {
+            // Not padded to the Ethernet minimum, and veth does not pad either.
+            Peer::Vblade => 32,
+            Peer::Engine => 60,
+        }
+    }
+}
+
+/// The whole life of a disk of `image.len()` bytes served by `peer` at shelf.slot on `link`
+/// (whose MTU allows `sectors_per_frame`): discovery, IDENTIFY, the whole disk written with
+/// random data and read back, the image file checked, flush, config read / set / test /
+/// prefix test / force set. Prints the transfer times.
+pub fn exercise_disk(
+    link: &Link,
+    image: &TempImage,
+    shelf: u16,
+    slot: u8,
+    sectors_per_frame: u8,
+    peer: Peer,
+) {
+    let size = image.len();
+    let target_mac = MacAddr(link.veth.a_mac());
+    // A second socket on the initiator's interface, to see what the target really sends.
+    let sniffer = PacketSocket::open_in(&link.initiator, link.initiator_if(), ETH_P_AOE).unwrap();
+
+    let mut links = vec![afpacket(&link.initiator, link.initiator_if())];
+    let opts = options(Duration::from_secs(10));
+    let found = discover(&mut links, &opts.discover).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let info = found[0].clone();
+    assert_eq!((info.shelf, info.slot), (shelf, slot));
+    assert_eq!(info.paths.len(), 1);
+    assert_eq!(info.paths[0].mac, target_mac);
+    assert_eq!(info.buffer_count, 16, "the default buffer count of both targets");
+    assert_eq!(info.sector_count, sectors_per_frame);
+    assert_eq!(info.firmware, peer.firmware());
+    assert_eq!(info.sectors, (size / 512) as u64, "capacity from IDENTIFY");
+    assert!(info.lba48);
+    let answer = sniffer
+        .recv_matching(Duration::from_secs(1), |f| {
+            Frame::parse(f).is_ok_and(|f| f.ethernet.src == target_mac && f.header.command == 1)
+        })
+        .unwrap()
+        .expect("a query-config answer");
+    assert_eq!(answer.len(), peer.config_answer_len(), "query-config answer on the wire");
+    drop(sniffer);
+
+    let mut dev = Device::with_target(links, info, &opts).unwrap();
+    let id = dev.identify().unwrap();
+    assert_eq!(id.sectors, (size / 512) as u64);
+    assert_eq!(dev.size_bytes(), size as u64);
+    assert_eq!(dev.session().config().max_sectors, sectors_per_frame);
+
+    let data = pattern(u64::from(sectors_per_frame), size);
+    let start = Instant::now();
+    dev.write_at(&data, 0).unwrap();
+    let wrote = secs(start);
+    let mut back = vec![0u8; size];
+    let start = Instant::now();
+    dev.read_at(&mut back, 0).unwrap();
+    let read = secs(start);
+    assert!(back == data, "read back differs from what was written");
+    let flushed = dev.flush();
+    match peer {
+        // vblade 25 implements no FLUSH CACHE (EXT): it aborts the command (status
+        // DRDY|ERR, error ABRT). Its writes are pwrite()s, in the page cache once answered.
+        Peer::Vblade => assert!(
+            matches!(flushed, Err(Error::Ata { command: 0xEA, status: 0x41, error: 0x04 })),
+            "{flushed:?}"
+        ),
+        Peer::Engine => flushed.unwrap(),
+    }
+    assert!(image.read_all() == data, "the image file differs from what was written");
+    eprintln!(
+        "{peer:?} at {} sectors/frame: {} MiB written in {wrote:.2} s, read in {read:.2} s; {:?}",
+        sectors_per_frame,
+        size / MIB,
+        dev.stats()
+    );
+
+    // Config strings: none at first; a set only while there is none or the same (else AoE
+    // error 4, config string present); a force set always.
+    let c = dev.config_read().unwrap();
+    assert_eq!((c.string.as_slice(), c.buffer_count, c.sector_count), (&b""[..], 16, sectors_per_frame));
+    assert_eq!(dev.config_set(b"aoe-rs test", false).unwrap().string, b"aoe-rs test");
+    assert_eq!(dev.config_set(b"aoe-rs test", false).unwrap().string, b"aoe-rs test", "same string");
+    assert!(matches!(dev.config_set(b"other", false), Err(Error::Aoe { code: 4 })));
+    assert_eq!(dev.config_read().unwrap().string, b"aoe-rs test");
+    drop(dev);
+
+    // Test and prefix test (Device has no call for them): answered on a match, silence
+    // otherwise, which a bare session with a short dead_timeout reports as a dead target.
+    let mut link = afpacket(&link.initiator, link.initiator_if());
+    let info = discover(std::slice::from_mut(&mut link), &opts.discover).unwrap().remove(0);
+    let config = |command, string: &[u8]| Request::Config(ConfigRequest { command, string: string.to_vec() });
+    let mut ask = |request| command(link.as_mut(), &info, request, Duration::from_millis(300));
+    let answered = |r: Result<Reply, Error>| match r {
+        Ok(Reply::Config(c)) => c.string,
+        other => panic!("not answered: {other:?}"),
+    };
+    let silent = |r: Result<Reply, Error>| assert!(matches!(r, Err(Error::TargetDead { .. })), "{r:?}");
+    assert_eq!(answered(ask(config(ConfigCommand::TestExact, b"aoe-rs test"))), b"aoe-rs test");
+    silent(ask(config(ConfigCommand::TestExact, b"aoe-rs")));
+    assert_eq!(answered(ask(config(ConfigCommand::TestPrefix, b"aoe-rs"))), b"aoe-rs test");
+    silent(ask(config(ConfigCommand::TestPrefix, b"aoe-rs test!")));
+    silent(ask(config(ConfigCommand::TestPrefix, b"other")));
+    assert_eq!(answered(ask(config(ConfigCommand::ForceSet, b"forced"))), b"forced");
+}
