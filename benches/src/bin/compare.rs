@@ -40,9 +40,10 @@ struct Args {
     /// Client retransmit timeout in milliseconds.
     #[arg(long, default_value_t = 50)]
     retransmit_ms: u64,
-    /// Print the report as JSON instead of a table.
-    #[arg(long)]
-    json: bool,
+    /// Also write the report, every sample included, as JSON to this file (`-`: print it to
+    /// stdout instead of the table).
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -77,24 +78,31 @@ fn main() -> ExitCode {
         retransmit: Duration::from_millis(args.retransmit_ms),
     };
     eprintln!("compare: aoe-target runs {}", compare::describe_mode(&options));
-    match compare::run(&options) {
-        Ok(report) if args.json => match serde_json::to_string_pretty(&report) {
-            Ok(json) => {
-                println!("{json}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("compare: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Ok(report) => {
-            print!("{}", report.render());
-            ExitCode::SUCCESS
-        }
+    let report = match compare::run(&options) {
+        Ok(report) => report,
         Err(e) => {
             eprintln!("compare: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    };
+    let to_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    if !to_stdout {
+        print!("{}", report.render());
+    }
+    if let Some(path) = &args.json {
+        let json = match serde_json::to_string_pretty(&report) {
+            Ok(json) => json,
+            Err(e) => {
+                eprintln!("compare: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if to_stdout {
+            println!("{json}");
+        } else if let Err(e) = std::fs::write(path, json + "\n") {
+            eprintln!("compare: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
         }
     }
+    ExitCode::SUCCESS
 }
