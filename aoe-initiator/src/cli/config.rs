@@ -37,7 +37,7 @@ pub(crate) fn run(cli: &Cli, args: &ConfigArgs) -> Result<(), Failure> {
             let mut dev = cli.open_device(disk)?;
             let c = dev.config_read().map_err(|e| Failure::disk(disk, e))?;
             let mut t = Table::new(&["disk", &disk.to_string()]);
-            t.row(vec!["config".into(), format::printable(&c.string)]);
+            t.row(vec!["config".into(), format!("\"{}\"", format::printable(&c.string))]);
             t.row(vec!["bufcnt".into(), c.buffer_count.to_string()]);
             t.row(vec!["firmware".into(), format!("0x{:04x}", c.firmware)]);
             t.row(vec!["sect/frame".into(), c.sector_count.to_string()]);

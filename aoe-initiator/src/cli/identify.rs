@@ -100,7 +100,10 @@ impl Fields {
                 ),
             ),
             ("LBA48", yes(self.lba48)),
-            ("max multiple", format!("{} sectors", self.max_multiple)),
+            (
+                "max multiple",
+                format!("{} sector{}", self.max_multiple, if self.max_multiple == 1 { "" } else { "s" }),
+            ),
             ("SMART", yes(self.smart)),
             ("FLUSH CACHE", yes(self.flush_cache)),
             ("FLUSH CACHE EXT", yes(self.flush_cache_ext)),

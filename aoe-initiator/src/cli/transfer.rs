@@ -1,7 +1,7 @@
 //! `aoe read` and `aoe write`: copy between a disk and a file, stdin or stdout.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::Path;
 
 use super::format;
@@ -14,6 +14,11 @@ const CHUNK: usize = 8 << 20;
 
 pub(crate) fn read(cli: &Cli, args: &ReadArgs) -> Result<(), Failure> {
     let disk = args.disk;
+    if is_dash(&args.file) && io::stdout().is_terminal() {
+        return Err(Failure::usage(
+            "not writing disk contents to a terminal: redirect stdout or name a FILE (see aoe read --help)",
+        ));
+    }
     let mut dev = cli.open_device(disk)?;
     let (offset, length) = range(disk, dev.size_bytes(), args.offset, args.length)?;
     let name = display_name(&args.file, "stdout");
