@@ -600,3 +600,70 @@ fn multipath_uses_both_links() {
         s.join().unwrap();
     }
 }
+
+/// A target that corrupts one byte of what it reads back: `write --verify` must notice and
+/// name the first differing byte.
+#[test]
+fn verify_reports_the_first_difference() {
+    // The byte of the disk whose reads come back flipped.
+    const BAD: usize = 3 * 512 + 7;
+    let Some(s) = Setup::with_loop("verify_reports_the_first_difference", |mut link, export, stop| {
+        let port = Port::new(link.mac(), link.mtu());
+        let mut rx = FrameBatch::new(64, 14 + link.mtu());
+        let mut tx = FrameBatch::new(64, 14 + link.mtu());
+        while !stop.load(Ordering::Relaxed) {
+            link.recv_batch(&mut rx, Some(Duration::from_millis(100))).unwrap();
+            tx.clear();
+            for frame in rx.iter() {
+                let read_lba = Frame::parse(frame).ok().and_then(|f| match f.body {
+                    Body::Ata { header, .. }
+                        if matches!(
+                            header.command(),
+                            AtaCommand::ReadSectors | AtaCommand::ReadSectorsExt
+                        ) =>
+                    {
+                        Some((header.lba48() & 0x0FFF_FFFF_FFFF, usize::from(header.sector_count)))
+                    }
+                    _ => None,
+                });
+                let mut export = export.lock().unwrap();
+                tx.push_with(|buf| {
+                    let n = export.handle(&port, frame, buf).unwrap_or(0);
+                    if let Some((lba, sectors)) = read_lba {
+                        let first = lba as usize * 512;
+                        if (first..first + sectors * 512).contains(&BAD) && n > 0 {
+                            // Read data starts after the 14 + 10 + 12 header bytes.
+                            buf[36 + BAD - first] ^= 0xFF;
+                        }
+                    }
+                    n
+                });
+            }
+            link.send_batch(&tx).unwrap();
+        }
+    }) else {
+        return;
+    };
+    let input = Scratch::new("bad");
+    std::fs::write(input.path(), pattern(3, 64 << 10)).unwrap();
+    let line = s.fails(&["write", "--verify", "--offset", "512", "e1.0", input.path()], "verify failed: ");
+    let want = format!("byte {BAD} of e1.0 (byte {} of {})", BAD - 512, input.path());
+    assert!(line.contains(&want), "{line:?} lacks {want:?}");
+}
+
+#[test]
+fn demo_needs_root() {
+    if !netns_available("demo_needs_root") {
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", AOE, "demo"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "aoe demo needs root: it builds two private network namespaces joined by a veth pair\n"
+    );
+    assert!(out.stdout.is_empty());
+}
