@@ -263,8 +263,10 @@ fn lba28_device_bits(lba: u64, extended: bool) -> u64 {
 /// Splits an ATA payload (everything after the common header) into header and data.
 ///
 /// A write request must carry `sector_count × 512` data bytes; the data returned is exactly
-/// that long. Otherwise the data is what follows the header, at most `sector_count × 512`
-/// bytes (a response without data may still hold Ethernet padding there).
+/// that long. Otherwise the data is everything after the header: in an answer the sector
+/// count register is not a length (vblade answers reads and IDENTIFY with it at 0, as an ATA
+/// device leaves it), so the reader takes as many bytes as its request asked for. Where a
+/// frame carries no data, this may be Ethernet padding.
 #[inline]
 pub(crate) fn split(payload: &[u8], is_response: bool) -> Result<(&AtaHeader, &[u8]), crate::ParseError> {
     let (header, rest) = crate::split_header::<AtaHeader>(payload, "ATA header")?;
@@ -277,8 +279,7 @@ pub(crate) fn split(payload: &[u8], is_response: bool) -> Result<(&AtaHeader, &[
         })?;
         return Ok((header, data));
     }
-    let data = rest.get(..want).unwrap_or(rest);
-    Ok((header, data))
+    Ok((header, rest))
 }
 
 #[cfg(test)]

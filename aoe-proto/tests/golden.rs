@@ -272,3 +272,20 @@ fn response_to_a_request_swaps_macs_and_keeps_the_tag() {
     assert_eq!(answer.emit(&mut out), Ok(32));
     assert_eq!(out[..], hex(VBLADE_ANSWER)[..], "our answer is vblade's, byte for byte");
 }
+
+/// vblade answers a read with the sector count register at 0, as an ATA device leaves it:
+/// the data after the header must still be handed out whole.
+#[test]
+fn read_answer_with_a_zero_sector_count_keeps_its_data() {
+    let mut frame = vec![0u8; 36 + 1024];
+    frame[12..14].copy_from_slice(&[0x88, 0xa2]);
+    frame[14] = 0x18; // version 1, R
+    frame[15..20].copy_from_slice(&[0, 0, 1, 0, 0]);
+    frame[24..28].copy_from_slice(&[0x40, 0x00, 0x00, 0x40]); // E, no error, count 0, DRDY
+    frame[36..].fill(0x5A);
+    let parsed = aoe_proto::Frame::parse(&frame).unwrap();
+    let aoe_proto::Body::Ata { header, data } = parsed.body else { panic!("not ATA") };
+    assert_eq!(header.sector_count, 0);
+    assert_eq!(data.len(), 1024);
+    assert!(data.iter().all(|&b| b == 0x5A));
+}
