@@ -57,9 +57,17 @@ impl Driver {
         let count = links.len();
         let mut recv = |i: usize, inbox: &mut FrameBatch, wait: Duration| -> Result<usize, Error> {
             let link = &mut links[i];
-            let n = link
-                .recv_batch(inbox, Some(wait))
-                .map_err(|e| Error::io(format!("receiving on {}", link.name()), e))?;
+            let n = match link.recv_batch(inbox, Some(wait)) {
+                Ok(n) => n,
+                Err(e) if interface_down(&e) => {
+                    tracing::warn!(
+                        link = link.name(),
+                        "interface went down; its paths are lost until it is up"
+                    );
+                    0
+                }
+                Err(e) => return Err(Error::io(format!("receiving on {}", link.name()), e)),
+            };
             for frame in inbox.iter() {
                 handle(i, frame);
             }
@@ -171,13 +179,25 @@ pub(crate) fn frame_capacity(link: &dyn Transport) -> usize {
     aoe_proto::ethernet::HEADER_LEN + link.mtu()
 }
 
+/// An interface taken down (ENETDOWN: reported once to a socket bound to it, then on every
+/// send until it is up again) is a path lost for a while, not a failed call: the session
+/// routes around it, or declares the target dead after `dead_timeout` when it was the only
+/// way there. The socket stays bound and works again once the interface is back up.
+fn interface_down(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NetworkDown
+}
+
 fn send(link: &mut dyn Transport, batch: &mut FrameBatch) -> Result<(), Error> {
     if batch.is_empty() {
         return Ok(());
     }
     // Frames the link did not take are lost like frames dropped on the wire: retransmission
-    // recovers them.
-    let sent = link.send_batch(batch).map_err(|e| Error::io(format!("sending on {}", link.name()), e))?;
+    // recovers them, on another path if this one keeps failing.
+    let sent = match link.send_batch(batch) {
+        Ok(sent) => sent,
+        Err(e) if interface_down(&e) => 0,
+        Err(e) => return Err(Error::io(format!("sending on {}", link.name()), e)),
+    };
     if sent < batch.len() {
         tracing::debug!(link = link.name(), sent, queued = batch.len(), "short send");
     }

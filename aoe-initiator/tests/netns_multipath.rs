@@ -87,7 +87,6 @@ fn target_side_of_a_path_goes_down() {
 /// The initiator's own interface taken down: its socket reports ENETDOWN, which the driver
 /// loop (src/driver.rs) still turns into a failed call instead of a lost path.
 #[test]
-#[ignore = "fails until the driver loop treats ENETDOWN as a lost path (src/driver.rs)"]
 fn initiator_side_of_a_path_goes_down() {
     path_goes_down_mid_transfer("initiator_side_of_a_path_goes_down", Side::B);
 }
