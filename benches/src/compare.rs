@@ -1,11 +1,12 @@
 //! The `compare` tool: vblade and aoe-target side by side, driven by the same [`Client`].
 //!
-//! For each MTU it builds two private network namespaces joined by a veth pair
-//! ([`aoe_testkit::netns::Link`]), exports one backing file on tmpfs from the target
-//! namespace, and measures from the initiator namespace, repetition by repetition, each
-//! target started fresh for each MTU and repetition (the order alternates between
-//! repetitions so that drift on a noisy machine does not favour one). The link ceiling
-//! ([`crate::ceiling`]) is measured on the same links in the same run.
+//! For each MTU and each target it builds two private network namespaces joined by a veth
+//! pair ([`aoe_testkit::netns::Link`]), exports the same backing file on tmpfs from the
+//! target namespace, and measures from the initiator namespace. Both targets run through the
+//! MTU block and the measurements alternate between them case by case (which one goes first
+//! alternates too), so that drift on a noisy machine hits both alike; ratios are taken
+//! pair by pair. The link ceiling ([`crate::ceiling`]) is measured on the same links in the
+//! same run.
 //!
 //! aoe-target runs as its binary when one is given or found next to this tool, else in this
 //! process: a thread inside the target namespace running [`Server`] over an [`AfPacket`].
@@ -27,7 +28,7 @@ use aoe_testkit::process::Guarded;
 use aoe_transport::afpacket::{AfPacket, AfPacketOptions};
 
 use crate::ceiling::{self, Ceiling};
-use crate::client::{Client, Op, RunStats, Workload};
+use crate::client::{Client, Op, Workload};
 use crate::cpu;
 use crate::report::{Report, Sample};
 
@@ -277,36 +278,96 @@ pub fn describe_mode(options: &Options) -> String {
     }
 }
 
+/// One target being measured: it, the client bound to it, and what it advertised.
+struct Bench {
+    target: Target,
+    running: Running,
+    client: Client<AfPacket>,
+    buffer_count: u16,
+}
+
+impl Bench {
+    /// Starts `target` on `link` and connects a client to it from the initiator end.
+    fn start(link: &Link, target: Target, options: &Options, file: &Path) -> io::Result<Bench> {
+        let mut running = Running::start(link, target, options, file)?;
+        let transport = link
+            .initiator
+            .enter(|| AfPacket::open(link.initiator_if(), AfPacketOptions::default()))
+            .map_err(io::Error::other)?;
+        let mut client = match Client::connect(transport, SHELF, SLOT, Duration::from_secs(5)) {
+            Ok(c) => c,
+            Err(e) => {
+                let why = running.check_alive().err().map(|e| format!(" ({e})")).unwrap_or_default();
+                return Err(io::Error::new(e.kind(), format!("{}: {e}{why}", target.name())));
+            }
+        };
+        let info = *client.target();
+        let warmup = Workload::sequential(Op::Read, info.max_sectors, 16, WARMUP);
+        client.run(&warmup.retransmit_after(options.retransmit))?;
+        Ok(Bench { target, running, client, buffer_count: info.buffer_count })
+    }
+
+    /// Runs one case and reads the CPU time the target and the client used meanwhile.
+    fn measure(&mut self, case: Case, rep: usize, options: &Options) -> io::Result<Sample> {
+        let duration = Duration::from_secs_f64(options.seconds);
+        let work = if case.random {
+            Workload::random_read(case.sectors, case.queue_depth, duration, SEED + rep as u64)
+        } else {
+            Workload::sequential(case.op, case.sectors, case.queue_depth, duration)
+        }
+        .retransmit_after(options.retransmit);
+        let client_tid = cpu::current_tid();
+        let target_before = self.running.cpu()?;
+        let client_before = cpu::thread(client_tid)?;
+        let stats = self.client.run(&work).map_err(|e| {
+            let why = self.running.check_alive().err().map(|e| format!(" ({e})")).unwrap_or_default();
+            let what = format!("{} {} QD{}", self.target.name(), case.name, case.queue_depth);
+            io::Error::new(e.kind(), format!("{what}: {e}{why}"))
+        })?;
+        let target_cpu = self.running.cpu()?.saturating_sub(target_before).as_secs_f64();
+        let client_cpu = cpu::thread(client_tid)?.saturating_sub(client_before).as_secs_f64();
+        self.running.check_alive()?;
+        Ok(Sample {
+            target: self.target,
+            case,
+            rep,
+            buffer_count: self.buffer_count,
+            stats,
+            target_cpu_s: target_cpu,
+            client_cpu_s: client_cpu,
+        })
+    }
+}
+
 /// Runs the whole comparison. Progress goes to stderr; the result is returned.
+///
+/// Per MTU, each target gets its own veth pair and both run for the whole MTU block, so
+/// that the measurements can alternate case by case: the two samples of a pair are taken
+/// seconds apart, and drift on a busy machine hits both alike. The link ceiling is measured
+/// on aoe-target's pair before the targets start (a running target would read the
+/// ceiling's frames too).
 pub fn run(options: &Options) -> io::Result<Report> {
     let started = Instant::now();
     let duration = Duration::from_secs_f64(options.seconds);
     let size = usize::try_from(options.size_mib << 20).map_err(io::Error::other)?;
-    eprintln!("compare: writing a {} MiB backing file on tmpfs", options.size_mib);
-    let image = TempImage::new(size, SEED)?;
-    let mut links = Vec::new();
-    for &mtu in &options.mtus {
-        links.push((mtu, Link::new("aoecmp", mtu)?));
-    }
     let vblade = find_program(&options.vblade)
         .ok_or_else(|| io::Error::other(format!("{} not found", options.vblade)))?;
-    let vblade = vblade.to_string_lossy().into_owned();
+    let options = Options { vblade: vblade.to_string_lossy().into_owned(), ..options.clone() };
+    eprintln!("compare: writing a {} MiB backing file on tmpfs", options.size_mib);
+    let image = TempImage::new(size, SEED)?;
 
     let mut samples = Vec::new();
     let mut ceilings: Vec<Ceiling> = Vec::new();
-    for rep in 0..options.reps {
-        for (mtu, link) in &links {
+    for &mtu in &options.mtus {
+        let vblade_link = Link::new("aoecmp", mtu)?;
+        let target_link = Link::new("aoecmp", mtu)?;
+        for rep in 0..options.reps {
             // Target to initiator: the direction read data flows.
-            let c = ceiling::best(
-                &link.target,
-                link.target_if(),
-                &link.initiator,
-                link.initiator_if(),
-                duration,
-            )?;
+            let l = &target_link;
+            let c = ceiling::best(&l.target, l.target_if(), &l.initiator, l.initiator_if(), duration)?;
             eprintln!(
-                "compare: rep {}/{} MTU {mtu}: link ceiling {:.0} frames/s of {} bytes = {:.1} MB/s of sectors \
-                 (window {:?})",
+                "compare: MTU {mtu} rep {}/{}: link ceiling {:.0} frames/s of {} bytes = {:.1} MB/s of \
+                 sectors (window {:?})",
                 rep + 1,
                 options.reps,
                 c.frames_per_s(),
@@ -315,101 +376,51 @@ pub fn run(options: &Options) -> io::Result<Report> {
                 c.window,
             );
             ceilings.push(c);
-            let order = if rep % 2 == 0 {
-                [Target::Vblade, Target::AoeTarget]
-            } else {
-                [Target::AoeTarget, Target::Vblade]
-            };
-            for target in order {
-                let run_options = Options { vblade: vblade.clone(), ..options.clone() };
-                let mut running = Running::start(link, target, &run_options, image.path())?;
-                let measured = measure_target(options, link, &mut running, *mtu, target, rep, duration);
-                let stopped = running.stop();
-                samples.extend(measured?);
-                if let Err(e) = stopped {
-                    eprintln!("compare: {} did not stop cleanly: {e}", target.name());
+        }
+        let mut benches = [
+            Bench::start(&vblade_link, Target::Vblade, &options, image.path())?,
+            Bench::start(&target_link, Target::AoeTarget, &options, image.path())?,
+        ];
+        for rep in 0..options.reps {
+            for (i, case) in cases(mtu).into_iter().enumerate() {
+                let order = if (rep + i) % 2 == 0 { [0, 1] } else { [1, 0] };
+                for b in order {
+                    let sample = benches[b].measure(case, rep, &options)?;
+                    progress(&sample, &options);
+                    samples.push(sample);
                 }
             }
         }
+        for bench in benches {
+            if let Err(e) = bench.running.stop() {
+                eprintln!("compare: {} did not stop cleanly: {e}", bench.target.name());
+            }
+        }
     }
-    Ok(Report::new(options, describe_mode(options), &vblade, samples, ceilings, started.elapsed()))
+    Ok(Report::new(&options, describe_mode(&options), &options.vblade, samples, ceilings, started.elapsed()))
 }
 
-fn measure_target(
-    options: &Options,
-    link: &Link,
-    running: &mut Running,
-    mtu: u32,
-    target: Target,
-    rep: usize,
-    duration: Duration,
-) -> io::Result<Vec<Sample>> {
-    let transport = link
-        .initiator
-        .enter(|| AfPacket::open(link.initiator_if(), AfPacketOptions::default()))
-        .map_err(io::Error::other)?;
-    let mut client = match Client::connect(transport, SHELF, SLOT, Duration::from_secs(5)) {
-        Ok(c) => c,
-        Err(e) => {
-            let why = running.check_alive().err().map(|e| format!(" ({e})")).unwrap_or_default();
-            return Err(io::Error::new(e.kind(), format!("{}: {e}{why}", target.name())));
-        }
+fn progress(s: &Sample, options: &Options) {
+    let trouble = if s.stats.retransmits + s.stats.lost + s.stats.errors > 0 {
+        format!("  retx {} lost {} errors {}", s.stats.retransmits, s.stats.lost, s.stats.errors)
+    } else {
+        String::new()
     };
-    let info = *client.target();
-    let full = info.max_sectors;
-    client.run(&Workload::sequential(Op::Read, full, 16, WARMUP).retransmit_after(options.retransmit))?;
-    let mut out = Vec::new();
-    let client_tid = cpu::current_tid();
-    for case in cases(mtu) {
-        let work = if case.random {
-            Workload::random_read(case.sectors, case.queue_depth, duration, SEED + rep as u64)
-        } else {
-            Workload::sequential(case.op, case.sectors, case.queue_depth, duration)
-        }
-        .retransmit_after(options.retransmit);
-        let cpu_before = running.cpu()?;
-        let client_before = cpu::thread(client_tid)?;
-        let stats: RunStats = client.run(&work).map_err(|e| {
-            let why = running.check_alive().err().map(|e| format!(" ({e})")).unwrap_or_default();
-            io::Error::new(
-                e.kind(),
-                format!("{} {} QD{}: {e}{why}", target.name(), case.name, case.queue_depth),
-            )
-        })?;
-        let cpu_after = running.cpu()?;
-        let client_cpu = cpu::thread(client_tid)?.saturating_sub(client_before).as_secs_f64();
-        let cpu = cpu_after.saturating_sub(cpu_before).as_secs_f64();
-        eprintln!(
-            "compare: rep {}/{} MTU {mtu} {:<10} {:<12} QD{:<2} {:>8.1} MB/s {:>8.0} IOPS {:>7.1} us  cpu {:.2} s \
-             (client {:.2} s){}",
-            rep + 1,
-            options.reps,
-            target.name(),
-            case.name,
-            stats.queue_depth,
-            stats.mb_per_s(),
-            stats.iops(),
-            stats.mean_latency_us(),
-            cpu,
-            client_cpu,
-            if stats.retransmits + stats.lost + stats.errors > 0 {
-                format!("  retx {} lost {} errors {}", stats.retransmits, stats.lost, stats.errors)
-            } else {
-                String::new()
-            }
-        );
-        out.push(Sample {
-            target,
-            case,
-            rep,
-            buffer_count: info.buffer_count,
-            stats,
-            target_cpu_s: cpu,
-            client_cpu_s: client_cpu,
-        });
-    }
-    running.check_alive()?;
-    Ok(out)
+    eprintln!(
+        "compare: MTU {} rep {}/{} {:<10} {:<12} QD{:<2} {:>7.1} MB/s {:>6.0} IOPS {:>7.1} us  cpu {:.2} s \
+         (client {:.2} s){trouble}",
+        s.case.mtu,
+        s.rep + 1,
+        options.reps,
+        s.target.name(),
+        s.case.name,
+        s.stats.queue_depth,
+        s.stats.mb_per_s(),
+        s.stats.iops(),
+        s.stats.mean_latency_us(),
+        s.target_cpu_s,
+        s.client_cpu_s,
+    );
 }
 
 #[cfg(test)]

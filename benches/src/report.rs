@@ -96,8 +96,9 @@ pub struct Row {
     pub vblade: Option<Summary>,
     /// aoe-target's samples.
     pub aoe_target: Option<Summary>,
-    /// Median of aoe-target over median of vblade.
-    pub ratio: Option<f64>,
+    /// aoe-target over vblade, pair by pair (the two samples of a repetition were taken
+    /// back to back), summarised.
+    pub ratio: Option<Summary>,
     /// aoe-target's median sector rate as a fraction of the link ceiling at this MTU.
     pub of_ceiling: Option<f64>,
 }
@@ -198,6 +199,21 @@ impl Report {
                 .collect();
             Summary::of(&values)
         };
+        let pair_ratios = |case: &Case, metric: Metric| {
+            let value = |target: Target, rep: usize| {
+                samples
+                    .iter()
+                    .find(|s| s.target == target && s.case == *case && s.rep == rep)
+                    .map(|s| metric.value(s))
+            };
+            let ratios: Vec<f64> = (0..options.reps)
+                .filter_map(|rep| match (value(Target::Vblade, rep), value(Target::AoeTarget, rep)) {
+                    (Some(v), Some(a)) if v != 0.0 => Some(a / v),
+                    _ => None,
+                })
+                .collect();
+            Summary::of(&ratios)
+        };
         let mut rows = Vec::new();
         type MetricOf = fn(&Case) -> Option<Metric>;
         let sections: [(&'static str, MetricOf); 3] = [
@@ -211,10 +227,7 @@ impl Report {
                     let Some(metric) = metric_of(&case) else { continue };
                     let v = summary(Target::Vblade, &case, metric);
                     let a = summary(Target::AoeTarget, &case, metric);
-                    let ratio = match (v, a) {
-                        (Some(v), Some(a)) if v.median != 0.0 => Some(a.median / v.median),
-                        _ => None,
-                    };
+                    let ratio = pair_ratios(&case, metric);
                     let of_ceiling = match metric {
                         Metric::MbPerS | Metric::Iops => {
                             let ceiling = ceiling_rows.iter().find(|c| c.mtu == mtu as usize);
@@ -276,8 +289,8 @@ impl Report {
         let _ = writeln!(out, "  vblade:     {}", self.vblade);
         let _ = writeln!(
             out,
-            "  backing file: {} MiB on /dev/shm (tmpfs), the same file for both, each target started \
-             fresh per MTU and repetition",
+            "  backing file: {} MiB on /dev/shm (tmpfs), the same file for both; per MTU each target runs \
+             on its own veth pair and the measurements alternate between them case by case",
             self.size_mib
         );
         let _ = writeln!(
@@ -297,7 +310,8 @@ impl Report {
         let _ = writeln!(
             out,
             "  {} repetition(s) x {:.1} s per measurement; median (min-max); MB = 10^6 bytes; ratio = \
-             aoe-target / vblade (for us/req and cpu s/GiB lower is better)",
+             aoe-target / vblade per back-to-back pair, median (min-max); for us/req and cpu s/GiB \
+             lower is better",
             self.reps, self.seconds
         );
         let _ = writeln!(out);
@@ -328,7 +342,11 @@ impl Report {
                 row.unit.to_string(),
                 cell(row.vblade),
                 cell(row.aoe_target),
-                row.ratio.map_or("-".into(), |r| format!("{r:.2}")),
+                match row.ratio {
+                    Some(r) if r.n > 1 => format!("{:.2} ({:.2}-{:.2})", r.median, r.min, r.max),
+                    Some(r) => format!("{:.2}", r.median),
+                    None => "-".into(),
+                },
                 row.of_ceiling.map_or(String::new(), |f| format!("{:.0}%", f * 100.0)),
             ]);
         }
@@ -451,11 +469,13 @@ mod tests {
         assert_eq!(r.rows.len(), 15);
         let seq = &r.rows[0];
         assert_eq!((seq.case.name, seq.case.op, seq.metric), ("seq read", Op::Read, Metric::MbPerS));
-        assert!((seq.ratio.unwrap() - 200.5 / 100.5).abs() < 1e-3);
+        let ratio = seq.ratio.unwrap();
+        assert_eq!(ratio.n, 2);
+        assert!((ratio.min - 201.0 / 101.0).abs() < 1e-9 && (ratio.max - 2.0).abs() < 1e-9);
         let ceiling_mb = 100_000.0 * 17.0 * 512.0 / 1e6;
         assert!((seq.of_ceiling.unwrap() - 200.5 / ceiling_mb).abs() < 1e-3);
         let cpu = r.rows.iter().find(|row| row.metric == Metric::CpuSPerGib).unwrap();
-        assert!(cpu.ratio.unwrap() < 0.3, "half the CPU for twice the bytes");
+        assert!(cpu.ratio.unwrap().max < 0.3, "half the CPU for twice the bytes");
         let text = r.render();
         for needle in ["throughput:", "latency at QD1:", "target CPU:", "rand read 4K", "MTU  9000", "-b 64"]
         {
