@@ -4,14 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use aoe_transport::{FrameBatch, Transport};
+use aoe_transport::{wait_readable, FrameBatch, Transport, MAX_WAIT_FDS};
 
 use crate::session::{Event, IoBuffers, Session};
 use crate::Error;
 
-/// With several transports, the longest a receive blocks on one of them while frames might
-/// be waiting on another. [`Transport`] has no way to wait on several at once, so the driver
-/// polls them all, then blocks on each in turn for at most this long.
+/// With several transports of which one has no [`Transport::readiness_fd`] (the in-memory
+/// link), the longest a receive blocks on one of them while frames might be waiting on
+/// another: the driver then polls them all and blocks on each in turn for at most this long.
 const MULTI_LINK_SLICE: Duration = Duration::from_millis(1);
 /// The longest a receive blocks when no session has a timer armed.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
@@ -55,38 +55,49 @@ impl Driver {
         mut handle: impl FnMut(usize, &[u8]),
     ) -> Result<usize, Error> {
         let count = links.len();
-        let mut recv = |i: usize, inbox: &mut FrameBatch, wait: Duration| -> Result<usize, Error> {
-            let link = &mut links[i];
-            let n = match link.recv_batch(inbox, Some(wait)) {
-                Ok(n) => n,
-                Err(e) if interface_down(&e) => {
-                    tracing::warn!(
-                        link = link.name(),
-                        "interface went down; its paths are lost until it is up"
-                    );
-                    0
+        let mut recv =
+            |links: &mut [Box<dyn Transport>], i: usize, inbox: &mut FrameBatch, wait: Duration| {
+                let link = &mut links[i];
+                let n = match link.recv_batch(inbox, Some(wait)) {
+                    Ok(n) => n,
+                    Err(e) if interface_down(&e) => {
+                        tracing::warn!(
+                            link = link.name(),
+                            "interface went down; its paths are lost until it is up"
+                        );
+                        0
+                    }
+                    Err(e) => return Err(Error::io(format!("receiving on {}", link.name()), e)),
+                };
+                for frame in inbox.iter() {
+                    handle(i, frame);
                 }
-                Err(e) => return Err(Error::io(format!("receiving on {}", link.name()), e)),
+                Ok(n)
             };
-            for frame in inbox.iter() {
-                handle(i, frame);
-            }
-            Ok(n)
-        };
         match count {
             0 => Ok(0),
-            1 => recv(0, &mut self.inbox, wait),
+            1 => recv(links, 0, &mut self.inbox, wait),
             n => {
                 let mut total = 0;
                 for i in 0..n {
-                    total += recv(i, &mut self.inbox, Duration::ZERO)?;
+                    total += recv(links, i, &mut self.inbox, Duration::ZERO)?;
                 }
                 if total > 0 || wait.is_zero() {
                     return Ok(total);
                 }
+                let mut ready = [false; MAX_WAIT_FDS];
+                if n <= MAX_WAIT_FDS && links.iter().all(|l| l.readiness_fd().is_some()) {
+                    let fds = links.iter().filter_map(|l| l.readiness_fd());
+                    let woken = wait_readable(fds, &mut ready[..n], wait)
+                        .map_err(|e| Error::io("waiting for frames".to_string(), e))?;
+                    for i in (0..n).filter(|&i| woken > 0 && ready[i]) {
+                        total += recv(links, i, &mut self.inbox, Duration::ZERO)?;
+                    }
+                    return Ok(total);
+                }
                 let i = self.turn % n;
                 self.turn = self.turn.wrapping_add(1);
-                recv(i, &mut self.inbox, wait.min(MULTI_LINK_SLICE))
+                recv(links, i, &mut self.inbox, wait.min(MULTI_LINK_SLICE))
             }
         }
     }

@@ -302,6 +302,10 @@ impl Transport for AfPacket {
     fn name(&self) -> &str {
         &self.info.name
     }
+
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
+    }
 }
 
 impl AsFd for AfPacket {
@@ -439,6 +443,40 @@ fn wait_for(fd: BorrowedFd<'_>, events: libc::c_short, timeout: Option<Duration>
         return if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
     }
     Ok(r > 0)
+}
+
+/// Most descriptors [`wait_readable`] waits on at once.
+pub const MAX_WAIT_FDS: usize = 16;
+
+/// Waits until one of `fds` is readable (or reports an error, such as its interface going
+/// down) or `timeout` passes, and marks each readable one in `ready` (as many flags as
+/// descriptors). Returns how many are ready: 0 on timeout or on an interrupting signal. At
+/// most [`MAX_WAIT_FDS`] descriptors are watched; the rest are reported ready, so that a caller
+/// polls them rather than misses them.
+pub fn wait_readable<'a>(
+    fds: impl IntoIterator<Item = BorrowedFd<'a>>,
+    ready: &mut [bool],
+    timeout: Duration,
+) -> io::Result<usize> {
+    let mut pfds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; MAX_WAIT_FDS];
+    let mut watched = 0;
+    for (p, fd) in pfds.iter_mut().zip(fds) {
+        *p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        watched += 1;
+    }
+    let ms = timeout.as_nanos().div_ceil(1_000_000).min(libc::c_int::MAX as u128) as libc::c_int;
+    // SAFETY: `pfds[..watched]` are live pollfd structs; `watched` ≤ the array's length.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), watched as libc::nfds_t, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted { Ok(0) } else { Err(e) };
+    }
+    let mut count = 0;
+    for (i, flag) in ready.iter_mut().enumerate() {
+        *flag = pfds.get(i).filter(|_| i < watched).is_none_or(|p| p.revents != 0);
+        count += usize::from(*flag);
+    }
+    Ok(count)
 }
 
 /// Reusable `recvmmsg`/`sendmmsg` arrays, grown to the largest batch seen.

@@ -37,6 +37,7 @@
 //! ```
 
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 pub use aoe_proto::ethernet::MacAddr;
@@ -47,6 +48,8 @@ pub mod memory;
 #[cfg(target_os = "linux")]
 pub mod afpacket;
 
+#[cfg(target_os = "linux")]
+pub use afpacket::{wait_readable, MAX_WAIT_FDS};
 pub use batch::FrameBatch;
 
 /// A link that carries AoE frames in batches.
@@ -72,6 +75,13 @@ pub trait Transport: Send {
 
     /// A name for logs: the interface name, e.g. `eth0`.
     fn name(&self) -> &str;
+
+    /// A descriptor that polls readable when frames may be waiting, so that a caller with
+    /// several transports can wait on all of them at once ([`wait_readable`]). `None` for
+    /// transports without one (the in-memory link).
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
 }
 
 impl Transport for Box<dyn Transport> {
@@ -93,5 +103,9 @@ impl Transport for Box<dyn Transport> {
 
     fn name(&self) -> &str {
         (**self).name()
+    }
+
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        (**self).readiness_fd()
     }
 }

@@ -301,3 +301,23 @@ fn ignores_outgoing(t: &AfPacket) -> bool {
     };
     r == 0 && v == 1
 }
+
+#[test]
+fn wait_readable_reports_the_transport_with_frames() {
+    if !have_root("wait_readable_reports_the_transport_with_frames") {
+        return;
+    }
+    let veth = VethPair::new();
+    let (mut a, b) = (veth.open_a(), veth.open_b());
+    let a2 = veth.open_a();
+    let idle = a2.readiness_fd().unwrap();
+    let busy = b.readiness_fd().unwrap();
+    let mut ready = [false; 2];
+    let n =
+        aoe_transport::wait_readable([idle, busy], &mut ready, std::time::Duration::from_millis(20)).unwrap();
+    assert_eq!((n, ready), (0, [false, false]), "nothing sent yet");
+    assert_eq!(a.send_batch(&batch_of(&[frame(0x88A2, 1, 60)])).unwrap(), 1);
+    let n =
+        aoe_transport::wait_readable([idle, busy], &mut ready, std::time::Duration::from_secs(5)).unwrap();
+    assert_eq!((n, ready), (1, [false, true]));
+}
