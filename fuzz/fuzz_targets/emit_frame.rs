@@ -27,11 +27,35 @@ struct Input {
 
 #[derive(Arbitrary, Debug)]
 enum BodyInput {
-    Ata { aflags: u8, err_feature: u8, sector_count: u8, cmd_status: u8, lba: u64, data: Vec<u8> },
-    Config { buffer_count: u16, firmware: u16, sector_count: u8, aoe_version: u8, command: u8, string: Vec<u8> },
-    Mask { command: u8, error: u8, directives: Vec<(u8, u8, [u8; 6])> },
-    Reserve { command: u8, macs: Vec<[u8; 6]> },
-    Raw { command: u8, payload: Vec<u8> },
+    Ata {
+        aflags: u8,
+        err_feature: u8,
+        sector_count: u8,
+        cmd_status: u8,
+        lba: u64,
+        data: Vec<u8>,
+    },
+    Config {
+        buffer_count: u16,
+        firmware: u16,
+        sector_count: u8,
+        aoe_version: u8,
+        command: u8,
+        string: Vec<u8>,
+    },
+    Mask {
+        command: u8,
+        error: u8,
+        directives: Vec<(u8, u8, [u8; 6])>,
+    },
+    Reserve {
+        command: u8,
+        macs: Vec<[u8; 6]>,
+    },
+    Raw {
+        command: u8,
+        payload: Vec<u8>,
+    },
 }
 
 const SECTOR: usize = 512;
@@ -130,7 +154,8 @@ fuzz_target!(|input: Input| {
             let ata = AtaRepr { lba: ata.lba & LBA48_MASK, ..ata };
             let want = usize::from(ata.sector_count) * SECTOR;
             if is_request && ata.flags.contains(AtaFlags::WRITE) && data.len() < want {
-                let short = ParseError::WriteDataShort { sectors: ata.sector_count, need: want, got: data.len() };
+                let short =
+                    ParseError::WriteDataShort { sectors: ata.sector_count, need: want, got: data.len() };
                 assert_eq!(parsed, Err(short));
                 return;
             }
