@@ -28,6 +28,8 @@ const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 
 /// How long `send_batch` keeps retrying a full send queue before it gives up.
 const SEND_STALL_LIMIT: Duration = Duration::from_secs(1);
+/// How long a send retries frames the device drops (`ENOBUFS`) before it counts them lost.
+const DEVICE_DROP_PATIENCE: Duration = Duration::from_millis(2);
 
 /// Socket settings for [`AfPacket::open`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,8 +237,9 @@ impl Transport for AfPacket {
     }
 
     /// Uses `sendmmsg`; when the socket's send queue is full it waits for room and retries,
-    /// for up to a second without progress. Returns `Ok(n)` with `n < batch.len()` when it
-    /// gave up or hit an error after sending `n` frames, and the error when it sent none.
+    /// for up to a second without progress. A frame the device drops (`ENOBUFS`) counts as
+    /// sent: it is lost as on the wire. Returns `Ok(n)` with `n < batch.len()` when it gave
+    /// up or hit an error after sending `n` frames, and the error when it sent none.
     fn send_batch(&mut self, batch: &FrameBatch) -> io::Result<usize> {
         let total = batch.len();
         let s = &mut self.scratch;
@@ -273,17 +276,19 @@ impl Transport for AfPacket {
             let full_since = *stalled.get_or_insert_with(Instant::now);
             match e.raw_os_error() {
                 Some(libc::EINTR) => {}
-                Some(code @ (libc::EAGAIN | libc::ENOBUFS)) => {
+                // The device dropped the frame: its queue is full, or it cannot send at all
+                // (a veth whose peer is down). Give a full queue a moment to drain; past
+                // that the frame is lost as on the wire and the rest of the batch goes on,
+                // without waiting again in this call.
+                Some(libc::ENOBUFS) if full_since.elapsed() < DEVICE_DROP_PATIENCE => {
+                    wait_for(self.fd.as_fd(), 0, Some(Duration::from_micros(100)))?;
+                }
+                Some(libc::ENOBUFS) => sent += 1,
+                Some(libc::EAGAIN) => {
                     let Some(left) = SEND_STALL_LIMIT.checked_sub(full_since.elapsed()) else {
                         return give_up(e);
                     };
-                    if code == libc::EAGAIN {
-                        wait_for(self.fd.as_fd(), libc::POLLOUT, Some(left))?;
-                    } else {
-                        // The device queue is full and the socket cannot signal when it
-                        // drains: back off briefly (poll with no events just waits).
-                        wait_for(self.fd.as_fd(), 0, Some(left.min(Duration::from_millis(1))))?;
-                    }
+                    wait_for(self.fd.as_fd(), libc::POLLOUT, Some(left))?;
                 }
                 _ => return give_up(e),
             }
