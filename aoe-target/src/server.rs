@@ -63,7 +63,7 @@ impl<T: Transport, B: Backend> Server<T, B> {
             let export = lock(export);
             self.tx.push_with(|slot| export.announce(&self.port, slot).unwrap_or(0));
         }
-        self.transport.send_batch(&self.tx).map(drop)
+        send_answers(&mut self.transport, &mut self.tx)
     }
 
     /// Receives one batch (waiting at most `timeout`), answers it and sends the answers.
@@ -75,14 +75,13 @@ impl<T: Transport, B: Backend> Server<T, B> {
             for export in &self.exports {
                 let mut export = lock(export);
                 if self.tx.is_full() {
-                    self.transport.send_batch(&self.tx)?;
-                    self.tx.clear();
+                    send_answers(&mut self.transport, &mut self.tx)?;
                 }
                 self.tx.push_with(|slot| export.handle(&self.port, frame, slot).unwrap_or(0));
             }
         }
         if !self.tx.is_empty() {
-            self.transport.send_batch(&self.tx)?;
+            send_answers(&mut self.transport, &mut self.tx)?;
         }
         Ok(received)
     }
@@ -93,6 +92,28 @@ impl<T: Transport, B: Backend> Server<T, B> {
             self.poll(Some(IDLE_POLL))?;
         }
         Ok(())
+    }
+}
+
+/// Sends and clears the answer batch. Answers the link does not take are lost as on
+/// the wire (the initiator retransmits): a congested link or a vanished peer must not
+/// stop the target. Only the interface going down is reported, so that the caller can
+/// wait for it to come back.
+fn send_answers<T: Transport>(transport: &mut T, tx: &mut FrameBatch) -> io::Result<()> {
+    let result = transport.send_batch(tx);
+    let queued = tx.len();
+    tx.clear();
+    match result {
+        Ok(sent) if sent < queued => {
+            tracing::debug!(link = transport.name(), lost = queued - sent, "answers not sent");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NetworkDown => Err(e),
+        Err(e) => {
+            tracing::debug!(link = transport.name(), lost = queued, "answers not sent: {e}");
+            Ok(())
+        }
     }
 }
 
@@ -156,5 +177,50 @@ mod tests {
         let mut expect: Vec<u32> = vec![1, 1];
         expect.extend(100..140);
         assert_eq!(tags, expect, "two config answers, then every read in order");
+    }
+
+    /// A link whose sends fail as a congested or vanished peer makes them fail.
+    struct SendFails(memory::MemoryPort, io::ErrorKind);
+
+    impl Transport for SendFails {
+        fn recv_batch(&mut self, batch: &mut FrameBatch, timeout: Option<Duration>) -> io::Result<usize> {
+            self.0.recv_batch(batch, timeout)
+        }
+        fn send_batch(&mut self, _: &FrameBatch) -> io::Result<usize> {
+            Err(io::Error::from(self.1))
+        }
+        fn mac(&self) -> MacAddr {
+            self.0.mac()
+        }
+        fn mtu(&self) -> usize {
+            self.0.mtu()
+        }
+        fn name(&self) -> &str {
+            self.0.name()
+        }
+    }
+
+    /// Regression: a failed send of answers stopped the server (and so the target).
+    #[test]
+    fn answers_the_link_refuses_are_lost_not_fatal() {
+        let (target_port, mut host) = memory::pair(1500, T, I);
+        let mut server = Server::new(SendFails(target_port, io::ErrorKind::OutOfMemory), vec![export(1, 0)]);
+        let mut out = FrameBatch::new(1, 1514);
+        out.push_with(|buf| {
+            FrameRepr {
+                dst: T,
+                src: I,
+                header: HeaderRepr::request(1, 0, 1),
+                body: BodyRepr::Config(ConfigRepr::request(ConfigCommand::Read, b"")),
+            }
+            .emit_padded(buf)
+            .unwrap()
+        });
+        host.send_batch(&out).unwrap();
+        assert_eq!(server.poll(Some(Duration::from_secs(1))).unwrap(), 1);
+        // An interface that went down is still reported, for the caller to wait on.
+        server.transport.1 = io::ErrorKind::NetworkDown;
+        host.send_batch(&out).unwrap();
+        assert_eq!(server.poll(Some(Duration::from_secs(1))).unwrap_err().kind(), io::ErrorKind::NetworkDown);
     }
 }
