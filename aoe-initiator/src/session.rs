@@ -56,7 +56,8 @@
 //! Round-trip samples come from read and write frames that were sent once (Karn: an answer to
 //! a retransmitted frame is ambiguous). The estimate follows RFC 6298: a smoothed mean and
 //! mean deviation, RTO = SRTT + 4 × RTTVAR, clamped to `rto_min..=rto_max`. A frame's n-th
-//! retransmission waits RTO × 2ⁿ, capped at `rto_max`. Other commands (FLUSH, IDENTIFY,
+//! retransmission waits RTO × 2ⁿ, capped at `rto_max`; after a flight loses frames, new
+//! frames too wait twice as long per such flight until one is answered at its first sending. Other commands (FLUSH, IDENTIFY,
 //! config) are not sampled, because their service time says nothing about the network.
 //!
 //! # Dead target
@@ -508,11 +509,24 @@ struct RttEstimator {
     rto: Duration,
     min: Duration,
     max: Duration,
+    /// Karn's back-off kept for new frames: doublings since the last clean sample.
+    shift: u32,
 }
+
+/// Most doublings kept for new frames after losses (`rto_max` caps the wait anyway).
+const MAX_KEPT_BACKOFF: u32 = 6;
 
 impl RttEstimator {
     fn new(initial: Duration, min: Duration, max: Duration) -> Self {
-        RttEstimator { srtt: None, rttvar: Duration::ZERO, rto: initial.clamp(min, max), min, max }
+        RttEstimator { srtt: None, rttvar: Duration::ZERO, rto: initial.clamp(min, max), min, max, shift: 0 }
+    }
+
+    /// A flight lost frames: until a frame is answered without having been sent again, new
+    /// frames wait twice as long (Karn's algorithm, second half). Without this, a target that
+    /// slows down past the RTO would have every frame sent twice and, the samples of
+    /// retransmitted frames being ambiguous, the estimate would never learn its new pace.
+    fn timed_out(&mut self) {
+        self.shift = (self.shift + 1).min(MAX_KEPT_BACKOFF);
     }
 
     /// RFC 6298 section 2, with K = 4 and the clock granularity left to `min`.
@@ -529,11 +543,13 @@ impl RttEstimator {
         };
         self.srtt = Some(srtt);
         self.rto = (srtt + self.rttvar * 4).clamp(self.min, self.max);
+        self.shift = 0;
     }
 
-    /// The wait before the `retries`-th retransmission of a frame is declared lost.
+    /// The wait before the `retries`-th retransmission of a frame is declared lost: the
+    /// frame's own back-off, or the back-off kept from lost flights if that is longer.
     fn backoff(&self, retries: u32) -> Duration {
-        self.rto.saturating_mul(1u32 << retries.min(20)).min(self.max)
+        self.rto.saturating_mul(1u32 << retries.max(self.shift).min(20)).min(self.max)
     }
 }
 
@@ -898,6 +914,7 @@ impl Session {
                 self.window = (self.window / 2).max(1);
                 self.credit = 0;
                 self.recover_seq = self.send_seq;
+                self.rtt.timed_out();
             }
             self.path_timed_out(path, now);
         }

@@ -558,6 +558,45 @@ fn a_target_slower_than_the_rto_still_completes_every_op() {
     assert_eq!(h.s.srtt(), None, "Karn: no sample from a retransmitted frame");
 }
 
+/// Regression: a target that slows down past the RTO used to have every frame sent twice
+/// for ever: answers to retransmitted frames give no RTT sample (Karn), so the estimate never
+/// learnt the new pace. Losses now keep a doubled timer for new frames until a frame is
+/// answered at its first sending.
+#[test]
+fn a_target_that_slows_down_is_learned_not_retransmitted_for_ever() {
+    let mut cfg = config(1);
+    cfg.rto_initial = Duration::from_millis(20);
+    cfg.rto_min = Duration::from_millis(10);
+    cfg.rto_max = Duration::from_secs(5);
+    let mut h = Harness::new(cfg, 64);
+    let delay = Duration::from_millis(150);
+    let mut late: Vec<(Instant, Vec<u8>)> = Vec::new();
+    let mut retransmitted_at = Vec::new();
+    for i in 0..40u64 {
+        let r = h.read(i % 30, 2);
+        while h.s.is_busy() {
+            for (f, _) in h.transmit() {
+                late.push((h.now + delay, h.answer(&f).expect("answered")));
+            }
+            late.sort_by_key(|(due, _)| *due);
+            let next = [h.s.poll_timeout(), late.first().map(|(due, _)| *due)].into_iter().flatten().min();
+            h.now = next.expect("something to wait for");
+            while late.first().is_some_and(|(due, _)| *due <= h.now) {
+                let (_, a) = late.remove(0);
+                h.deliver(&a);
+            }
+            h.s.handle_timeout(h.now);
+            h.drain();
+        }
+        assert!(matches!(h.result(r), Ok(Reply::Done)));
+        retransmitted_at.push(h.s.stats().retransmitted);
+    }
+    let last_ten = retransmitted_at[39] - retransmitted_at[29];
+    assert_eq!(last_ten, 0, "still retransmitting every frame: {retransmitted_at:?}");
+    let srtt = h.s.srtt().expect("clean samples once the timer backed off");
+    assert!(srtt >= delay.mul_f64(0.9), "srtt {srtt:?} has learnt the {delay:?} pace");
+}
+
 /// Regression: the answer to the first transmission, arriving after the retransmission,
 /// used to be stale.
 #[test]
