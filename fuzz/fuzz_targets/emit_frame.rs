@@ -153,13 +153,17 @@ fuzz_target!(|input: Input| {
         BodyRepr::Ata { header: ata, data } => {
             let ata = AtaRepr { lba: ata.lba & LBA48_MASK, ..ata };
             let want = usize::from(ata.sector_count) * SECTOR;
-            if is_request && ata.flags.contains(AtaFlags::WRITE) && data.len() < want {
+            // A write request carries exactly its sectors; anything else carries all the
+            // bytes after the header (an answer's sector count is not a length).
+            let write_request = is_request && ata.flags.contains(AtaFlags::WRITE);
+            if write_request && data.len() < want {
                 let short =
                     ParseError::WriteDataShort { sectors: ata.sector_count, need: want, got: data.len() };
                 assert_eq!(parsed, Err(short));
                 return;
             }
-            BodyRepr::Ata { header: ata, data: &data[..data.len().min(want)] }
+            let data = if write_request { &data[..want] } else { data };
+            BodyRepr::Ata { header: ata, data }
         }
         BodyRepr::Config(c) => {
             let command = ConfigCommand::from(u8::from(c.command) & 0x0F);
