@@ -129,6 +129,9 @@ impl Device {
         };
         let mut cfg = Self::session_config(&links, &a, opts);
         cfg.lba48 = info.lba48;
+        if let Some(command) = info.flush_command {
+            cfg.flush_command = command;
+        }
         Device::build(links, cfg, info, opts)
     }
 
@@ -166,9 +169,13 @@ impl Device {
     fn learn(&mut self, id: &Identify) {
         self.info.sectors = id.sectors;
         self.info.lba48 = id.lba48;
+        self.info.flush_command = discover::flush_command(id);
         self.info.model = id.model().to_owned();
         self.info.serial = id.serial().to_owned();
         self.session.set_lba48(id.lba48);
+        if let Some(command) = self.info.flush_command {
+            self.session.set_flush_command(command);
+        }
     }
 
     /// What is known about the target.
@@ -268,8 +275,15 @@ impl Device {
         run(&mut self.driver, &mut self.links, &mut self.session, &mut regions)
     }
 
-    /// Asks the target to make every completed write durable (FLUSH CACHE EXT).
+    /// Asks the target to make every completed write durable.
+    ///
+    /// Sends FLUSH CACHE EXT, or FLUSH CACHE to a disk that offers only that (vblade); a
+    /// disk whose IDENTIFY offers neither has no cache to flush, and nothing is sent.
     pub fn flush(&mut self) -> Result<(), Error> {
+        if self.info.flush_command.is_none() {
+            tracing::debug!(disk = %self.info.name(), "IDENTIFY offers no FLUSH CACHE: nothing to flush");
+            return Ok(());
+        }
         self.command(Request::Flush).map(drop)
     }
 

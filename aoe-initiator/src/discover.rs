@@ -15,6 +15,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use aoe_proto::AtaCommand;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -110,10 +111,23 @@ pub struct TargetInfo {
     pub sectors: u64,
     /// LBA48 supported.
     pub lba48: bool,
+    /// The FLUSH command IDENTIFY offers: FLUSH CACHE EXT, else FLUSH CACHE, else none.
+    pub flush_command: Option<AtaCommand>,
     /// Model, trimmed.
     pub model: String,
     /// Serial number, trimmed.
     pub serial: String,
+}
+
+/// The FLUSH command a disk with this IDENTIFY data takes.
+pub fn flush_command(id: &aoe_proto::Identify) -> Option<AtaCommand> {
+    if id.flush_cache_ext {
+        Some(AtaCommand::FlushCacheExt)
+    } else if id.flush_cache {
+        Some(AtaCommand::FlushCache)
+    } else {
+        None
+    }
 }
 
 impl TargetInfo {
@@ -129,6 +143,7 @@ impl TargetInfo {
             config_string: a.config_string,
             sectors: id.sectors,
             lba48: id.lba48,
+            flush_command: flush_command(id),
             model: id.model().to_owned(),
             serial: id.serial().to_owned(),
         }

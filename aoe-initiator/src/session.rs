@@ -138,6 +138,9 @@ pub struct SessionConfig {
     pub max_sectors: u8,
     /// Send LBA48 ("extended") reads and writes; otherwise LBAs stop at 2²⁸.
     pub lba48: bool,
+    /// The command a [`Request::Flush`] sends: FLUSH CACHE EXT where the target offers it
+    /// (IDENTIFY word 83), FLUSH CACHE otherwise (vblade offers only that one).
+    pub flush_command: AtaCommand,
     /// RTO before the first round-trip sample.
     pub rto_initial: Duration,
     /// Lower bound of the RTO.
@@ -163,6 +166,7 @@ impl SessionConfig {
             buffer_count: 16,
             max_sectors: 2,
             lba48: true,
+            flush_command: AtaCommand::FlushCacheExt,
             rto_initial: DEFAULT_RTO_INITIAL,
             rto_min: DEFAULT_RTO_MIN,
             rto_max: DEFAULT_RTO_MAX,
@@ -608,6 +612,11 @@ impl Session {
         self.cfg.lba48 = lba48;
     }
 
+    /// Sets the command flushes send (from IDENTIFY: see [`SessionConfig::flush_command`]).
+    pub fn set_flush_command(&mut self, command: AtaCommand) {
+        self.cfg.flush_command = command;
+    }
+
     /// The current window: how many frames may be outstanding (1..=buffer count).
     pub fn window(&self) -> usize {
         self.window
@@ -879,7 +888,7 @@ impl Session {
         }
 
         let carried = frame.get(ATA_DATA_OFFSET..).unwrap_or_default();
-        let outcome = answer(&f, carried, fl, op, self.cfg.lba48, data);
+        let outcome = answer(&f, carried, fl, op, &self.cfg, data);
         self.finish_frame(fl.op, outcome);
         true
     }
@@ -1070,10 +1079,7 @@ fn emit(
     let body = match &op.kind {
         OpKind::Read { lba } => ata(AtaRepr::read(lba + frame.offset, frame.sectors, cfg.lba48)),
         OpKind::Write { lba } => ata(AtaRepr::write(lba + frame.offset, frame.sectors, cfg.lba48)),
-        OpKind::Flush => {
-            let cmd = if cfg.lba48 { AtaCommand::FlushCacheExt } else { AtaCommand::FlushCache };
-            ata(AtaRepr::command(cmd, 0))
-        }
+        OpKind::Flush => ata(AtaRepr::command(cfg.flush_command, 0)),
         OpKind::Identify => ata(AtaRepr::command(AtaCommand::IdentifyDevice, 1)),
         OpKind::Ata(a) => BodyRepr::Ata {
             header: AtaRepr {
@@ -1107,14 +1113,13 @@ fn too_small<E>(_: E) -> Error {
 }
 
 /// The ATA command byte sent for `kind` (the answer carries the status in its place).
-fn sent_command(kind: &OpKind, lba48: bool) -> u8 {
-    let cmd = match (kind, lba48) {
+fn sent_command(kind: &OpKind, cfg: &SessionConfig) -> u8 {
+    let cmd = match (kind, cfg.lba48) {
         (OpKind::Read { .. }, true) => AtaCommand::ReadSectorsExt,
         (OpKind::Read { .. }, false) => AtaCommand::ReadSectors,
         (OpKind::Write { .. }, true) => AtaCommand::WriteSectorsExt,
         (OpKind::Write { .. }, false) => AtaCommand::WriteSectors,
-        (OpKind::Flush, true) => AtaCommand::FlushCacheExt,
-        (OpKind::Flush, false) => AtaCommand::FlushCache,
+        (OpKind::Flush, _) => cfg.flush_command,
         (OpKind::Ata(a), _) => AtaCommand::Other(a.command),
         _ => AtaCommand::IdentifyDevice,
     };
@@ -1133,7 +1138,7 @@ fn answer(
     carried: &[u8],
     frame: InFlight,
     op: &OpState,
-    lba48: bool,
+    cfg: &SessionConfig,
     data: &mut dyn IoBuffers,
 ) -> Result<Option<Reply>, Error> {
     if f.header.flags().contains(Flags::ERROR) {
@@ -1163,7 +1168,7 @@ fn answer(
                     }
                     _ => (0, 0),
                 };
-                let command = sent_command(kind, lba48);
+                let command = sent_command(kind, cfg);
                 return Err(Error::from_ata(command, status, header.error(), lba, sectors));
             }
             match kind {

@@ -65,6 +65,10 @@ pub struct Identify {
     pub max_multiple: u8,
     /// SMART supported and enabled (words 82 and 85 bit 0); aoeping -S asks for it.
     pub smart: bool,
+    /// FLUSH CACHE (0xE7) supported (word 83 bit 12).
+    pub flush_cache: bool,
+    /// FLUSH CACHE EXT (0xEA) supported (word 83 bit 13). vblade offers only FLUSH CACHE.
+    pub flush_cache_ext: bool,
 }
 
 impl Identify {
@@ -79,6 +83,8 @@ impl Identify {
             lba48: true,
             max_multiple: 1,
             smart: true,
+            flush_cache: true,
+            flush_cache_ext: true,
         }
     }
 
@@ -108,7 +114,9 @@ impl Identify {
         buf.fill(0);
         let lba28 = self.sectors.min(LBA28_MAX);
         let lba48_bit = if self.lba48 { CMDSET_LBA48 } else { 0 };
-        let cmdset = WORD_VALID | lba48_bit | CMDSET_FLUSH | CMDSET_FLUSH_EXT;
+        let flush_bits = if self.flush_cache { CMDSET_FLUSH } else { 0 }
+            | if self.flush_cache_ext { CMDSET_FLUSH_EXT } else { 0 };
+        let cmdset = WORD_VALID | lba48_bit | flush_bits;
         let features = CMDSET_WRITE_CACHE | if self.smart { CMDSET_SMART } else { 0 };
         let mut w = |i: usize, v: u16| put_word(buf, i, v);
         w(W_GENERAL, 0x0040);
@@ -150,7 +158,9 @@ impl Identify {
             return Err(ParseError::IdentifyChecksum);
         }
         let w = |i: usize| get_word(buf, i);
-        let lba48 = w(W_SUPPORTED_83) & (0xC000 | CMDSET_LBA48) == WORD_VALID | CMDSET_LBA48;
+        let valid_83 = w(W_SUPPORTED_83) & 0xC000 == WORD_VALID;
+        let supports = |bit: u16| valid_83 && w(W_SUPPORTED_83) & bit != 0;
+        let lba48 = supports(CMDSET_LBA48);
         let sectors = if lba48 {
             (0..4).fold(0u64, |acc, k| acc | u64::from(w(W_LBA48 + k)) << (16 * k))
         } else {
@@ -164,6 +174,8 @@ impl Identify {
             lba48,
             max_multiple: w(W_MAX_MULTIPLE) as u8,
             smart: w(W_SUPPORTED_82) & CMDSET_SMART != 0,
+            flush_cache: supports(CMDSET_FLUSH),
+            flush_cache_ext: supports(CMDSET_FLUSH_EXT),
         })
     }
 }
@@ -263,5 +275,18 @@ mod tests {
         // without the signature, no checksum is expected (vblade sends none)
         buf[510] = 0;
         assert!(Identify::parse(&buf).is_ok());
+    }
+
+    /// Words 83 and 86 as vblade 25 sends them: LBA48 and FLUSH CACHE, no FLUSH CACHE EXT
+    /// (it aborts 0xEA), no integrity word.
+    #[test]
+    fn vblade_offers_flush_cache_but_not_the_ext_form() {
+        let mut buf = [0u8; IDENTIFY_LEN];
+        for (word, value) in [(49, 0x0200u16), (83, 0x5400), (86, 0x1400), (100, 0x0000), (101, 0x0002)] {
+            buf[2 * word..2 * word + 2].copy_from_slice(&value.to_le_bytes());
+        }
+        let id = Identify::parse(&buf).unwrap();
+        assert!(id.lba48 && id.flush_cache && !id.flush_cache_ext);
+        assert_eq!(id.sectors, 0x2_0000);
     }
 }

@@ -302,10 +302,12 @@ proptest! {
         sectors in 0u64..1 << 48,
         max_multiple in any::<u8>(),
         smart in any::<bool>(),
+        flush_cache in any::<bool>(),
+        flush_cache_ext in any::<bool>(),
     ) {
         // Without LBA48 the capacity lives in words 60-61, capped at 0x0FFF_FFFF.
         let sectors = if lba48 { sectors } else { sectors & 0x0FFF_FFFF };
-        let id = Identify { serial, firmware, model: model.try_into().unwrap(), sectors, lba48, max_multiple, smart };
+        let id = Identify { serial, firmware, model: model.try_into().unwrap(), sectors, lba48, max_multiple, smart, flush_cache, flush_cache_ext };
         let mut buf = [0u8; IDENTIFY_LEN];
         id.emit(&mut buf);
         prop_assert_eq!(Identify::parse(&buf), Ok(id));

@@ -150,6 +150,7 @@ mod tests {
             config_string: b"host=a".to_vec(),
             sectors: 524288,
             lba48: true,
+            flush_command: Some(aoe_proto::AtaCommand::FlushCacheExt),
             model: "Rust AoE target".into(),
             serial: "e1.0".into(),
         }
