@@ -9,6 +9,11 @@
 //! sockets listening to every EtherType, and `PACKET_IGNORE_OUTGOING` (Linux 4.20 and later)
 //! is set as well, in case that changes. A batch is received with one `recvmmsg` call straight into the
 //! [`FrameBatch`] slots and sent with `sendmmsg`; neither path allocates.
+//!
+//! Receiving costs one system call per batch when the caller waits the same way each time (a
+//! server loop that wakes every so often to look at a stop flag): the wait becomes the socket's
+//! receive timeout (`SO_RCVTIMEO`) and a blocking `recvmmsg` with `MSG_WAITFORONE` sleeps until
+//! the first frame and then takes whatever else is queued. Other waits `poll` the socket.
 
 // The one module that talks to the kernel; every block says why it is sound.
 #![allow(unsafe_code)]
@@ -17,6 +22,7 @@ use std::io;
 use std::mem;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aoe_proto::ethernet::{MacAddr, ETHERTYPE_AOE, HEADER_LEN};
@@ -30,6 +36,12 @@ const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const SEND_STALL_LIMIT: Duration = Duration::from_secs(1);
 /// How long a send retries frames the device drops (`ENOBUFS`) before it counts them lost.
 const DEVICE_DROP_PATIENCE: Duration = Duration::from_millis(2);
+/// Shortest wait that may become the socket's receive timeout. The kernel keeps that timeout in
+/// scheduler ticks (1 to 10 ms), rounded up, so a wait this long or longer ends at most a tick
+/// late; shorter waits are deadlines (retransmissions) and `poll`, which keeps milliseconds.
+const MIN_SOCKET_TIMEOUT: Duration = Duration::from_millis(20);
+/// Longest wait that may become the socket's receive timeout; longer ones `poll`.
+const MAX_SOCKET_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Socket settings for [`AfPacket::open`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +110,24 @@ pub enum OpenError {
 pub struct AfPacket {
     fd: OwnedFd,
     info: InterfaceInfo,
-    scratch: Scratch,
+    rx: RxVectors,
+    tx: TxVectors,
+    wait: WaitState,
+    /// Shared by every handle on the socket ([`try_clone`](Self::try_clone)): the receive
+    /// timeout belongs to the socket, so only a handle alone on it may rely on or change it.
+    handles: Arc<()>,
+}
+
+/// What `recv_batch` knows about how to wait.
+#[derive(Debug, Clone, Copy, Default)]
+struct WaitState {
+    /// The socket's `SO_RCVTIMEO`, `None` for none (the kernel's default: wait forever).
+    socket_timeout: Option<Duration>,
+    /// The timeout the previous `recv_batch` asked for, once there was one.
+    last_asked: Option<Option<Duration>>,
+    /// The previous polled receive waited and then found a single frame, as a request and
+    /// answer at queue depth 1 do: the next one polls before it tries.
+    poll_first: bool,
 }
 
 impl AfPacket {
@@ -149,13 +178,27 @@ impl AfPacket {
                 _ => io_err("binding the raw socket", e),
             });
         }
-        Ok(AfPacket { fd, info, scratch: Scratch::default() })
+        Ok(AfPacket {
+            fd,
+            info,
+            rx: RxVectors::default(),
+            tx: TxVectors::default(),
+            wait: WaitState::default(),
+            handles: Arc::new(()),
+        })
     }
 
     /// Another handle to the same socket (the descriptor is duplicated), so one thread can
     /// receive while another sends. Each frame is received by one handle only.
     pub fn try_clone(&self) -> io::Result<AfPacket> {
-        Ok(AfPacket { fd: self.fd.try_clone()?, info: self.info.clone(), scratch: Scratch::default() })
+        Ok(AfPacket {
+            fd: self.fd.try_clone()?,
+            info: self.info.clone(),
+            rx: RxVectors::default(),
+            tx: TxVectors::default(),
+            wait: WaitState { socket_timeout: self.wait.socket_timeout, ..WaitState::default() },
+            handles: Arc::clone(&self.handles),
+        })
     }
 
     /// The interface as it was when the socket was opened.
@@ -163,29 +206,25 @@ impl AfPacket {
         &self.info
     }
 
-    /// Receives what is queued now, without waiting. Ok(None) when nothing was.
-    fn recv_now(&mut self, batch: &mut FrameBatch) -> io::Result<Option<usize>> {
-        let s = &mut self.scratch;
-        s.grow(batch.capacity());
-        for (i, slot) in batch.free_slots_mut().enumerate() {
-            s.iovs[i] = libc::iovec { iov_base: slot.as_mut_ptr().cast(), iov_len: slot.len() };
-            let hdr = &mut s.msgs[i].msg_hdr;
-            hdr.msg_iov = &mut s.iovs[i];
-            hdr.msg_iovlen = 1;
-            hdr.msg_flags = 0;
-            hdr.msg_name = ptr::null_mut();
-            hdr.msg_namelen = 0;
-        }
-        let vlen = batch.capacity() - batch.len();
-        // SAFETY: the first `vlen` entries of `msgs` point at live iovecs in `s.iovs`, each
-        // covering one whole free slot of `batch`; neither moves or is otherwise accessed
-        // during the call.
+    /// One `recvmmsg` into the free slots of `batch`: with `MSG_DONTWAIT` it takes what is
+    /// queued now; with `MSG_WAITFORONE` on a blocking socket it first waits (at most the
+    /// socket's receive timeout) for one frame. Ok(None) when nothing came, or a signal
+    /// interrupted the wait; else the frames the batch now holds (0 when every frame that came
+    /// was skipped).
+    fn recv_now(&mut self, batch: &mut FrameBatch, flags: libc::c_int) -> io::Result<Option<usize>> {
+        let base = batch.len();
+        let msgs = self.rx.point_at(batch);
+        let vlen = msgs.len() - base;
+        // SAFETY: every entry of `msgs` points at an iovec of `self.rx` that covers one whole
+        // slot of `batch` (`point_at` just checked the slots' address and sizes), and entries
+        // `base..` are its free slots. `batch` is borrowed mutably for the whole call, so the
+        // kernel's writes overlap nothing else; the vectors are not touched meanwhile.
         let n = unsafe {
             libc::recvmmsg(
                 self.fd.as_raw_fd(),
-                s.msgs.as_mut_ptr(),
+                msgs.as_mut_ptr().add(base),
                 vlen as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                flags,
                 ptr::null_mut(),
             )
         };
@@ -196,8 +235,7 @@ impl AfPacket {
                 _ => Err(e),
             };
         }
-        let base = batch.len();
-        for (i, m) in s.msgs[..n as usize].iter().enumerate() {
+        for (i, m) in msgs[base..base + n as usize].iter().enumerate() {
             let len = m.msg_len as usize;
             let truncated = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             // Runts cannot be AoE; a frame bigger than the slot would arrive cut short.
@@ -207,33 +245,94 @@ impl AfPacket {
         }
         Ok(Some(batch.len()))
     }
+
+    /// Whether this receive may sleep in `recvmmsg` under the socket's receive timeout:
+    /// the handle is alone on the socket and the timeout is what the socket has, or what the
+    /// previous receive asked for too (a loop that waits the same way each time), which is
+    /// then set.
+    fn may_block(&mut self, timeout: Option<Duration>) -> bool {
+        let repeated = self.wait.last_asked == Some(timeout);
+        self.wait.last_asked = Some(timeout);
+        let long = timeout.is_none_or(|t| (MIN_SOCKET_TIMEOUT..=MAX_SOCKET_TIMEOUT).contains(&t));
+        if !long || Arc::strong_count(&self.handles) > 1 {
+            return false;
+        }
+        if self.wait.socket_timeout == timeout {
+            return true;
+        }
+        if !repeated {
+            return false;
+        }
+        match set_receive_timeout(self.fd.as_fd(), timeout) {
+            Ok(()) => {
+                self.wait.socket_timeout = timeout;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Receives with `poll`: tries first when frames are likely queued, else waits first.
+    fn recv_polling(
+        &mut self,
+        batch: &mut FrameBatch,
+        start: Instant,
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
+        let deadline = timeout.and_then(|t| start.checked_add(t));
+        let mut waited = false;
+        let mut try_now = !self.wait.poll_first;
+        loop {
+            if try_now {
+                if let Some(n @ 1..) = self.recv_now(batch, libc::MSG_DONTWAIT)? {
+                    self.wait.poll_first = waited && n == 1;
+                    return Ok(n);
+                }
+            }
+            try_now = true;
+            let wait = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => break,
+                },
+            };
+            waited = true;
+            if !wait_for(self.fd.as_fd(), libc::POLLIN, wait)? {
+                break;
+            }
+        }
+        self.wait.poll_first = true;
+        Ok(0)
+    }
 }
 
 impl Transport for AfPacket {
     /// Frames shorter than 14 bytes, and frames longer than the batch's `frame_capacity`, are
-    /// skipped. A signal interrupting the wait makes it return `Ok(0)`.
+    /// skipped. A signal interrupting the wait makes it return `Ok(0)`, or is waited through.
+    ///
+    /// A wait of 20 ms or more (or `None`) asked for by two calls in a row becomes the
+    /// socket's receive timeout, so that each later call with it is a single system call;
+    /// the kernel counts that timeout in scheduler ticks, so it may run up to one tick
+    /// (1 to 10 ms) long. Not while other handles ([`AfPacket::try_clone`]) share the socket.
     fn recv_batch(&mut self, batch: &mut FrameBatch, timeout: Option<Duration>) -> io::Result<usize> {
         batch.clear();
         if batch.capacity() == 0 {
             return Ok(0);
         }
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            // Try first: under load the frames are already there and a poll() would be wasted.
-            if let Some(n @ 1..) = self.recv_now(batch)? {
-                return Ok(n);
-            }
-            let wait = match deadline {
-                None => None,
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => return Ok(0),
-                },
-            };
-            if !wait_for(self.fd.as_fd(), libc::POLLIN, wait)? {
-                return Ok(0);
+        if timeout == Some(Duration::ZERO) {
+            return Ok(self.recv_now(batch, libc::MSG_DONTWAIT)?.unwrap_or(0));
+        }
+        let start = Instant::now();
+        if self.may_block(timeout) {
+            match self.recv_now(batch, libc::MSG_WAITFORONE)? {
+                // Only frames it skipped: wait out the rest of the time below.
+                Some(0) => {}
+                Some(n) => return Ok(n),
+                None => return Ok(0),
             }
         }
+        self.recv_polling(batch, start, timeout)
     }
 
     /// Uses `sendmmsg`; when the socket's send queue is full it waits for room and retries,
@@ -242,17 +341,7 @@ impl Transport for AfPacket {
     /// up or hit an error after sending `n` frames, and the error when it sent none.
     fn send_batch(&mut self, batch: &FrameBatch) -> io::Result<usize> {
         let total = batch.len();
-        let s = &mut self.scratch;
-        s.grow(total);
-        for (i, frame) in batch.iter().enumerate() {
-            // The kernel only reads from a send buffer, whatever the pointer's type says.
-            s.iovs[i] = libc::iovec { iov_base: frame.as_ptr().cast_mut().cast(), iov_len: frame.len() };
-            let hdr = &mut s.msgs[i].msg_hdr;
-            hdr.msg_iov = &mut s.iovs[i];
-            hdr.msg_iovlen = 1;
-            hdr.msg_name = ptr::null_mut();
-            hdr.msg_namelen = 0;
-        }
+        let msgs = self.tx.point_at(batch);
         let mut sent = 0;
         let mut stalled: Option<Instant> = None;
         while sent < total {
@@ -261,7 +350,7 @@ impl Transport for AfPacket {
             let r = unsafe {
                 libc::sendmmsg(
                     self.fd.as_raw_fd(),
-                    s.msgs.as_mut_ptr().add(sent),
+                    msgs.as_mut_ptr().add(sent),
                     (total - sent) as libc::c_uint,
                     libc::MSG_DONTWAIT,
                 )
@@ -424,6 +513,31 @@ fn setsockopt_int(
     Ok(())
 }
 
+/// Sets the socket's receive timeout (`SO_RCVTIMEO`): how long a blocking receive waits;
+/// `None` waits forever, and so does a wait shorter than a microsecond (callers pass none).
+fn set_receive_timeout(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
+    // The kernel reads a zero timeval as no limit.
+    let t = timeout.unwrap_or(Duration::ZERO);
+    let tv = libc::timeval {
+        tv_sec: t.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_usec: t.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: the option value is a live timeval and the length passed is its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            ptr::addr_of!(tv).cast(),
+            mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Sets a socket buffer size, past the sysctl cap when privileged (`force`), else within it.
 fn set_buffer(fd: BorrowedFd<'_>, force: libc::c_int, normal: libc::c_int, bytes: usize) -> io::Result<()> {
     // The kernel doubles the value it is given (for bookkeeping), so ask for half.
@@ -484,32 +598,89 @@ pub fn wait_readable<'a>(
     Ok(count)
 }
 
-/// Reusable `recvmmsg`/`sendmmsg` arrays, grown to the largest batch seen.
+/// `recvmmsg` headers and iovecs pointing at the slots of one receive batch.
+///
+/// They are set up once per batch (slot address and sizes) rather than on every call: the
+/// kernel writes only `msg_len` and `msg_flags`, which are read back for the frames it
+/// received and never otherwise, so nothing needs resetting between calls.
 #[derive(Default)]
-struct Scratch {
+struct RxVectors {
+    msgs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+    /// Slot memory the vectors point at: address, slot count, bytes per slot.
+    points_at: (usize, usize, usize),
+}
+
+impl RxVectors {
+    /// The headers, one per slot of `batch`, pointed at its slots.
+    fn point_at(&mut self, batch: &mut FrameBatch) -> &mut [libc::mmsghdr] {
+        let (slots, size) = (batch.capacity(), batch.frame_capacity());
+        let base = batch.slots_mut_ptr();
+        if self.points_at != (base as usize, slots, size) {
+            // SAFETY: mmsghdr and iovec are plain C structs (integers and raw pointers) for
+            // which all zeros is a valid value.
+            let (msg, iov) = unsafe { (mem::zeroed(), mem::zeroed()) };
+            self.msgs.clear();
+            self.iovs.clear();
+            self.msgs.resize(slots, msg);
+            self.iovs.resize(slots, iov);
+            for (i, (m, iov)) in self.msgs.iter_mut().zip(self.iovs.iter_mut()).enumerate() {
+                // Slot `i` lies within the batch's buffer (capacity × frame_capacity bytes).
+                *iov = libc::iovec { iov_base: base.wrapping_add(i * size).cast(), iov_len: size };
+                m.msg_hdr.msg_iov = iov;
+                m.msg_hdr.msg_iovlen = 1;
+            }
+            self.points_at = (base as usize, slots, size);
+        }
+        &mut self.msgs
+    }
+}
+
+/// `sendmmsg` headers, each with its own iovec, grown to the largest batch sent.
+#[derive(Default)]
+struct TxVectors {
     msgs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
 }
 
-// SAFETY: the raw pointers inside are written and used only within one call that holds
-// `&mut AfPacket`; between calls they are stale and never dereferenced.
-unsafe impl Send for Scratch {}
-
-impl Scratch {
-    fn grow(&mut self, n: usize) {
-        if self.msgs.len() >= n {
-            return;
+impl TxVectors {
+    /// The headers for the frames of `batch`, pointed at them.
+    fn point_at(&mut self, batch: &FrameBatch) -> &mut [libc::mmsghdr] {
+        let n = batch.len();
+        if self.msgs.len() < n {
+            // SAFETY: as in `RxVectors::point_at`.
+            let (msg, iov) = unsafe { (mem::zeroed(), mem::zeroed()) };
+            // Growing moves the iovecs: point every header again.
+            self.msgs.resize(n, msg);
+            self.iovs.resize(n, iov);
+            for (m, iov) in self.msgs.iter_mut().zip(self.iovs.iter_mut()) {
+                m.msg_hdr.msg_iov = iov;
+                m.msg_hdr.msg_iovlen = 1;
+            }
         }
-        // SAFETY: mmsghdr and iovec are plain C structs (integers and raw pointers) for which
-        // all zeros is a valid value.
-        let (msg, iov) = unsafe { (mem::zeroed(), mem::zeroed()) };
-        self.msgs.resize(n, msg);
-        self.iovs.resize(n, iov);
+        for (iov, frame) in self.iovs.iter_mut().zip(batch.iter()) {
+            // The kernel only reads from a send buffer, whatever the pointer's type says.
+            *iov = libc::iovec { iov_base: frame.as_ptr().cast_mut().cast(), iov_len: frame.len() };
+        }
+        &mut self.msgs[..n]
     }
 }
 
-impl core::fmt::Debug for Scratch {
+// SAFETY: the raw pointers inside point at our own iovecs and at the slots of a batch; they
+// are dereferenced (by the kernel) only within a call that holds `&mut AfPacket` and borrows
+// that batch, after checking they still match it.
+unsafe impl Send for RxVectors {}
+// SAFETY: as for `RxVectors`; each send points the iovecs at the batch it sends.
+unsafe impl Send for TxVectors {}
+
+impl core::fmt::Debug for RxVectors {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Scratch").field("slots", &self.msgs.len()).finish()
+        f.debug_struct("RxVectors").field("slots", &self.msgs.len()).finish()
+    }
+}
+
+impl core::fmt::Debug for TxVectors {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TxVectors").field("slots", &self.msgs.len()).finish()
     }
 }
