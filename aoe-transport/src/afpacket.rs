@@ -615,7 +615,7 @@ impl RxVectors {
     /// The headers, one per slot of `batch`, pointed at its slots.
     fn point_at(&mut self, batch: &mut FrameBatch) -> &mut [libc::mmsghdr] {
         let (slots, size) = (batch.capacity(), batch.frame_capacity());
-        let base = batch.slots_mut_ptr();
+        let (base, stride) = batch.slots_mut_ptr();
         if self.points_at != (base as usize, slots, size) {
             // SAFETY: mmsghdr and iovec are plain C structs (integers and raw pointers) for
             // which all zeros is a valid value.
@@ -625,8 +625,8 @@ impl RxVectors {
             self.msgs.resize(slots, msg);
             self.iovs.resize(slots, iov);
             for (i, (m, iov)) in self.msgs.iter_mut().zip(self.iovs.iter_mut()).enumerate() {
-                // Slot `i` lies within the batch's buffer (capacity × frame_capacity bytes).
-                *iov = libc::iovec { iov_base: base.wrapping_add(i * size).cast(), iov_len: size };
+                // Slot `i` (`size` bytes from `base + i * stride`) lies within the batch's buffer.
+                *iov = libc::iovec { iov_base: base.wrapping_add(i * stride).cast(), iov_len: size };
                 m.msg_hdr.msg_iov = iov;
                 m.msg_hdr.msg_iovlen = 1;
             }
