@@ -118,16 +118,7 @@ impl Device {
         info: TargetInfo,
         opts: &DeviceOptions,
     ) -> Result<Device, Error> {
-        let a = discover::Announcement {
-            shelf: info.shelf,
-            slot: info.slot,
-            paths: info.paths.clone(),
-            buffer_count: info.buffer_count,
-            sector_count: info.sector_count,
-            firmware: info.firmware,
-            config_string: info.config_string.clone(),
-        };
-        let mut cfg = Self::session_config(&links, &a, opts);
+        let mut cfg = Self::session_config(&links, &info.announcement(), opts);
         cfg.lba48 = info.lba48;
         if let Some(command) = info.flush_command {
             cfg.flush_command = command;

@@ -149,6 +149,19 @@ impl TargetInfo {
         }
     }
 
+    /// The query-config part of what is known.
+    pub fn announcement(&self) -> Announcement {
+        Announcement {
+            shelf: self.shelf,
+            slot: self.slot,
+            paths: self.paths.clone(),
+            buffer_count: self.buffer_count,
+            sector_count: self.sector_count,
+            firmware: self.firmware,
+            config_string: self.config_string.clone(),
+        }
+    }
+
     /// Capacity in bytes.
     pub fn size_bytes(&self) -> u64 {
         self.sectors * aoe_proto::SECTOR_SIZE as u64

@@ -70,16 +70,7 @@ impl Direct {
         info: &TargetInfo,
         dead_timeout: Duration,
     ) -> Result<Direct, Error> {
-        let a = Announcement {
-            shelf: info.shelf,
-            slot: info.slot,
-            paths: info.paths.clone(),
-            buffer_count: info.buffer_count,
-            sector_count: info.sector_count,
-            firmware: info.firmware,
-            config_string: info.config_string.clone(),
-        };
-        Direct::new(links, &a, info.lba48, dead_timeout)
+        Direct::new(links, &info.announcement(), info.lba48, dead_timeout)
     }
 
     fn new(
