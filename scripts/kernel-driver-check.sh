@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks aoe-target against the real Linux kernel AoE initiator (drivers/block/aoe).
 #
-# Boots a stock Debian kernel under KVM with a tiny busybox initramfs that loads aoe.ko,
+# Boots a stock Debian kernel in qemu with a tiny busybox initramfs that loads aoe.ko,
 # waits for the export to be discovered, reads bytes the host put into the image, writes
 # a random pattern and reads it back with O_DIRECT. The host then checks the image file
 # holds what the guest wrote. All networking is one tap device inside a private network
