@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use aoe_proto::ethernet::{MacAddr, ETHERTYPE_AOE, HEADER_LEN};
 
-use crate::{FrameBatch, Transport};
+use crate::{FrameBatch, Tail, Transport};
 
 /// `PACKET_IGNORE_OUTGOING` from `<linux/if_packet.h>` (Linux 4.20).
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
@@ -340,13 +340,21 @@ impl Transport for AfPacket {
     /// sent: it is lost as on the wire. Returns `Ok(n)` with `n < batch.len()` when it gave
     /// up or hit an error after sending `n` frames, and the error when it sent none.
     fn send_batch(&mut self, batch: &FrameBatch) -> io::Result<usize> {
+        self.send_with_tails(batch, &[])
+    }
+
+    /// As [`send_batch`](Self::send_batch); each tail goes to the kernel as a second piece of
+    /// its frame, read from where it lies (one copy, into the packet). A tail the kernel
+    /// cannot read (its file was truncated under the mapping: `EFAULT`) loses that frame.
+    fn send_with_tails(&mut self, batch: &FrameBatch, tails: &[Option<Tail>]) -> io::Result<usize> {
         let total = batch.len();
-        let msgs = self.tx.point_at(batch);
+        let msgs = self.tx.point_at(batch, tails);
         let mut sent = 0;
         let mut stalled: Option<Instant> = None;
         while sent < total {
             // SAFETY: entries `sent..total` of `msgs` point at live iovecs covering frames of
-            // `batch`, which is borrowed for the whole call; the kernel only reads them.
+            // `batch` and mapped memory held by `tails`, both borrowed for the whole call;
+            // the kernel only reads them.
             let r = unsafe {
                 libc::sendmmsg(
                     self.fd.as_raw_fd(),
@@ -373,6 +381,7 @@ impl Transport for AfPacket {
                     wait_for(self.fd.as_fd(), 0, Some(Duration::from_micros(100)))?;
                 }
                 Some(libc::ENOBUFS) => sent += 1,
+                Some(libc::EFAULT) => sent += 1,
                 Some(libc::EAGAIN) => {
                     let Some(left) = SEND_STALL_LIMIT.checked_sub(full_since.elapsed()) else {
                         return give_up(e);
@@ -636,31 +645,38 @@ impl RxVectors {
     }
 }
 
-/// `sendmmsg` headers, each with its own iovec, grown to the largest batch sent.
+/// `sendmmsg` headers, each with two iovecs (the frame, then its tail if it has one), grown
+/// to the largest batch sent.
 #[derive(Default)]
 struct TxVectors {
     msgs: Vec<libc::mmsghdr>,
-    iovs: Vec<libc::iovec>,
+    iovs: Vec<[libc::iovec; 2]>,
 }
 
 impl TxVectors {
-    /// The headers for the frames of `batch`, pointed at them.
-    fn point_at(&mut self, batch: &FrameBatch) -> &mut [libc::mmsghdr] {
+    /// The headers for the frames of `batch` and their `tails`, pointed at them.
+    fn point_at(&mut self, batch: &FrameBatch, tails: &[Option<Tail>]) -> &mut [libc::mmsghdr] {
         let n = batch.len();
         if self.msgs.len() < n {
             // SAFETY: as in `RxVectors::point_at`.
             let (msg, iov) = unsafe { (mem::zeroed(), mem::zeroed()) };
             // Growing moves the iovecs: point every header again.
             self.msgs.resize(n, msg);
-            self.iovs.resize(n, iov);
+            self.iovs.resize(n, [iov, iov]);
             for (m, iov) in self.msgs.iter_mut().zip(self.iovs.iter_mut()) {
-                m.msg_hdr.msg_iov = iov;
-                m.msg_hdr.msg_iovlen = 1;
+                m.msg_hdr.msg_iov = iov.as_mut_ptr();
             }
         }
-        for (iov, frame) in self.iovs.iter_mut().zip(batch.iter()) {
+        for (i, ((m, iov), frame)) in
+            self.msgs.iter_mut().zip(self.iovs.iter_mut()).zip(batch.iter()).enumerate()
+        {
             // The kernel only reads from a send buffer, whatever the pointer's type says.
-            *iov = libc::iovec { iov_base: frame.as_ptr().cast_mut().cast(), iov_len: frame.len() };
+            iov[0] = libc::iovec { iov_base: frame.as_ptr().cast_mut().cast(), iov_len: frame.len() };
+            m.msg_hdr.msg_iovlen = 1;
+            if let Some(tail) = tails.get(i).and_then(Option::as_ref) {
+                iov[1] = libc::iovec { iov_base: tail.as_ptr().cast_mut().cast(), iov_len: tail.len() };
+                m.msg_hdr.msg_iovlen = 2;
+            }
         }
         &mut self.msgs[..n]
     }

@@ -43,6 +43,7 @@ use std::time::Duration;
 pub use aoe_proto::ethernet::MacAddr;
 
 mod batch;
+pub mod mapped;
 pub mod memory;
 
 #[cfg(target_os = "linux")]
@@ -51,6 +52,7 @@ pub mod afpacket;
 #[cfg(target_os = "linux")]
 pub use afpacket::{wait_readable, MAX_WAIT_FDS};
 pub use batch::FrameBatch;
+pub use mapped::{MappedFile, Tail};
 
 /// A link that carries AoE frames in batches.
 ///
@@ -66,6 +68,34 @@ pub trait Transport: Send {
 
     /// Sends every frame in `batch`, in order; returns how many were sent.
     fn send_batch(&mut self, batch: &FrameBatch) -> io::Result<usize>;
+
+    /// Sends every frame in `batch`, in order, frame `i` followed on the wire by `tails[i]`
+    /// when there is one (`tails` may be shorter than the batch); returns how many were sent.
+    ///
+    /// Transports that hand frames to the kernel send a tail from where it lies, without
+    /// copying it ([`mapped`]). This default copies each frame and its tail into a new batch
+    /// and sends that.
+    fn send_with_tails(&mut self, batch: &FrameBatch, tails: &[Option<Tail>]) -> io::Result<usize> {
+        if tails.iter().all(Option::is_none) {
+            return self.send_batch(batch);
+        }
+        let whole = |(i, frame): (usize, &[u8])| {
+            frame.len() + tails.get(i).and_then(Option::as_ref).map_or(0, Tail::len)
+        };
+        let longest = batch.iter().enumerate().map(whole).max().unwrap_or(0);
+        let mut joined = FrameBatch::new(batch.len(), longest);
+        for (i, frame) in batch.iter().enumerate() {
+            joined.push_with(|slot| {
+                slot[..frame.len()].copy_from_slice(frame);
+                let tail = tails.get(i).and_then(Option::as_ref);
+                if let Some(tail) = tail {
+                    tail.copy_to(&mut slot[frame.len()..frame.len() + tail.len()]);
+                }
+                frame.len() + tail.map_or(0, Tail::len)
+            });
+        }
+        self.send_batch(&joined)
+    }
 
     /// The local MAC address.
     fn mac(&self) -> MacAddr;
@@ -91,6 +121,10 @@ impl Transport for Box<dyn Transport> {
 
     fn send_batch(&mut self, batch: &FrameBatch) -> io::Result<usize> {
         (**self).send_batch(batch)
+    }
+
+    fn send_with_tails(&mut self, batch: &FrameBatch, tails: &[Option<Tail>]) -> io::Result<usize> {
+        (**self).send_with_tails(batch, tails)
     }
 
     fn mac(&self) -> MacAddr {

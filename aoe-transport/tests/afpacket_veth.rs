@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aoe_transport::afpacket::{interface_info, AfPacket, AfPacketOptions, OpenError};
-use aoe_transport::{FrameBatch, MacAddr, Transport};
+use aoe_transport::{FrameBatch, MacAddr, MappedFile, Tail, Transport};
 
 const MTU: usize = 9000;
 const IF_A: &str = "vaoe-a";
@@ -162,6 +162,58 @@ fn mixed_size_batch_arrives_intact_in_order_and_not_back_at_the_sender() {
     assert!(nothing_arrives(&mut a), "A received its own frames");
     // A socket bound to one EtherType would not see them anyway; the option is a second guard.
     assert!(ignores_outgoing(&a), "PACKET_IGNORE_OUTGOING is not set");
+}
+
+/// Frames sent as a head from the batch and a tail from a mapped file arrive whole, the
+/// tail's bytes as the file holds them when sent; frames without a tail in the same batch too.
+#[test]
+fn frames_with_mapped_tails_arrive_whole() {
+    if !have_root("frames_with_mapped_tails_arrive_whole") {
+        return;
+    }
+    use std::os::unix::fs::FileExt;
+    let veth = VethPair::new();
+    let (mut a, mut b) = (veth.open_a(), veth.open_b());
+    let path = std::env::temp_dir().join(format!("aoe-tails-{}", std::process::id()));
+    let content: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&path, &content).unwrap();
+    let file = File::options().read(true).write(true).open(&path).unwrap();
+    let map = MappedFile::map(&file, content.len() as u64).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    // Changed through the descriptor after mapping: the mapping shows it.
+    file.write_all_at(&[0xEE; 100], 512).unwrap();
+    let mut on_disk = content.clone();
+    on_disk[512..612].fill(0xEE);
+
+    let heads: Vec<Vec<u8>> = (0..6u8).map(|i| frame(0x88A2, i, 36)).collect();
+    let spans = [(512, 8704), (0, 512), (4096, 1024), (0, 0), (60_000, 5536), (100, 24)];
+    let tails: Vec<Option<Tail>> =
+        spans.iter().map(|&(at, len)| (len > 0).then(|| Tail::new(&map, at, len).unwrap())).collect();
+    assert_eq!(a.send_with_tails(&batch_of(&heads), &tails).unwrap(), 6);
+    let expect: Vec<Vec<u8>> = heads
+        .iter()
+        .zip(spans)
+        .map(|(head, (at, len))| {
+            let mut whole = head.clone();
+            whole.extend_from_slice(&on_disk[at as usize..at as usize + len]);
+            whole
+        })
+        .collect();
+    let got = recv_frames(&mut b, 6);
+    assert_eq!(got.len(), 6);
+    for (i, (got, expect)) in got.iter().zip(&expect).enumerate() {
+        assert!(got == expect, "frame {i} differs");
+    }
+
+    // The file shrinks under the mapping: a tail past its new end cannot be read. That frame
+    // is lost (no SIGBUS), and the rest of the batch still goes.
+    file.set_len(4096).unwrap();
+    let tails = [Some(Tail::new(&map, 8192, 1024).unwrap()), None, Some(Tail::new(&map, 0, 512).unwrap())];
+    assert_eq!(a.send_with_tails(&batch_of(&heads[..3]), &tails).unwrap(), 3);
+    let got = recv_frames(&mut b, 2);
+    assert_eq!(got.len(), 2, "the two frames that could be read arrive");
+    assert!(got[0] == heads[1]);
+    assert!(got[1][..36] == heads[2][..] && got[1][36..] == on_disk[..512]);
 }
 
 #[test]
