@@ -4,9 +4,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use aoe_proto::SECTOR_SIZE;
+use aoe_transport::MappedFile;
 
 /// Positional byte storage behind an export. Offsets are relative to the export's start.
 ///
@@ -24,6 +25,13 @@ pub trait Backend: Send + Sync {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Makes written data durable.
     fn flush(&self) -> io::Result<()>;
+    /// The backend's bytes as a file mapping, with the offset of byte 0 within it, when it
+    /// has one: reads can then be answered from the mapping without copying
+    /// ([`Export::handle_with_tail`](crate::export::Export::handle_with_tail)). What the
+    /// mapping shows must always equal what [`read_at`](Self::read_at) would return.
+    fn mapping(&self) -> Option<(&Arc<MappedFile>, u64)> {
+        None
+    }
 }
 
 impl<B: Backend + ?Sized> Backend for Box<B> {
@@ -39,9 +47,12 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     fn flush(&self) -> io::Result<()> {
         (**self).flush()
     }
+    fn mapping(&self) -> Option<(&Arc<MappedFile>, u64)> {
+        (**self).mapping()
+    }
 }
 
-impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
+impl<B: Backend + ?Sized> Backend for Arc<B> {
     fn len(&self) -> u64 {
         (**self).len()
     }
@@ -53,6 +64,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn flush(&self) -> io::Result<()> {
         (**self).flush()
+    }
+    fn mapping(&self) -> Option<(&Arc<MappedFile>, u64)> {
+        (**self).mapping()
     }
 }
 
@@ -180,6 +194,9 @@ impl<B: Backend> Backend for Window<B> {
     fn flush(&self) -> io::Result<()> {
         self.inner.flush()
     }
+    fn mapping(&self) -> Option<(&Arc<MappedFile>, u64)> {
+        self.inner.mapping().map(|(map, start)| (map, start + self.offset))
+    }
 }
 
 /// How to open a file or block device.
@@ -193,12 +210,14 @@ pub struct FileOptions {
     pub sync: bool,
 }
 
-/// A regular file or block device, accessed with pread/pwrite.
+/// A regular file or block device, accessed with pread/pwrite, and mapped for answering
+/// reads without a copy unless it was opened for direct I/O.
 #[derive(Debug)]
 pub struct FileBackend {
     file: File,
     len: u64,
     direct: bool,
+    map: Option<Arc<MappedFile>>,
 }
 
 /// Alignment O_DIRECT transfers get (the logical block size of nearly every device).
@@ -218,7 +237,10 @@ impl FileBackend {
             OpenOptions::new().read(true).write(!options.read_only).custom_flags(flags).open(path)?;
         // Seeking to the end gives the size of regular files and block devices alike.
         let len = file.seek(SeekFrom::End(0))?;
-        Ok(FileBackend { file, len, direct: options.direct })
+        // Direct I/O bypasses the page cache, which is what a mapping shows. Files that cannot
+        // be mapped are still served, through pread.
+        let map = if options.direct { None } else { MappedFile::map(&file, len).ok() };
+        Ok(FileBackend { file, len, direct: options.direct, map })
     }
 
     fn bounce<R>(
@@ -272,6 +294,9 @@ impl Backend for FileBackend {
     }
     fn flush(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+    fn mapping(&self) -> Option<(&Arc<MappedFile>, u64)> {
+        self.map.as_ref().map(|map| (map, 0))
     }
 }
 

@@ -3,6 +3,8 @@
 //! [`Export::handle`] takes one received frame and writes at most one answer into a caller's
 //! buffer. It owns the protocol state (config string, MAC mask, reservations) and calls the
 //! backend for sector I/O; it never touches a socket or a clock.
+//! [`Export::handle_with_tail`] does the same but leaves the sectors of a read answer where
+//! a mapped backend keeps them, for the transport to send from there.
 
 use aoe_proto::ata::{AtaCommand, AtaError, AtaFlags, AtaHeader, AtaStatus};
 use aoe_proto::config::{ConfigCommand, ConfigHeader, MAX_STRING_LEN};
@@ -14,6 +16,8 @@ use aoe_proto::reserve::ReserveCommand;
 use aoe_proto::sizing::{ATA_DATA_OFFSET, PAYLOAD_OFFSET};
 use aoe_proto::{AtaRepr, ConfigRepr, MacAddr, MaskRepr, ReserveRepr, SECTOR_SIZE};
 
+use aoe_transport::Tail;
+
 use crate::backend::Backend;
 
 /// Firmware version reported in query-config answers.
@@ -23,6 +27,19 @@ pub const FIRMWARE_VERSION: u16 = 0x4100;
 pub const MAX_LIST_ENTRIES: usize = 128;
 /// Default buffer count (requests the target queues), as vblade's.
 pub const DEFAULT_BUFFER_COUNT: u16 = 16;
+
+/// True when `request` asks to write sectors (an ATA WRITE SECTORS of either size): a sender
+/// holding read answers with tails ([`Export::handle_with_tail`]) sends them before handling
+/// it, so that every answer shows the data as it was when its request was handled.
+pub fn writes_sectors(request: &[u8]) -> bool {
+    let Ok((_, header, payload)) = parse_headers(request) else { return false };
+    match Body::parse(header, payload) {
+        Ok(Body::Ata { header: ata, .. }) => {
+            matches!(ata.command(), AtaCommand::WriteSectors | AtaCommand::WriteSectorsExt)
+        }
+        _ => false,
+    }
+}
 
 /// What an export is: its address and its options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +168,34 @@ impl<B: Backend> Export<B> {
     /// Frames that are not for this export (other EtherType, responses, other addresses,
     /// initiators outside a non-empty mask) get no answer.
     pub fn handle(&mut self, port: &Port, request: &[u8], out: &mut [u8]) -> Option<usize> {
+        self.dispatch(port, request, out, None)
+    }
+
+    /// As [`handle`](Self::handle), except that when the backend is mapped
+    /// ([`Backend::mapping`]) a read answer's sectors are not copied into `out`: `tail` is set
+    /// to where they lie, and the answer is the returned length of `out` followed by `tail`.
+    /// `tail` is `None` after every other answer.
+    ///
+    /// The tail is read when the frame is sent, so whoever sends it must do so before
+    /// handling a request that writes sectors ([`writes_sectors`]).
+    pub fn handle_with_tail(
+        &mut self,
+        port: &Port,
+        request: &[u8],
+        out: &mut [u8],
+        tail: &mut Option<Tail>,
+    ) -> Option<usize> {
+        *tail = None;
+        self.dispatch(port, request, out, Some(tail))
+    }
+
+    fn dispatch(
+        &mut self,
+        port: &Port,
+        request: &[u8],
+        out: &mut [u8],
+        tail: Option<&mut Option<Tail>>,
+    ) -> Option<usize> {
         let (ethernet, header, payload) = parse_headers(request).ok()?;
         if header.is_response() || !header.addresses(self.config.shelf, self.config.slot) {
             return None;
@@ -168,7 +213,7 @@ impl<B: Backend> Export<B> {
         };
         let req = Request { frame: Frame { ethernet, header, body }, payload };
         match body {
-            Body::Ata { header: ata, data } => self.ata(port, &req, ata, data, out),
+            Body::Ata { header: ata, data } => self.ata(port, &req, ata, data, out, tail),
             Body::Config { header: cfg, string } => self.query_config(port, &req, cfg, string, out),
             Body::Mask { header: m, directives } => self.mask_list(port, &req, m.command(), directives, out),
             Body::Reserve { header: r, macs } => self.reserve_release(port, &req, r.command(), macs, out),
@@ -223,6 +268,7 @@ impl<B: Backend> Export<B> {
         ata: &AtaHeader,
         data: &[u8],
         out: &mut [u8],
+        tail: Option<&mut Option<Tail>>,
     ) -> Option<usize> {
         let command = ata.command();
         let src = req.frame.ethernet.src;
@@ -230,20 +276,29 @@ impl<B: Backend> Export<B> {
             return self.refuse(port, req, ErrorCode::TargetReserved, out);
         }
         let mut answer = AtaRepr::parse(ata);
+        // Sector data in `out` after the headers, and sector data left in a tail.
         let mut data_len = 0;
+        let mut tail_len = 0;
         let (status, error) = match command {
             AtaCommand::ReadSectors | AtaCommand::ReadSectorsExt => match self.io_range(port, ata) {
                 Err(fail) => fail,
-                Ok((offset, len)) => {
-                    let dst = out.get_mut(ATA_DATA_OFFSET..ATA_DATA_OFFSET + len)?;
-                    match self.backend.read_at(dst, offset) {
-                        Ok(()) => {
-                            data_len = len;
-                            ATA_OK
-                        }
-                        Err(_) => ata_fail(AtaError::UNC),
+                Ok((offset, len)) => match tail.and_then(|t| Some((t, self.mapped(offset, len)?))) {
+                    Some((tail, mapped)) => {
+                        *tail = Some(mapped);
+                        tail_len = len;
+                        ATA_OK
                     }
-                }
+                    None => {
+                        let dst = out.get_mut(ATA_DATA_OFFSET..ATA_DATA_OFFSET + len)?;
+                        match self.backend.read_at(dst, offset) {
+                            Ok(()) => {
+                                data_len = len;
+                                ATA_OK
+                            }
+                            Err(_) => ata_fail(AtaError::UNC),
+                        }
+                    }
+                },
             },
             AtaCommand::WriteSectors | AtaCommand::WriteSectorsExt => match self.io_range(port, ata) {
                 Err(fail) => fail,
@@ -286,7 +341,17 @@ impl<B: Backend> Export<B> {
         // Sector data (reads, IDENTIFY) is already in place after the headers.
         let header_len =
             self.answer(port, req, BodyRepr::Ata { header: answer, data: &[] }).emit(out).ok()?;
+        if tail_len > 0 {
+            // At least a sector follows: the frame is past the Ethernet minimum.
+            return Some(header_len);
+        }
         aoe_proto::sizing::pad_to_minimum(out, header_len + data_len)
+    }
+
+    /// The backend's bytes `[offset, offset + len)` as a tail of its mapping, if it has one.
+    fn mapped(&self, offset: u64, len: usize) -> Option<Tail> {
+        let (map, start) = self.backend.mapping()?;
+        Tail::new(map, start.checked_add(offset)?, len)
     }
 
     /// The byte range a read or write addresses, or the ATA error it earns.

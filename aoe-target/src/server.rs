@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use aoe_transport::{FrameBatch, Transport};
+use aoe_transport::{FrameBatch, Tail, Transport};
 
 use crate::backend::Backend;
-use crate::export::{Export, Port};
+use crate::export::{writes_sectors, Export, Port};
 
 /// Frames received or sent per system call.
 pub const BATCH_FRAMES: usize = 64;
@@ -24,7 +24,69 @@ pub struct Server<T, B> {
     exports: Vec<SharedExport<B>>,
     port: Port,
     rx: FrameBatch,
-    tx: FrameBatch,
+    tx: Answers,
+}
+
+/// Answers waiting to be sent: frames, and for each the sectors it takes from a mapped
+/// backend, if any.
+struct Answers {
+    frames: FrameBatch,
+    tails: Vec<Option<Tail>>,
+    /// How many of `tails` are `Some`.
+    tailed: usize,
+}
+
+impl Answers {
+    fn new(frame_capacity: usize) -> Self {
+        Answers {
+            frames: FrameBatch::new(BATCH_FRAMES, frame_capacity),
+            tails: Vec::with_capacity(BATCH_FRAMES),
+            tailed: 0,
+        }
+    }
+
+    /// True when some answer still has to read its sectors from a mapping.
+    fn has_tails(&self) -> bool {
+        self.tailed > 0
+    }
+
+    /// Adds the answer `answer` writes (a length of 0: none), with the tail it sets.
+    fn push(&mut self, answer: impl FnOnce(&mut [u8], &mut Option<Tail>) -> usize) {
+        let mut tail = None;
+        let before = self.frames.len();
+        self.frames.push_with(|slot| answer(slot, &mut tail));
+        if self.frames.len() > before {
+            self.tailed += usize::from(tail.is_some());
+            self.tails.push(tail);
+        }
+    }
+
+    /// Sends every answer and forgets them. Answers the link does not take are lost as on
+    /// the wire (the initiator retransmits): a congested link or a vanished peer must not
+    /// stop the target. Only the interface going down is reported, so that the caller can
+    /// wait for it to come back.
+    fn send<T: Transport>(&mut self, transport: &mut T) -> io::Result<()> {
+        if self.frames.is_empty() {
+            return Ok(());
+        }
+        let result = transport.send_with_tails(&self.frames, &self.tails);
+        let queued = self.frames.len();
+        self.frames.clear();
+        self.tails.clear();
+        self.tailed = 0;
+        match result {
+            Ok(sent) if sent < queued => {
+                tracing::debug!(link = transport.name(), lost = queued - sent, "answers not sent");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NetworkDown => Err(e),
+            Err(e) => {
+                tracing::debug!(link = transport.name(), lost = queued, "answers not sent: {e}");
+                Ok(())
+            }
+        }
+    }
 }
 
 fn lock<B>(export: &SharedExport<B>) -> MutexGuard<'_, Export<B>> {
@@ -42,7 +104,7 @@ impl<T: Transport, B: Backend> Server<T, B> {
             exports,
             port,
             rx: FrameBatch::new(BATCH_FRAMES, frame_capacity),
-            tx: FrameBatch::new(BATCH_FRAMES, frame_capacity),
+            tx: Answers::new(frame_capacity),
         }
     }
 
@@ -58,31 +120,36 @@ impl<T: Transport, B: Backend> Server<T, B> {
 
     /// Broadcasts every export's query-config answer, as a target does when it starts.
     pub fn announce(&mut self) -> io::Result<()> {
-        self.tx.clear();
         for export in &self.exports {
             let export = lock(export);
-            self.tx.push_with(|slot| export.announce(&self.port, slot).unwrap_or(0));
+            if self.tx.frames.is_full() {
+                self.tx.send(&mut self.transport)?;
+            }
+            self.tx.push(|slot, _| export.announce(&self.port, slot).unwrap_or(0));
         }
-        send_answers(&mut self.transport, &mut self.tx)
+        self.tx.send(&mut self.transport)
     }
 
     /// Receives one batch (waiting at most `timeout`), answers it and sends the answers.
     /// Returns the number of frames received.
     pub fn poll(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         let received = self.transport.recv_batch(&mut self.rx, timeout)?;
-        self.tx.clear();
         for frame in self.rx.iter() {
+            // Read answers not sent yet take their sectors as they are when sent: send them
+            // before a write can change those sectors.
+            if self.tx.has_tails() && writes_sectors(frame) {
+                self.tx.send(&mut self.transport)?;
+            }
             for export in &self.exports {
                 let mut export = lock(export);
-                if self.tx.is_full() {
-                    send_answers(&mut self.transport, &mut self.tx)?;
+                if self.tx.frames.is_full() {
+                    self.tx.send(&mut self.transport)?;
                 }
-                self.tx.push_with(|slot| export.handle(&self.port, frame, slot).unwrap_or(0));
+                self.tx
+                    .push(|slot, tail| export.handle_with_tail(&self.port, frame, slot, tail).unwrap_or(0));
             }
         }
-        if !self.tx.is_empty() {
-            send_answers(&mut self.transport, &mut self.tx)?;
-        }
+        self.tx.send(&mut self.transport)?;
         Ok(received)
     }
 
@@ -92,28 +159,6 @@ impl<T: Transport, B: Backend> Server<T, B> {
             self.poll(Some(IDLE_POLL))?;
         }
         Ok(())
-    }
-}
-
-/// Sends and clears the answer batch. Answers the link does not take are lost as on
-/// the wire (the initiator retransmits): a congested link or a vanished peer must not
-/// stop the target. Only the interface going down is reported, so that the caller can
-/// wait for it to come back.
-fn send_answers<T: Transport>(transport: &mut T, tx: &mut FrameBatch) -> io::Result<()> {
-    let result = transport.send_batch(tx);
-    let queued = tx.len();
-    tx.clear();
-    match result {
-        Ok(sent) if sent < queued => {
-            tracing::debug!(link = transport.name(), lost = queued - sent, "answers not sent");
-            Ok(())
-        }
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NetworkDown => Err(e),
-        Err(e) => {
-            tracing::debug!(link = transport.name(), lost = queued, "answers not sent: {e}");
-            Ok(())
-        }
     }
 }
 
@@ -177,6 +222,56 @@ mod tests {
         let mut expect: Vec<u32> = vec![1, 1];
         expect.extend(100..140);
         assert_eq!(tags, expect, "two config answers, then every read in order");
+    }
+
+    fn ata_request(tag: u32, header: AtaRepr, data: &[u8]) -> impl FnOnce(&mut [u8]) -> usize + '_ {
+        move |buf| {
+            FrameRepr {
+                dst: T,
+                src: I,
+                header: HeaderRepr::request(1, 0, tag),
+                body: BodyRepr::Ata { header, data },
+            }
+            .emit_padded(buf)
+            .unwrap()
+        }
+    }
+
+    /// Answers of a mapped export carry their sectors, and a read handled before a write to
+    /// the same sectors in the same batch shows them as they were before the write (the
+    /// read's answer takes its sectors from the mapping when sent, so it goes out first).
+    #[test]
+    fn mapped_read_answers_show_the_data_as_of_their_request() {
+        use crate::backend::{FileBackend, FileOptions};
+        let path = std::env::temp_dir().join(format!("aoe-server-mapped-{}", std::process::id()));
+        std::fs::write(&path, vec![0x11u8; 64 * 1024]).unwrap();
+        let file = FileBackend::open(&path, FileOptions::default()).unwrap();
+        assert!(file.mapping().is_some());
+        let export =
+            Arc::new(Mutex::new(Export::new(ExportConfig::new(1, 0), Box::new(file) as Box<dyn Backend>)));
+        let (target_port, mut host) = memory::pair(9000, T, I);
+        let mut server = Server::new(target_port, vec![export]);
+        let mut out = FrameBatch::new(BATCH_FRAMES, 9014);
+        let new = vec![0x22u8; 4 * 512];
+        out.push_with(ata_request(1, AtaRepr::read(8, 4, true), &[]));
+        out.push_with(ata_request(2, AtaRepr::write(8, 4, true), &new));
+        out.push_with(ata_request(3, AtaRepr::read(8, 4, true), &[]));
+        host.send_batch(&out).unwrap();
+        assert_eq!(server.poll(Some(Duration::from_secs(1))).unwrap(), 3);
+        let mut inbox = FrameBatch::new(BATCH_FRAMES, 9014);
+        let mut answers = Vec::new();
+        while host.recv_batch(&mut inbox, Some(Duration::from_millis(50))).unwrap() > 0 {
+            for f in inbox.iter() {
+                let f = Frame::parse(f).unwrap();
+                let Body::Ata { data, .. } = f.body else { panic!("not ATA") };
+                answers.push((f.header.tag(), data.to_vec()));
+            }
+        }
+        let tags: Vec<u32> = answers.iter().map(|a| a.0).collect();
+        assert_eq!(tags, [1, 2, 3]);
+        assert!(answers[0].1 == [0x11; 4 * 512], "the first read shows the old sectors");
+        assert!(answers[2].1 == new, "the second read shows the written sectors");
+        std::fs::remove_file(&path).unwrap();
     }
 
     /// A link whose sends fail as a congested or vanished peer makes them fail.

@@ -1,10 +1,14 @@
 //! Random sequences of reads, writes and flushes through the engine match a plain byte
 //! vector, including requests that straddle or pass the end of the export window, and no
-//! byte outside the window is ever touched.
+//! byte outside the window is ever touched: with the export in memory, and in a mapped file
+//! whose read answers leave their sectors in the mapping.
 
 use aoe_proto::ata::{AtaError, AtaStatus};
 use aoe_proto::{AtaCommand, AtaRepr, Body, BodyRepr, Frame, FrameRepr, HeaderRepr, MacAddr, SECTOR_SIZE};
-use aoe_target::backend::{Backend, MemoryBackend, Window};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aoe_target::backend::{Backend, FileBackend, FileOptions, MemoryBackend, Window};
 use aoe_target::export::{Export, ExportConfig, Port};
 use proptest::prelude::*;
 
@@ -31,66 +35,141 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Where the export's bytes live: memory, answered by copy; or a mapped file, answered with
+/// tails.
+#[derive(Debug, Clone, Copy)]
+enum Store {
+    Memory,
+    MappedFile,
+}
+
+fn temp_path() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("aoe-model-{}-{n}", std::process::id()))
+}
+
+fn check(ops: &[Op], store: Store) -> Result<(), TestCaseError> {
+    let window_len = SECTORS as usize * SECTOR_SIZE;
+    let mut disk = vec![0xA5u8; GUARD + window_len + GUARD];
+    for (i, b) in disk[GUARD..GUARD + window_len].iter_mut().enumerate() {
+        *b = (i / 7) as u8;
+    }
+    let path = temp_path();
+    let backend: Box<dyn Backend> = match store {
+        Store::Memory => Box::new(MemoryBackend::from_vec(disk.clone())),
+        Store::MappedFile => {
+            std::fs::write(&path, &disk).unwrap();
+            let file = FileBackend::open(&path, FileOptions::default()).unwrap();
+            assert!(file.mapping().is_some(), "a file on the temporary directory is mapped");
+            Box::new(file)
+        }
+    };
+    let window = Window::new(backend, GUARD as u64, Some(window_len as u64)).unwrap();
+    let mut export = Export::new(ExportConfig::new(0, 0), window);
+    let port = Port::new(T, 9000);
+    let mut model = disk[GUARD..GUARD + window_len].to_vec();
+    let (mut request, mut answer) = (vec![0u8; 10_000], vec![0u8; 9014]);
+
+    for (tag, op) in ops.iter().enumerate() {
+        let payload: Vec<u8>;
+        let (header, data, expect_ok) = match *op {
+            Op::Read { lba, count, ext } => {
+                let ok = (1..=17).contains(&count) && lba + u64::from(count) <= SECTORS;
+                (AtaRepr::read(lba, count, ext), &[][..], ok)
+            }
+            Op::Write { lba, count, ext, seed } => {
+                payload = (0..usize::from(count) * SECTOR_SIZE).map(|i| seed.wrapping_add(i as u8)).collect();
+                let ok = (1..=17).contains(&count) && lba + u64::from(count) <= SECTORS;
+                (AtaRepr::write(lba, count, ext), &payload[..], ok)
+            }
+            Op::Flush => (AtaRepr::command(AtaCommand::FlushCacheExt, 0), &[][..], true),
+        };
+        let len = FrameRepr {
+            dst: T,
+            src: I,
+            header: HeaderRepr::request(0, 0, tag as u32),
+            body: BodyRepr::Ata { header, data },
+        }
+        .emit_padded(&mut request)
+        .unwrap();
+        let whole = match store {
+            Store::Memory => {
+                let n = export
+                    .handle(&port, &request[..len], &mut answer)
+                    .expect("every ATA request is answered");
+                answer[..n].to_vec()
+            }
+            Store::MappedFile => {
+                let mut tail = None;
+                let n = export
+                    .handle_with_tail(&port, &request[..len], &mut answer, &mut tail)
+                    .expect("every ATA request is answered");
+                let is_read = matches!(op, Op::Read { .. });
+                prop_assert_eq!(
+                    tail.is_some(),
+                    is_read && expect_ok,
+                    "a tail for every good read and nothing else"
+                );
+                let mut whole = answer[..n].to_vec();
+                if let Some(tail) = tail {
+                    let at = whole.len();
+                    whole.resize(at + tail.len(), 0);
+                    tail.copy_to(&mut whole[at..]);
+                }
+                whole
+            }
+        };
+        let frame = Frame::parse(&whole[..]).unwrap();
+        prop_assert_eq!(frame.header.tag(), tag as u32);
+        let Body::Ata { header: a, data: got } = frame.body else { panic!("not ATA") };
+        let status = AtaStatus::from_bits_retain(a.cmd_status);
+        prop_assert_eq!(status.contains(AtaStatus::ERR), !expect_ok, "{:?} -> {:?}", op, status);
+        if !expect_ok {
+            let error = AtaError::from_bits_retain(a.err_feature);
+            prop_assert!(error.contains(AtaError::ABRT));
+            continue;
+        }
+        match *op {
+            Op::Read { lba, count, .. } => {
+                let at = lba as usize * SECTOR_SIZE;
+                prop_assert_eq!(got, &model[at..at + usize::from(count) * SECTOR_SIZE]);
+            }
+            Op::Write { lba, .. } => {
+                let at = lba as usize * SECTOR_SIZE;
+                model[at..at + data.len()].copy_from_slice(data);
+            }
+            Op::Flush => {}
+        }
+    }
+    let mut after = vec![0; disk.len()];
+    export.backend().inner().read_at(&mut after, 0).unwrap();
+    if let Store::MappedFile = store {
+        drop(export);
+        prop_assert_eq!(&std::fs::read(&path).unwrap(), &after, "the file holds what the backend reads");
+        std::fs::remove_file(&path).unwrap();
+    }
+    prop_assert_eq!(&after[..GUARD], &disk[..GUARD], "guard before the window touched");
+    prop_assert_eq!(
+        &after[GUARD + window_len..],
+        &disk[GUARD + window_len..],
+        "guard after the window touched"
+    );
+    prop_assert_eq!(&after[GUARD..GUARD + window_len], &model[..]);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn engine_matches_a_byte_vector(ops in proptest::collection::vec(op(), 1..60)) {
-        let window_len = SECTORS as usize * SECTOR_SIZE;
-        let mut disk = vec![0xA5u8; GUARD + window_len + GUARD];
-        for (i, b) in disk[GUARD..GUARD + window_len].iter_mut().enumerate() {
-            *b = (i / 7) as u8;
-        }
-        let window = Window::new(MemoryBackend::from_vec(disk.clone()), GUARD as u64, Some(window_len as u64)).unwrap();
-        let mut export = Export::new(ExportConfig::new(0, 0), window);
-        let port = Port::new(T, 9000);
-        let mut model = disk[GUARD..GUARD + window_len].to_vec();
-        let (mut request, mut answer) = (vec![0u8; 10_000], vec![0u8; 9014]);
+        check(&ops, Store::Memory)?;
+    }
 
-        for (tag, op) in ops.iter().enumerate() {
-            let payload: Vec<u8>;
-            let (header, data, expect_ok) = match *op {
-                Op::Read { lba, count, ext } => {
-                    let ok = (1..=17).contains(&count) && lba + u64::from(count) <= SECTORS;
-                    (AtaRepr::read(lba, count, ext), &[][..], ok)
-                }
-                Op::Write { lba, count, ext, seed } => {
-                    payload = (0..usize::from(count) * SECTOR_SIZE).map(|i| seed.wrapping_add(i as u8)).collect();
-                    let ok = (1..=17).contains(&count) && lba + u64::from(count) <= SECTORS;
-                    (AtaRepr::write(lba, count, ext), &payload[..], ok)
-                }
-                Op::Flush => (AtaRepr::command(AtaCommand::FlushCacheExt, 0), &[][..], true),
-            };
-            let len = FrameRepr { dst: T, src: I, header: HeaderRepr::request(0, 0, tag as u32), body: BodyRepr::Ata { header, data } }
-                .emit_padded(&mut request)
-                .unwrap();
-            let n = export.handle(&port, &request[..len], &mut answer).expect("every ATA request is answered");
-            let frame = Frame::parse(&answer[..n]).unwrap();
-            prop_assert_eq!(frame.header.tag(), tag as u32);
-            let Body::Ata { header: a, data: got } = frame.body else { panic!("not ATA") };
-            let status = AtaStatus::from_bits_retain(a.cmd_status);
-            prop_assert_eq!(status.contains(AtaStatus::ERR), !expect_ok, "{:?} -> {:?}", op, status);
-            if !expect_ok {
-                let error = AtaError::from_bits_retain(a.err_feature);
-                prop_assert!(error.contains(AtaError::ABRT));
-                continue;
-            }
-            match *op {
-                Op::Read { lba, count, .. } => {
-                    let at = lba as usize * SECTOR_SIZE;
-                    prop_assert_eq!(got, &model[at..at + usize::from(count) * SECTOR_SIZE]);
-                }
-                Op::Write { lba, .. } => {
-                    let at = lba as usize * SECTOR_SIZE;
-                    model[at..at + data.len()].copy_from_slice(data);
-                }
-                Op::Flush => {}
-            }
-        }
-        let after = export.backend().inner().snapshot();
-        prop_assert_eq!(&after[..GUARD], &disk[..GUARD], "guard before the window touched");
-        prop_assert_eq!(&after[GUARD + window_len..], &disk[GUARD + window_len..], "guard after the window touched");
-        prop_assert_eq!(&after[GUARD..GUARD + window_len], &model[..]);
-        prop_assert_eq!(export.backend().len(), window_len as u64);
+    /// The same through a mapped file, reads answered with tails of the mapping.
+    #[test]
+    fn engine_with_tails_matches_a_byte_vector(ops in proptest::collection::vec(op(), 1..60)) {
+        check(&ops, Store::MappedFile)?;
     }
 }
