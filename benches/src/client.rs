@@ -55,6 +55,9 @@ use aoe_transport::{FrameBatch, Transport};
 const CONTROL_RETRY: Duration = Duration::from_millis(100);
 /// Frames received per call.
 const RECV_BATCH: usize = 64;
+/// Most batches [`Client::discard_pending`] receives: 256 × 64 frames, more than a socket
+/// buffer of a few MiB holds.
+const DISCARD_BATCHES: usize = 256;
 /// Tags of control requests (query config, IDENTIFY) have this bit set; slots never reach it.
 const CONTROL_TAG: u32 = 0x8000_0000;
 /// Slot generations are 15 bits, so that a slot's tag never has [`CONTROL_TAG`] set.
@@ -333,6 +336,23 @@ impl<T: Transport> Client<T> {
     /// What the target told us.
     pub fn target(&self) -> &TargetInfo {
         &self.target
+    }
+
+    /// Throws away every frame already waiting on the transport; returns how many.
+    ///
+    /// Each run starts its slots at the same generation, so a late answer to an earlier run,
+    /// or an answer to another initiator on the same interface with the same tag layout
+    /// (aoe-initiator's), would otherwise be taken for the answer to a new request.
+    /// Gives up after a receive buffer's worth of batches, should frames keep coming.
+    pub fn discard_pending(&mut self) -> io::Result<usize> {
+        let mut discarded = 0;
+        for _ in 0..DISCARD_BATCHES {
+            match self.transport.recv_batch(&mut self.rx, Some(Duration::ZERO))? {
+                0 => break,
+                n => discarded += n,
+            }
+        }
+        Ok(discarded)
     }
 
     /// The transport, for its counters or to reuse it.
@@ -843,6 +863,31 @@ mod tests {
             .retransmit_after(Duration::from_millis(10));
         let s = c.run(&read).unwrap();
         assert_eq!((s.requests, s.errors, s.lost), (100, 0, 0), "{s:?}");
+    }
+
+    #[test]
+    fn pending_frames_are_discarded_before_a_run() {
+        let mut rig = Rig::new(9000, 16, Impairments::NONE);
+        let hub = rig.client_port.as_ref().unwrap().hub().clone();
+        let mut c = rig.client();
+        assert_eq!(c.discard_pending().unwrap(), 0);
+        // Another station's frames to us: more than one receive batch of them.
+        let mut other = hub.port(MacAddr([2, 0, 0, 0, 0, 3]));
+        let mut frames = FrameBatch::new(100, 64);
+        for _ in 0..100 {
+            frames.push_with(|buf| {
+                buf[..60].fill(0);
+                buf[..6].copy_from_slice(&I.0);
+                buf[12..14].copy_from_slice(&0x88A2u16.to_be_bytes());
+                60
+            });
+        }
+        assert_eq!(other.send_batch(&frames).unwrap(), 100);
+        assert_eq!(c.discard_pending().unwrap(), 100);
+        assert_eq!(c.discard_pending().unwrap(), 0);
+        let s =
+            c.run(&Workload::sequential(Op::Read, 17, 4, Duration::from_secs(5)).max_bytes(1 << 16)).unwrap();
+        assert_eq!((s.errors, s.lost), (0, 0));
     }
 
     #[test]

@@ -10,6 +10,12 @@
 //!
 //! aoe-target runs as its binary when one is given or found next to this tool, else in this
 //! process: a thread inside the target namespace running [`Server`] over an [`AfPacket`].
+//!
+//! Beside the raw client, aoe-initiator's [`Device`] reads and writes aoe-target's disk
+//! sequentially ([`crate::initiator`]) from the same initiator namespace, its window capped
+//! at the raw client's [`INITIATOR_QD`]; each of its samples is taken right before or after
+//! the raw client's sample of the same case against aoe-target, so the two pair up like the
+//! targets do.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -18,6 +24,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use aoe_initiator::{Device, DeviceOptions, TargetInfo};
+use aoe_proto::SECTOR_SIZE;
 use aoe_target::backend::{FileBackend, FileOptions};
 use aoe_target::export::{Export, ExportConfig};
 use aoe_target::server::Server;
@@ -26,11 +34,13 @@ use aoe_testkit::netns::Link;
 use aoe_testkit::privilege::find_program;
 use aoe_testkit::process::Guarded;
 use aoe_transport::afpacket::{AfPacket, AfPacketOptions};
+use aoe_transport::Transport;
 
 use crate::ceiling::{self, Ceiling};
 use crate::client::{Client, Op, Workload};
 use crate::cpu;
-use crate::report::{Report, Sample};
+use crate::initiator;
+use crate::report::{InitiatorSample, Report, Sample};
 
 /// Shelf and slot both targets export.
 const SHELF: u16 = 1;
@@ -39,6 +49,11 @@ const SLOT: u8 = 0;
 const SEED: u64 = 0xA0E;
 /// Reads before each target's measurements, not counted.
 const WARMUP: Duration = Duration::from_millis(300);
+/// The raw client's queue depth that aoe-initiator's Device is set beside; the Device's
+/// window is capped at as many frames.
+pub const INITIATOR_QD: usize = 16;
+/// Silence after which the Device gives up on the target (the raw client's stall timeout).
+const INITIATOR_DEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What to run; built from the command line.
 #[derive(Debug, Clone)]
@@ -59,6 +74,9 @@ pub struct Options {
     pub target_bin: Option<PathBuf>,
     /// Retransmit timeout of the client.
     pub retransmit: Duration,
+    /// Bytes per `read_at` / `write_at` call of aoe-initiator's Device, measured beside the
+    /// raw client against aoe-target; `None` skips it.
+    pub initiator_chunk: Option<usize>,
 }
 
 /// Which target a measurement was of.
@@ -120,6 +138,16 @@ pub fn cases(mtu: u32) -> Vec<Case> {
         }
     }
     v
+}
+
+/// The cases at `mtu` that aoe-initiator's Device is measured in too: sequential read and
+/// write at [`INITIATOR_QD`].
+pub fn initiator_cases(mtu: u32) -> Vec<Case> {
+    cases(mtu).into_iter().filter(is_initiator_case).collect()
+}
+
+fn is_initiator_case(case: &Case) -> bool {
+    !case.random && case.queue_depth == INITIATOR_QD
 }
 
 /// Why the tool cannot run here, in one line; `None` when it can.
@@ -316,6 +344,7 @@ impl Bench {
             Workload::sequential(case.op, case.sectors, case.queue_depth, duration)
         }
         .retransmit_after(options.retransmit);
+        self.client.discard_pending()?;
         let client_tid = cpu::current_tid();
         let target_before = self.running.cpu()?;
         let client_before = cpu::thread(client_tid)?;
@@ -339,13 +368,112 @@ impl Bench {
     }
 }
 
+/// aoe-initiator's Device against aoe-target, from the initiator end of aoe-target's link.
+///
+/// The target is found once (query config, IDENTIFY); each measurement then opens a new
+/// socket and a Device for that target without asking again, and closes both afterwards. A
+/// socket left open would collect a copy of every answer to the raw client meanwhile, which
+/// the next Device call would have to read through, and could take for its own: both
+/// initiators lay out their tags the same way.
+struct InitiatorBench {
+    info: TargetInfo,
+    options: DeviceOptions,
+    read_buf: Vec<u8>,
+    write_buf: Vec<u8>,
+}
+
+impl InitiatorBench {
+    /// Finds aoe-target on `link`; calls will be of `chunk` bytes (fewer on a smaller disk).
+    fn start(link: &Link, chunk: usize) -> io::Result<InitiatorBench> {
+        let options = DeviceOptions {
+            max_window: Some(INITIATOR_QD as u16),
+            dead_timeout: INITIATOR_DEAD_TIMEOUT,
+            ..DeviceOptions::default()
+        };
+        let dev = Device::open(initiator_links(link)?, SHELF, SLOT, &options)
+            .map_err(|e| io::Error::other(format!("aoe-initiator Device: {e}")))?;
+        let size = usize::try_from(dev.size_bytes()).unwrap_or(usize::MAX);
+        let chunk = (chunk.min(size) / SECTOR_SIZE).max(1) * SECTOR_SIZE;
+        Ok(InitiatorBench {
+            info: dev.info().clone(),
+            options,
+            read_buf: vec![0; chunk],
+            write_buf: (0..chunk).map(|i| (i % 251) as u8).collect(),
+        })
+    }
+
+    /// Runs one sequential case with a fresh Device and reads the CPU time of this thread
+    /// (which drives the Device) and of the target meanwhile.
+    fn measure(
+        &mut self,
+        link: &Link,
+        target: &mut Running,
+        case: Case,
+        rep: usize,
+        options: &Options,
+    ) -> io::Result<InitiatorSample> {
+        let what = || format!("aoe-initiator Device {} QD{}", case.name, case.queue_depth);
+        let mut dev = Device::with_target(initiator_links(link)?, self.info.clone(), &self.options)
+            .map_err(|e| io::Error::other(format!("{}: {e}", what())))?;
+        let window = dev.session().config().buffer_count;
+        let buf = match case.op {
+            Op::Read => &mut self.read_buf,
+            Op::Write => &mut self.write_buf,
+        };
+        let duration = Duration::from_secs_f64(options.seconds);
+        let tid = cpu::current_tid();
+        let target_before = target.cpu()?;
+        let before = cpu::thread(tid)?;
+        let run = initiator::sequential(&mut dev, case.op, buf, duration).map_err(|e| {
+            let why = target.check_alive().err().map(|e| format!(" ({e})")).unwrap_or_default();
+            io::Error::new(e.kind(), format!("{}: {e}{why}", what()))
+        })?;
+        let initiator_cpu = cpu::thread(tid)?.saturating_sub(before).as_secs_f64();
+        let target_cpu = target.cpu()?.saturating_sub(target_before).as_secs_f64();
+        target.check_alive()?;
+        let stats = dev.stats();
+        Ok(InitiatorSample {
+            case,
+            rep,
+            chunk: buf.len(),
+            window,
+            run,
+            initiator_cpu_s: initiator_cpu,
+            target_cpu_s: target_cpu,
+            frames: stats.sent,
+            retransmits: stats.retransmitted,
+            timeouts: stats.timeouts,
+        })
+    }
+}
+
+/// A socket on the initiator end of `link`, as the Device takes it.
+fn initiator_links(link: &Link) -> io::Result<Vec<Box<dyn Transport>>> {
+    let transport = link
+        .initiator
+        .enter(|| AfPacket::open(link.initiator_if(), AfPacketOptions::default()))
+        .map_err(io::Error::other)?;
+    Ok(vec![Box::new(transport)])
+}
+
+/// Who takes the next sample of a case.
+#[derive(Debug, Clone, Copy)]
+enum Turn {
+    /// The raw client, against the target of this [`Bench`] (index).
+    Raw(usize),
+    /// aoe-initiator's Device, against aoe-target.
+    Device,
+}
+
 /// Runs the whole comparison. Progress goes to stderr; the result is returned.
 ///
 /// Per MTU, each target gets its own veth pair and both run for the whole MTU block, so
 /// that the measurements can alternate case by case: the two samples of a pair are taken
 /// seconds apart, and drift on a busy machine hits both alike. The link ceiling is measured
 /// on aoe-target's pair before the targets start (a running target would read the
-/// ceiling's frames too).
+/// ceiling's frames too). aoe-initiator's Device, when measured, takes its samples right
+/// after or before the raw client's against aoe-target: vblade, aoe-target, Device in one
+/// case, the other way round in the next.
 pub fn run(options: &Options) -> io::Result<Report> {
     let started = Instant::now();
     let duration = Duration::from_secs_f64(options.seconds);
@@ -357,6 +485,7 @@ pub fn run(options: &Options) -> io::Result<Report> {
     let image = TempImage::new(size, SEED)?;
 
     let mut samples = Vec::new();
+    let mut initiator_samples = Vec::new();
     let mut ceilings: Vec<Ceiling> = Vec::new();
     for &mtu in &options.mtus {
         let vblade_link = Link::new("aoecmp", mtu)?;
@@ -381,13 +510,34 @@ pub fn run(options: &Options) -> io::Result<Report> {
             Bench::start(&vblade_link, Target::Vblade, &options, image.path())?,
             Bench::start(&target_link, Target::AoeTarget, &options, image.path())?,
         ];
+        let mut device = match options.initiator_chunk {
+            Some(chunk) => Some(InitiatorBench::start(&target_link, chunk)?),
+            None => None,
+        };
         for rep in 0..options.reps {
             for (i, case) in cases(mtu).into_iter().enumerate() {
-                let order = if (rep + i) % 2 == 0 { [0, 1] } else { [1, 0] };
-                for b in order {
-                    let sample = benches[b].measure(case, rep, &options)?;
-                    progress(&sample, &options);
-                    samples.push(sample);
+                let mut order = vec![Turn::Raw(0), Turn::Raw(1)];
+                if device.is_some() && is_initiator_case(&case) {
+                    order.push(Turn::Device);
+                }
+                if (rep + i) % 2 == 1 {
+                    order.reverse();
+                }
+                for turn in order {
+                    match turn {
+                        Turn::Raw(b) => {
+                            let sample = benches[b].measure(case, rep, &options)?;
+                            progress(&sample, &options);
+                            samples.push(sample);
+                        }
+                        Turn::Device => {
+                            let Some(device) = device.as_mut() else { continue };
+                            let target = &mut benches[1].running;
+                            let sample = device.measure(&target_link, target, case, rep, &options)?;
+                            initiator_progress(&sample, &options);
+                            initiator_samples.push(sample);
+                        }
+                    }
                 }
             }
         }
@@ -397,7 +547,15 @@ pub fn run(options: &Options) -> io::Result<Report> {
             }
         }
     }
-    Ok(Report::new(&options, describe_mode(&options), &options.vblade, samples, ceilings, started.elapsed()))
+    Ok(Report::new(
+        &options,
+        describe_mode(&options),
+        &options.vblade,
+        samples,
+        initiator_samples,
+        ceilings,
+        started.elapsed(),
+    ))
 }
 
 fn progress(s: &Sample, options: &Options) {
@@ -423,6 +581,29 @@ fn progress(s: &Sample, options: &Options) {
     );
 }
 
+fn initiator_progress(s: &InitiatorSample, options: &Options) {
+    let trouble = if s.retransmits + s.timeouts > 0 {
+        format!("  retx {} timeouts {}", s.retransmits, s.timeouts)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "compare: MTU {} rep {}/{} {:<10} {:<12} QD{:<2} {:>7.1} MB/s {:>6} calls of {} KiB  cpu {:.2} s \
+         (initiator {:.2} s){trouble}",
+        s.case.mtu,
+        s.rep + 1,
+        options.reps,
+        "Device",
+        s.case.name,
+        s.window,
+        s.run.mb_per_s(),
+        s.run.calls,
+        s.chunk >> 10,
+        s.target_cpu_s,
+        s.initiator_cpu_s,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,5 +618,13 @@ mod tests {
         let random: Vec<_> = at9000.iter().filter(|c| c.random).map(|c| (c.sectors, c.queue_depth)).collect();
         assert_eq!(random, vec![(8, 1), (8, 32)]);
         assert!(at9000.iter().filter(|c| !c.random).all(|c| c.sectors == 17));
+    }
+
+    #[test]
+    fn the_device_is_measured_in_the_sequential_qd16_cases() {
+        for mtu in [1500, 9000] {
+            let v: Vec<_> = initiator_cases(mtu).iter().map(|c| (c.name, c.op, c.queue_depth)).collect();
+            assert_eq!(v, vec![("seq read", Op::Read, 16), ("seq write", Op::Write, 16)]);
+        }
     }
 }

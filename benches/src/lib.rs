@@ -2,6 +2,8 @@
 //!
 //! - [`client`]: a minimal raw AoE initiator that keeps a fixed number of requests in flight
 //!   and counts bytes; the same client drives every target compared.
+//! - [`initiator`]: aoe-initiator's `Device` under the same sequential load, to set our
+//!   initiator library against the raw client.
 //! - [`ceiling`]: how many full-size AoE frames per second a link carries to a receiver that
 //!   only counts them.
 //! - [`cpu`]: CPU time of a process or thread from `/proc`.
@@ -9,7 +11,7 @@
 //! - [`engine`]: the target engine alone, request frames in memory (the `target` bench).
 //! - [`alloc_count`]: a counting global allocator, to show a path allocates nothing.
 //! - [`compare`]: the `compare` tool: vblade and aoe-target side by side over veth pairs in
-//!   private network namespaces.
+//!   private network namespaces, and aoe-initiator's `Device` beside the raw client.
 
 pub mod alloc_count;
 pub mod ceiling;
@@ -17,6 +19,7 @@ pub mod client;
 pub mod compare;
 pub mod cpu;
 pub mod engine;
+pub mod initiator;
 pub mod report;
 pub mod stats;
 

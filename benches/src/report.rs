@@ -1,4 +1,4 @@
-//! The comparison's result: samples summarised into rows, rendered as an aligned text table
+//! The comparison's result: samples summarised into rows, rendered as aligned text tables
 //! or serialised as JSON.
 
 use std::fmt::Write as _;
@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::ceiling::Ceiling;
 use crate::client::RunStats;
-use crate::compare::{cases, Case, Options, Target};
+use crate::compare::{cases, initiator_cases, Case, Options, Target};
+use crate::initiator::SeqRun;
 use crate::stats::Summary;
 
 /// One measurement of one target.
@@ -34,6 +35,31 @@ impl Sample {
     }
 }
 
+/// One measurement of aoe-initiator's `Device` against aoe-target.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InitiatorSample {
+    /// The raw client's case it is set beside (sequential, QD 16).
+    pub case: Case,
+    /// Repetition, from 0.
+    pub rep: usize,
+    /// Bytes per `read_at` / `write_at` call.
+    pub chunk: usize,
+    /// Most frames the Device keeps outstanding (its window cap).
+    pub window: u16,
+    /// What the calls achieved.
+    pub run: SeqRun,
+    /// CPU seconds the thread driving the Device used meanwhile.
+    pub initiator_cpu_s: f64,
+    /// CPU seconds the target used meanwhile.
+    pub target_cpu_s: f64,
+    /// Frames sent for the first time.
+    pub frames: u64,
+    /// Frames sent again after a timeout.
+    pub retransmits: u64,
+    /// Frame timeouts.
+    pub timeouts: u64,
+}
+
 /// What a row measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Metric {
@@ -45,6 +71,9 @@ pub enum Metric {
     UsPerRequest,
     /// Target CPU seconds per GiB of sector data.
     CpuSPerGib,
+    /// CPU seconds of the initiator's thread (the raw client or aoe-initiator's Device) per
+    /// GiB of sector data.
+    InitiatorCpuSPerGib,
 }
 
 impl Metric {
@@ -53,13 +82,13 @@ impl Metric {
             Metric::MbPerS => "MB/s",
             Metric::Iops => "IOPS",
             Metric::UsPerRequest => "us/req",
-            Metric::CpuSPerGib => "cpu s/GiB",
+            Metric::CpuSPerGib | Metric::InitiatorCpuSPerGib => "cpu s/GiB",
         }
     }
 
     /// For latency and CPU, a ratio below 1 favours aoe-target.
     pub fn lower_is_better(self) -> bool {
-        matches!(self, Metric::UsPerRequest | Metric::CpuSPerGib)
+        matches!(self, Metric::UsPerRequest | Metric::CpuSPerGib | Metric::InitiatorCpuSPerGib)
     }
 
     fn value(self, s: &Sample) -> f64 {
@@ -67,8 +96,20 @@ impl Metric {
             Metric::MbPerS => s.stats.mb_per_s(),
             Metric::Iops => s.stats.iops(),
             Metric::UsPerRequest => s.stats.mean_latency_us(),
-            Metric::CpuSPerGib if s.stats.bytes == 0 => f64::NAN,
+            Metric::CpuSPerGib | Metric::InitiatorCpuSPerGib if s.stats.bytes == 0 => f64::NAN,
             Metric::CpuSPerGib => s.target_cpu_s / s.gib(),
+            Metric::InitiatorCpuSPerGib => s.client_cpu_s / s.gib(),
+        }
+    }
+
+    fn initiator_value(self, s: &InitiatorSample) -> f64 {
+        let gib = s.run.bytes as f64 / f64::from(1u32 << 30);
+        match self {
+            Metric::MbPerS => s.run.mb_per_s(),
+            Metric::Iops | Metric::UsPerRequest => f64::NAN,
+            _ if s.run.bytes == 0 => f64::NAN,
+            Metric::CpuSPerGib => s.target_cpu_s / gib,
+            Metric::InitiatorCpuSPerGib => s.initiator_cpu_s / gib,
         }
     }
 
@@ -76,7 +117,7 @@ impl Metric {
         match self {
             Metric::MbPerS | Metric::UsPerRequest => format!("{v:.1}"),
             Metric::Iops => format!("{v:.0}"),
-            Metric::CpuSPerGib => format!("{v:.3}"),
+            Metric::CpuSPerGib | Metric::InitiatorCpuSPerGib => format!("{v:.3}"),
         }
     }
 }
@@ -101,6 +142,26 @@ pub struct Row {
     pub ratio: Option<Summary>,
     /// aoe-target's median sector rate as a fraction of the link ceiling at this MTU.
     pub of_ceiling: Option<f64>,
+}
+
+/// One line of the table of aoe-initiator's Device beside the raw client, both against
+/// aoe-target.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InitiatorRow {
+    /// Throughput or initiator CPU.
+    pub section: &'static str,
+    /// The raw client's case.
+    pub case: Case,
+    /// What is measured.
+    pub metric: Metric,
+    /// Unit of the values.
+    pub unit: &'static str,
+    /// The raw client's samples (the aoe-target samples of the main table).
+    pub raw_client: Option<Summary>,
+    /// The Device's samples.
+    pub device: Option<Summary>,
+    /// Device over raw client, pair by pair (taken back to back), summarised.
+    pub ratio: Option<Summary>,
 }
 
 /// The link ceiling at one MTU over the repetitions.
@@ -162,15 +223,27 @@ pub struct Report {
     pub wall_s: f64,
     /// Every sample.
     pub samples: Vec<Sample>,
+    /// Bytes per call of aoe-initiator's Device (`None`: it was not measured).
+    pub initiator_chunk: Option<usize>,
+    /// Its window cap, as the Device reported it.
+    pub initiator_window: Option<u16>,
+    /// The Device beside the raw client, against aoe-target.
+    pub initiator_rows: Vec<InitiatorRow>,
+    /// The Device's retransmits over the run (`lost` and `errors` stay 0: a failed call ends
+    /// the run).
+    pub initiator_trouble: Trouble,
+    /// Every sample of the Device.
+    pub initiator_samples: Vec<InitiatorSample>,
 }
 
 impl Report {
-    /// Summarises `samples` and `ceilings`.
+    /// Summarises `samples`, `initiator_samples` and `ceilings`.
     pub fn new(
         options: &Options,
         aoe_target_mode: String,
         vblade: &str,
         samples: Vec<Sample>,
+        initiator_samples: Vec<InitiatorSample>,
         ceilings: Vec<Ceiling>,
         wall: Duration,
     ) -> Report {
@@ -252,6 +325,52 @@ impl Report {
                 }
             }
         }
+        let raw = |case: &Case, rep: usize| {
+            samples.iter().find(|s| s.target == Target::AoeTarget && s.case == *case && s.rep == rep)
+        };
+        let device =
+            |case: &Case, rep: usize| initiator_samples.iter().find(|s| s.case == *case && s.rep == rep);
+        let mut initiator_rows = Vec::new();
+        if !initiator_samples.is_empty() {
+            for (section, metric) in
+                [("throughput", Metric::MbPerS), ("initiator CPU", Metric::InitiatorCpuSPerGib)]
+            {
+                for &mtu in &options.mtus {
+                    for case in initiator_cases(mtu) {
+                        let reps = 0..options.reps;
+                        let raws: Vec<f64> =
+                            reps.clone().filter_map(|r| raw(&case, r)).map(|s| metric.value(s)).collect();
+                        let devices: Vec<f64> = reps
+                            .clone()
+                            .filter_map(|r| device(&case, r))
+                            .map(|s| metric.initiator_value(s))
+                            .collect();
+                        let ratios: Vec<f64> = reps
+                            .filter_map(|r| match (raw(&case, r), device(&case, r)) {
+                                (Some(a), Some(d)) => {
+                                    let (a, d) = (metric.value(a), metric.initiator_value(d));
+                                    (a != 0.0).then_some(d / a)
+                                }
+                                _ => None,
+                            })
+                            .collect();
+                        initiator_rows.push(InitiatorRow {
+                            section,
+                            case,
+                            metric,
+                            unit: metric.unit(),
+                            raw_client: Summary::of(&raws),
+                            device: Summary::of(&devices),
+                            ratio: Summary::of(&ratios),
+                        });
+                    }
+                }
+            }
+        }
+        let initiator_trouble = Trouble {
+            retransmits: initiator_samples.iter().map(|s| s.retransmits).sum(),
+            ..Trouble::default()
+        };
         let trouble = |target: Target| {
             samples.iter().filter(|s| s.target == target).fold(Trouble::default(), |t, s| Trouble {
                 retransmits: t.retransmits + s.stats.retransmits,
@@ -277,6 +396,11 @@ impl Report {
             aoe_target_trouble: trouble(Target::AoeTarget),
             wall_s: wall.as_secs_f64(),
             samples,
+            initiator_chunk: initiator_samples.first().map(|s| s.chunk),
+            initiator_window: initiator_samples.first().map(|s| s.window),
+            initiator_rows,
+            initiator_trouble,
+            initiator_samples,
         }
     }
 
@@ -325,55 +449,20 @@ impl Report {
                 section_starts.push((table.len(), row.section));
                 last_section = row.section;
             }
-            let cell = |s: Option<Summary>| match s {
-                Some(s) if s.n > 1 => format!(
-                    "{} ({}-{})",
-                    row.metric.format(s.median),
-                    row.metric.format(s.min),
-                    row.metric.format(s.max)
-                ),
-                Some(s) => row.metric.format(s.median),
-                None => "-".into(),
-            };
             table.push([
                 row.case.name.to_string(),
                 row.case.mtu.to_string(),
                 row.case.queue_depth.to_string(),
                 row.unit.to_string(),
-                cell(row.vblade),
-                cell(row.aoe_target),
-                match row.ratio {
-                    Some(r) if r.n > 1 => format!("{:.2} ({:.2}-{:.2})", r.median, r.min, r.max),
-                    Some(r) => format!("{:.2}", r.median),
-                    None => "-".into(),
-                },
+                summary_cell(row.metric, row.vblade),
+                summary_cell(row.metric, row.aoe_target),
+                ratio_cell(row.ratio),
                 row.of_ceiling.map_or(String::new(), |f| format!("{:.0}%", f * 100.0)),
             ]);
         }
-        let mut widths = [0usize; 8];
-        for line in &table {
-            for (w, c) in widths.iter_mut().zip(line) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
         // Numbers right-aligned, names left-aligned.
-        let right = [false, true, true, false, true, true, true, true];
-        let mut sections = section_starts.iter().peekable();
-        for (i, line) in table.iter().enumerate() {
-            if let Some(&&(_, name)) = sections.peek().filter(|(at, _)| *at == i) {
-                let _ = writeln!(out, "{name}:");
-                sections.next();
-            }
-            let mut text = String::from("  ");
-            for ((c, w), r) in line.iter().zip(widths).zip(right) {
-                if r {
-                    let _ = write!(text, "{c:>w$}  ");
-                } else {
-                    let _ = write!(text, "{c:<w$}  ");
-                }
-            }
-            let _ = writeln!(out, "{}", text.trim_end());
-        }
+        write_table(&mut out, &table, [false, true, true, false, true, true, true, true], &section_starts);
+        self.render_initiator(&mut out);
 
         let _ = writeln!(out);
         let _ = writeln!(
@@ -409,6 +498,107 @@ impl Report {
         let _ = writeln!(out, "wall time {:.0} s", self.wall_s);
         out
     }
+
+    /// The table of aoe-initiator's Device beside the raw client; nothing when it was not
+    /// measured.
+    fn render_initiator(&self, out: &mut String) {
+        if self.initiator_rows.is_empty() {
+            return;
+        }
+        let chunk = self.initiator_chunk.unwrap_or(0);
+        let chunk = if chunk % (1 << 20) == 0 {
+            format!("{} MiB", chunk >> 20)
+        } else {
+            format!("{} KiB", chunk >> 10)
+        };
+        let window = self.initiator_window.map_or("?".to_string(), |w| w.to_string());
+        let _ = writeln!(out);
+        let _ = writeln!(out, "initiator (aoe-initiator Device) vs raw client, against aoe-target:");
+        let _ = writeln!(
+            out,
+            "  Device: sequential read_at / write_at calls of {chunk} over the file, wrapping around, \
+             window capped at {window} frames; raw client: the aoe-target QD16 samples above, each \
+             taken back to back with the Device's (order alternating)"
+        );
+        let _ = writeln!(
+            out,
+            "  ratio = Device / raw client per pair, median (min-max); initiator CPU = CPU of the \
+             thread driving the client or Device, lower is better; Device: {} retransmits over the run",
+            self.initiator_trouble.retransmits
+        );
+        let header = ["test", "MTU", "QD", "unit", "raw client", "Device", "ratio"];
+        let mut table: Vec<[String; 7]> = vec![header.map(str::to_string)];
+        let mut section_starts = Vec::new();
+        let mut last_section = "";
+        for row in &self.initiator_rows {
+            if row.section != last_section {
+                section_starts.push((table.len(), row.section));
+                last_section = row.section;
+            }
+            table.push([
+                row.case.name.to_string(),
+                row.case.mtu.to_string(),
+                row.case.queue_depth.to_string(),
+                row.unit.to_string(),
+                summary_cell(row.metric, row.raw_client),
+                summary_cell(row.metric, row.device),
+                ratio_cell(row.ratio),
+            ]);
+        }
+        write_table(out, &table, [false, true, true, false, true, true, true], &section_starts);
+    }
+}
+
+/// `median (min-max)` of a metric's samples, or the one value, or `-`.
+fn summary_cell(metric: Metric, s: Option<Summary>) -> String {
+    match s {
+        Some(s) if s.n > 1 => {
+            format!("{} ({}-{})", metric.format(s.median), metric.format(s.min), metric.format(s.max))
+        }
+        Some(s) => metric.format(s.median),
+        None => "-".into(),
+    }
+}
+
+/// A ratio's `median (min-max)` to two places, or `-`.
+fn ratio_cell(r: Option<Summary>) -> String {
+    match r {
+        Some(r) if r.n > 1 => format!("{:.2} ({:.2}-{:.2})", r.median, r.min, r.max),
+        Some(r) => format!("{:.2}", r.median),
+        None => "-".into(),
+    }
+}
+
+/// Writes `table` (its first line the header) in aligned columns, indented by two, with a
+/// `section:` line before the line each section starts at; `right` right-aligns a column.
+fn write_table<const N: usize>(
+    out: &mut String,
+    table: &[[String; N]],
+    right: [bool; N],
+    section_starts: &[(usize, &str)],
+) {
+    let mut widths = [0usize; N];
+    for line in table {
+        for (w, c) in widths.iter_mut().zip(line) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut sections = section_starts.iter().peekable();
+    for (i, line) in table.iter().enumerate() {
+        if let Some(&&(_, name)) = sections.peek().filter(|(at, _)| *at == i) {
+            let _ = writeln!(out, "{name}:");
+            sections.next();
+        }
+        let mut text = String::from("  ");
+        for ((c, w), r) in line.iter().zip(widths).zip(right) {
+            if r {
+                let _ = write!(text, "{c:>w$}  ");
+            } else {
+                let _ = write!(text, "{c:<w$}  ");
+            }
+        }
+        let _ = writeln!(out, "{}", text.trim_end());
+    }
 }
 
 #[cfg(test)]
@@ -440,6 +630,7 @@ mod tests {
             vblade: "vblade".into(),
             target_bin: None,
             retransmit: Duration::from_millis(50),
+            initiator_chunk: Some(8 << 20),
         };
         let mut samples = Vec::new();
         for case in cases(9000) {
@@ -462,6 +653,7 @@ mod tests {
             "in-process".into(),
             "/usr/sbin/vblade",
             samples,
+            Vec::new(),
             vec![ceiling],
             Duration::ZERO,
         );
@@ -483,5 +675,80 @@ mod tests {
         }
         let json = serde_json::to_string(&r).unwrap();
         assert!(json.contains("\"aoe_target_mode\":\"in-process\""));
+        assert!(r.initiator_rows.is_empty() && !text.contains("aoe-initiator"), "not measured, not shown");
+    }
+
+    #[test]
+    fn device_rows_pair_with_the_raw_client_against_aoe_target() {
+        let options = Options {
+            size_mib: 64,
+            reps: 3,
+            seconds: 1.0,
+            mtus: vec![1500, 9000],
+            buffer_count: 64,
+            vblade: "vblade".into(),
+            target_bin: None,
+            retransmit: Duration::from_millis(50),
+            initiator_chunk: Some(8 << 20),
+        };
+        let mut samples = Vec::new();
+        let mut devices = Vec::new();
+        for mtu in [1500, 9000] {
+            for case in cases(mtu) {
+                for rep in 0..3 {
+                    samples.push(sample(Target::Vblade, case, rep, 50.0, 0.5));
+                    samples.push(sample(Target::AoeTarget, case, rep, 200.0 + 10.0 * rep as f64, 0.1));
+                }
+            }
+            for case in initiator_cases(mtu) {
+                for rep in 0..3 {
+                    let bytes = ((180.0 + 10.0 * rep as f64) * 1e6) as u64;
+                    let run = SeqRun { bytes, calls: bytes >> 23, elapsed: Duration::from_secs(1) };
+                    devices.push(InitiatorSample {
+                        case,
+                        rep,
+                        chunk: 8 << 20,
+                        window: 16,
+                        run,
+                        initiator_cpu_s: 0.2,
+                        target_cpu_s: 0.1,
+                        frames: 0,
+                        retransmits: rep as u64,
+                        timeouts: 0,
+                    });
+                }
+            }
+        }
+        let r =
+            Report::new(&options, "binary".into(), "vblade", samples, devices, Vec::new(), Duration::ZERO);
+        // seq read and write at two MTUs, throughput and CPU.
+        assert_eq!(r.initiator_rows.len(), 8);
+        let read = &r.initiator_rows[0];
+        assert_eq!((read.case.name, read.case.mtu, read.case.queue_depth), ("seq read", 1500, 16));
+        assert_eq!(read.device.unwrap().median, 190.0);
+        assert_eq!(read.raw_client.unwrap().median, 210.0);
+        let ratio = read.ratio.unwrap();
+        assert_eq!(ratio.n, 3);
+        assert!((ratio.min - 180.0 / 200.0).abs() < 1e-9 && (ratio.max - 200.0 / 220.0).abs() < 1e-9);
+        let cpu = r.initiator_rows.iter().find(|row| row.metric == Metric::InitiatorCpuSPerGib).unwrap();
+        // The raw client used half the CPU (0.1 s) for a little more data.
+        assert!(cpu.ratio.unwrap().min > 1.8, "{cpu:?}");
+        assert_eq!(
+            (r.initiator_chunk, r.initiator_window, r.initiator_trouble.retransmits),
+            (Some(8 << 20), Some(16), 12)
+        );
+        let text = r.render();
+        for needle in [
+            "initiator (aoe-initiator Device) vs raw client, against aoe-target:",
+            "calls of 8 MiB",
+            "window capped at 16 frames",
+            "initiator CPU:",
+            "raw client",
+            "0.90 (0.90-0.91)",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from\n{text}");
+        }
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("\"initiator_samples\":[{"));
     }
 }

@@ -1,5 +1,6 @@
 //! `compare`: vblade and aoe-target side by side over veth pairs in private network
-//! namespaces, driven by the same raw AoE client. Needs root and vblade; skips otherwise.
+//! namespaces, driven by the same raw AoE client; and aoe-initiator's Device beside that
+//! client against aoe-target. Needs root and vblade; skips otherwise.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,8 @@ use aoe_benches::compare::{self, Options};
 use clap::Parser;
 
 /// Benchmark aoe-target against vblade: sequential MB/s, random 4 KiB IOPS, latency and
-/// target CPU per GiB, with the link ceiling for reference.
+/// target CPU per GiB, with the link ceiling for reference; and aoe-initiator's Device
+/// against the raw client: sequential MB/s and initiator CPU per GiB.
 #[derive(Debug, Parser)]
 #[command(name = "compare", version)]
 struct Args {
@@ -40,6 +42,12 @@ struct Args {
     /// Client retransmit timeout in milliseconds.
     #[arg(long, default_value_t = 50)]
     retransmit_ms: u64,
+    /// KiB per read_at / write_at call of aoe-initiator's Device.
+    #[arg(long, value_name = "KIB", default_value_t = 8192)]
+    initiator_chunk: usize,
+    /// Do not measure aoe-initiator's Device.
+    #[arg(long)]
+    no_initiator: bool,
     /// Also write the report, every sample included, as JSON to this file (`-`: print it to
     /// stdout instead of the table).
     #[arg(long, value_name = "PATH")]
@@ -58,8 +66,11 @@ fn main() -> ExitCode {
         || args.size == 0
         || args.mtu.is_empty()
         || args.bufcnt == 0
+        || args.initiator_chunk == 0
     {
-        eprintln!("compare: --reps, --seconds, --size, --mtu and --bufcnt must be positive");
+        eprintln!(
+            "compare: --reps, --seconds, --size, --mtu, --bufcnt and --initiator-chunk must be positive"
+        );
         return ExitCode::from(2);
     }
     let target_bin = match (args.in_process, args.target_bin) {
@@ -76,6 +87,7 @@ fn main() -> ExitCode {
         vblade: args.vblade,
         target_bin,
         retransmit: Duration::from_millis(args.retransmit_ms),
+        initiator_chunk: (!args.no_initiator).then_some(args.initiator_chunk << 10),
     };
     eprintln!("compare: aoe-target runs {}", compare::describe_mode(&options));
     let report = match compare::run(&options) {
