@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aoe_proto::MacAddr;
 use clap::{ArgAction, Parser};
@@ -60,6 +61,8 @@ Configuration file:
   One [[export]] table per disk. Unknown keys are errors. Offsets and lengths are in
   sectors of 512 bytes, as with -o and -l. An export offered on several interfaces is one
   disk: its config string, mask and reservations are shared.
+
+      busy_poll_us = 50                 # --busy-poll (optional, before the first table)
 
       [[export]]
       shelf = 1                         # 0 to 65534 (required)
@@ -162,6 +165,13 @@ pub struct Cli {
     )]
     pub config: Option<PathBuf>,
 
+    /// Microseconds each interface keeps polling for frames after the last ones came before
+    /// it sleeps: answers a queue-depth-1 initiator without a wake-up per request, at the
+    /// cost of a busy CPU while requests keep coming; 0 sleeps at once. Overrides the
+    /// configuration file's busy_poll_us [default: 50]
+    #[arg(long, value_name = "MICROSECONDS")]
+    pub busy_poll: Option<u64>,
+
     /// Check the settings (files, offsets, lengths, interfaces) and exit without serving
     #[arg(long)]
     pub check: bool,
@@ -197,6 +207,14 @@ impl Cli {
     /// The validated settings: the configuration file's, or the one export the arguments
     /// describe. Needs no I/O for the latter.
     pub fn settings(&self) -> Result<Settings, SettingsError> {
+        let mut settings = self.exports()?;
+        if let Some(us) = self.busy_poll {
+            settings.busy_poll = Duration::from_micros(us);
+        }
+        Ok(settings)
+    }
+
+    fn exports(&self) -> Result<Settings, SettingsError> {
         if let Some(path) = &self.config {
             return Settings::load(path);
         }
@@ -366,8 +384,27 @@ mod tests {
         assert_eq!(e.mask.len(), 2);
         assert_eq!(s.source, None);
         // defaults
-        let e = parse(&["1", "0", "eth1", "f"]).unwrap().settings().unwrap().exports.remove(0);
-        assert_eq!(e, ExportSettings::new(1, 0, "eth1", "f"));
+        let s = parse(&["1", "0", "eth1", "f"]).unwrap().settings().unwrap();
+        assert_eq!(s.exports[0], ExportSettings::new(1, 0, "eth1", "f"));
+        assert_eq!(s.busy_poll, crate::server::DEFAULT_BUSY_POLL);
+    }
+
+    #[test]
+    fn busy_poll_applies_to_a_configuration_file_too() {
+        let path = std::env::temp_dir().join(format!("aoe-cli-busy-poll-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "busy_poll_us = 200\n[[export]]\nshelf = 1\nslot = 0\ninterfaces = [\"eth1\"]\nfile = \"f\"\n",
+        )
+        .unwrap();
+        let config = path.to_str().unwrap();
+        let from_file = parse(&["--config", config]).unwrap().settings().unwrap();
+        assert_eq!(from_file.busy_poll, Duration::from_micros(200));
+        let overridden = parse(&["--busy-poll", "0", "--config", config]).unwrap().settings().unwrap();
+        assert_eq!(overridden.busy_poll, Duration::ZERO);
+        let single = parse(&["--busy-poll", "7", "1", "0", "eth1", "f"]).unwrap().settings().unwrap();
+        assert_eq!(single.busy_poll, Duration::from_micros(7));
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

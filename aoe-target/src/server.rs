@@ -3,7 +3,7 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aoe_transport::{FrameBatch, Tail, Transport};
 
@@ -14,6 +14,14 @@ use crate::export::{writes_sectors, Export, Port};
 pub const BATCH_FRAMES: usize = 64;
 /// How often [`Server::run`] looks at its stop flag when the link is idle.
 const IDLE_POLL: Duration = Duration::from_millis(200);
+/// How long [`Server::run`] keeps checking for frames without sleeping after the last ones
+/// came (busy-polling), unless told otherwise ([`Server::set_busy_poll`]).
+///
+/// An initiator that waits for each answer before its next request (queue depth 1) sends
+/// that request a round trip after the answer left, some 10–30 µs later. A server asleep by
+/// then pays a wake-up on every request; one still polling answers at once. A link quiet for
+/// longer than this puts the server to sleep, so an idle target uses no CPU.
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(50);
 
 /// An export shared by the servers of every interface it is offered on.
 pub type SharedExport<B> = Arc<Mutex<Export<B>>>;
@@ -25,6 +33,7 @@ pub struct Server<T, B> {
     port: Port,
     rx: FrameBatch,
     tx: Answers,
+    busy_poll: Duration,
 }
 
 /// Answers waiting to be sent: frames, and for each the sectors it takes from a mapped
@@ -105,7 +114,14 @@ impl<T: Transport, B: Backend> Server<T, B> {
             port,
             rx: FrameBatch::new(BATCH_FRAMES, frame_capacity),
             tx: Answers::new(frame_capacity),
+            busy_poll: DEFAULT_BUSY_POLL,
         }
+    }
+
+    /// How long [`run`](Self::run) polls the link without sleeping after frames came
+    /// ([`DEFAULT_BUSY_POLL`]); zero sleeps as soon as no frame is waiting.
+    pub fn set_busy_poll(&mut self, busy_poll: Duration) {
+        self.busy_poll = busy_poll;
     }
 
     /// The port answers are sent from.
@@ -153,10 +169,18 @@ impl<T: Transport, B: Backend> Server<T, B> {
         Ok(received)
     }
 
-    /// Serves until `stop` is set, then returns.
+    /// Serves until `stop` is set, then returns. For the [busy-poll](Self::set_busy_poll) time after
+    /// frames came it polls without waiting; after that it sleeps until frames come.
     pub fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
+        let mut last_frames: Option<Instant> = None;
         while !stop.load(Ordering::Relaxed) {
-            self.poll(Some(IDLE_POLL))?;
+            let spinning = last_frames.is_some_and(|t| t.elapsed() < self.busy_poll);
+            let wait = if spinning { Duration::ZERO } else { IDLE_POLL };
+            if self.poll(Some(wait))? > 0 {
+                last_frames = Some(Instant::now());
+            } else if spinning {
+                std::hint::spin_loop();
+            }
         }
         Ok(())
     }

@@ -121,7 +121,9 @@ impl Service {
         for (name, index, list) in interfaces {
             let socket = AfPacket::open(&name, AfPacketOptions::default())
                 .map_err(|e| settings.error(Some(index), e.into()))?;
-            servers.push(Server::new(socket, list));
+            let mut server = Server::new(socket, list);
+            server.set_busy_poll(settings.busy_poll);
+            servers.push(server);
         }
         Ok(Service { exports, servers })
     }

@@ -32,11 +32,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use aoe_proto::{MacAddr, SHELF_BROADCAST, SLOT_BROADCAST};
 use serde::{Deserialize, Deserializer};
 
 use crate::export::DEFAULT_BUFFER_COUNT;
+use crate::server::DEFAULT_BUSY_POLL;
 
 /// Every export one process serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +47,9 @@ pub struct Settings {
     pub exports: Vec<ExportSettings>,
     /// Where they came from: a configuration file, or `None` for the command line.
     pub source: Option<PathBuf>,
+    /// How long each interface's server keeps polling after frames came before it sleeps
+    /// ([`Server::set_busy_poll`](crate::server::Server::set_busy_poll)).
+    pub busy_poll: Duration,
 }
 
 /// One exported disk: its address, where its sectors live and who may reach it.
@@ -104,6 +109,8 @@ fn mac_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<MacAddr>, D::Error> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
+    /// Microseconds; see [`Settings::busy_poll`].
+    busy_poll_us: Option<u64>,
     #[serde(default)]
     export: Vec<ExportSettings>,
 }
@@ -135,7 +142,7 @@ impl ExportSettings {
 impl Settings {
     /// Settings for one export given on the command line.
     pub fn single(export: ExportSettings) -> Self {
-        Settings { exports: vec![export], source: None }
+        Settings { exports: vec![export], source: None, busy_poll: DEFAULT_BUSY_POLL }
     }
 
     /// Parses a configuration file's text; `name` is used in error messages. Unknown keys are
@@ -157,7 +164,8 @@ impl Settings {
                 context,
             }
         })?;
-        let settings = Settings { exports: file.export, source: Some(name) };
+        let busy_poll = file.busy_poll_us.map_or(DEFAULT_BUSY_POLL, Duration::from_micros);
+        let settings = Settings { exports: file.export, source: Some(name), busy_poll };
         settings.validate()?;
         Ok(settings)
     }
@@ -418,12 +426,15 @@ file = "/srv/disk0.img"
         assert_eq!(e, &ExportSettings::new(1, 0, "eth1", "/srv/disk0.img"));
         assert_eq!(e.name(), "e1.0");
         assert_eq!(s.source.as_deref(), Some(Path::new("exports.toml")));
+        assert_eq!(s.busy_poll, DEFAULT_BUSY_POLL);
     }
 
     #[test]
     fn every_key() {
         let s = parse(
             r#"
+busy_poll_us = 0
+
 [[export]]
 shelf = 7
 slot = 3
@@ -453,6 +464,7 @@ file = "/srv/b.img"
             ["00:11:22:33:44:55".parse().unwrap(), MacAddr([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff])]
         );
         assert_eq!(s.exports[1].name(), "e7.4");
+        assert_eq!(s.busy_poll, Duration::ZERO);
     }
 
     #[test]
