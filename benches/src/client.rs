@@ -55,6 +55,9 @@ use aoe_transport::{FrameBatch, Transport};
 const CONTROL_RETRY: Duration = Duration::from_millis(100);
 /// Frames received per call.
 const RECV_BATCH: usize = 64;
+/// How long one receive of answers waits. Always the same, so that the transport can make
+/// it the socket's receive timeout (one system call per receive, no poll).
+const RECEIVE_WAIT: Duration = Duration::from_millis(20);
 /// Most batches [`Client::discard_pending`] receives: 256 × 64 frames, more than a socket
 /// buffer of a few MiB holds.
 const DISCARD_BATCHES: usize = 256;
@@ -544,8 +547,9 @@ impl<T: Transport> Client<T> {
                     ),
                 ));
             }
-            let wait = next_retransmit_scan.saturating_duration_since(now).max(Duration::from_millis(1));
-            self.transport.recv_batch(&mut self.rx, Some(wait))?;
+            // Retransmit scans (below) run on time while answers come; when none do, this
+            // wait delays one by at most RECEIVE_WAIT.
+            self.transport.recv_batch(&mut self.rx, Some(RECEIVE_WAIT))?;
             let now = Instant::now();
             self.tx.clear();
             for i in 0..self.rx.len() {
