@@ -186,7 +186,11 @@ impl<B: Backend> Export<B> {
         tail: &mut Option<Tail>,
     ) -> Option<usize> {
         *tail = None;
-        self.dispatch(port, request, out, Some(tail))
+        let answer = self.dispatch(port, request, out, Some(tail));
+        if answer.is_none() {
+            *tail = None;
+        }
+        answer
     }
 
     fn dispatch(
