@@ -224,7 +224,7 @@ pub fn probe(
         if let (Some(s), Some(t)) = (opts.settle, last_news) {
             wake = wake.min(t + s);
         }
-        driver.receive(links, wake.saturating_duration_since(now), |i, frame| {
+        driver.receive(links, wake.saturating_duration_since(now), |i, at, frame| {
             let Some((key, path, a)) = announcement(frame, macs[i], target) else { return };
             let path = TargetPath { transport: i, iface: names[i].clone(), mac: path };
             let entry = found.entry(key).or_insert_with(|| Announcement { paths: Vec::new(), ..a.clone() });
@@ -233,7 +233,7 @@ pub fn probe(
                 entry.sector_count = entry.sector_count.min(a.sector_count);
                 entry.paths.push(path);
                 entry.paths.sort();
-                last_news = Some(Instant::now());
+                last_news = Some(at);
             }
         })?;
     }

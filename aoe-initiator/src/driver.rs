@@ -46,13 +46,16 @@ impl Driver {
         Ok(())
     }
 
-    /// Receives frames for at most `wait` and hands each to `handle` with its link index.
-    /// Returns how many frames came in.
+    /// Receives frames for at most `wait` and hands each to `handle` with its link index and
+    /// the time its batch came in. Returns how many frames came in.
+    ///
+    /// The clock is read once per batch, not per frame: the frames of a batch arrived
+    /// together, and on a fast link a batch holds many of them.
     pub(crate) fn receive(
         &mut self,
         links: &mut [Box<dyn Transport>],
         wait: Duration,
-        mut handle: impl FnMut(usize, &[u8]),
+        mut handle: impl FnMut(usize, Instant, &[u8]),
     ) -> Result<usize, Error> {
         let count = links.len();
         let mut recv =
@@ -69,8 +72,11 @@ impl Driver {
                     }
                     Err(e) => return Err(Error::io(format!("receiving on {}", link.name()), e)),
                 };
-                for frame in inbox.iter() {
-                    handle(i, frame);
+                if n > 0 {
+                    let at = Instant::now();
+                    for frame in inbox.iter() {
+                        handle(i, at, frame);
+                    }
                 }
                 Ok(n)
             };
@@ -122,26 +128,31 @@ impl Driver {
             }
             stop
         };
+        let mut now = Instant::now();
+        // The earliest timer of any session. Between the moment it is computed (after
+        // transmitting) and the next look, answers only disarm or push back timers, so the
+        // sessions need no look before it.
+        let mut next_timeout = min_timeout(sessions);
         loop {
-            let now = Instant::now();
-            for s in sessions.iter_mut() {
-                if s.poll_timeout().is_some_and(|t| now >= t) {
-                    s.handle_timeout(now);
+            if next_timeout.is_some_and(|t| now >= t) {
+                for s in sessions.iter_mut() {
+                    if s.poll_timeout().is_some_and(|t| now >= t) {
+                        s.handle_timeout(now);
+                    }
                 }
             }
             if drain(sessions) || !sessions.iter().any(Session::is_busy) {
                 return Ok(());
             }
             self.transmit(links, sessions, data, now)?;
-            let wait = sessions
-                .iter()
-                .filter_map(Session::poll_timeout)
-                .min()
-                .map_or(IDLE_WAIT, |t| t.saturating_duration_since(Instant::now()));
-            let n = self.receive(links, wait, |_, frame| {
-                let now = Instant::now();
+            next_timeout = min_timeout(sessions);
+            // `now` is as old as the transmission: the wait ends that much late at most.
+            let wait = next_timeout.map_or(IDLE_WAIT, |t| t.saturating_duration_since(now));
+            let mut arrived = None;
+            let n = self.receive(links, wait, |_, at, frame| {
+                arrived = Some(at);
                 for s in sessions.iter_mut() {
-                    if s.handle_frame(now, frame, data) {
+                    if s.handle_frame(at, frame, data) {
                         break;
                     }
                 }
@@ -150,6 +161,8 @@ impl Driver {
             if drain(sessions) {
                 return Ok(());
             }
+            // The time the last batch came in serves as the present while acting on it.
+            now = arrived.unwrap_or_else(Instant::now);
         }
     }
 
@@ -162,10 +175,39 @@ impl Driver {
         data: &mut dyn IoBuffers,
         now: Instant,
     ) -> Result<(), Error> {
+        if let ([link], [batch]) = (&mut *links, &mut self.out[..]) {
+            // One link: every frame goes into its batch, so there is no need to ask the
+            // session first where the next one goes.
+            for s in sessions.iter_mut() {
+                loop {
+                    if batch.is_full() {
+                        send(link.as_mut(), batch)?;
+                    }
+                    let mut written = None;
+                    batch.push_with(|slot| match s.poll_transmit(now, slot, data) {
+                        Some(t) => {
+                            written = Some(t.iface);
+                            if t.iface == 0 {
+                                t.len
+                            } else {
+                                0
+                            }
+                        }
+                        None => 0,
+                    });
+                    match written {
+                        None => break,
+                        Some(0) => {}
+                        Some(_) => return Err(no_such_link()),
+                    }
+                }
+            }
+            return self.flush(links);
+        }
         for s in sessions.iter_mut() {
             while let Some(iface) = s.next_transmit(now) {
                 let (Some(link), Some(batch)) = (links.get_mut(iface), self.out.get_mut(iface)) else {
-                    return Err(Error::Invalid("a session path names an interface the device does not have"));
+                    return Err(no_such_link());
                 };
                 if batch.is_full() {
                     send(link.as_mut(), batch)?;
@@ -183,6 +225,15 @@ impl Driver {
         }
         self.flush(links)
     }
+}
+
+fn no_such_link() -> Error {
+    Error::Invalid("a session path names an interface the device does not have")
+}
+
+/// The earliest time any of `sessions` wants [`Session::handle_timeout`] called.
+fn min_timeout(sessions: &[Session]) -> Option<Instant> {
+    sessions.iter().filter_map(Session::poll_timeout).min()
 }
 
 /// Bytes a frame buffer needs for `link`: the Ethernet header plus the MTU.
@@ -214,4 +265,70 @@ fn send(link: &mut dyn Transport, batch: &mut FrameBatch) -> Result<(), Error> {
     }
     batch.clear();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use aoe_transport::memory;
+
+    use super::*;
+    use crate::session::{NoData, Path, Request, SessionConfig};
+    use crate::testing::mac;
+
+    /// A session whose path leaves on a link the driver lacks fails the run, with nothing
+    /// sent: with one link (where frames are written without asking where they go first)
+    /// as with two.
+    #[test]
+    fn a_path_on_a_missing_link_is_refused() {
+        for links in [1, 2] {
+            let mut near: Vec<Box<dyn Transport>> = Vec::new();
+            let mut far = Vec::new();
+            for i in 0..links {
+                let (a, b) = memory::pair(1500, mac(1), mac(2 + i as u8));
+                near.push(Box::new(a));
+                far.push(b);
+            }
+            let path = Path { iface: links, local: mac(1), target: mac(2) };
+            let mut session = Session::new(SessionConfig::new(1, 0, vec![path])).unwrap();
+            session.submit(Request::Read { lba: 0, sectors: 8 });
+            let mut driver = Driver::new(&near, 8);
+            let result = driver.run(&mut near, std::slice::from_mut(&mut session), &mut NoData, |_, _| false);
+            assert!(matches!(result, Err(Error::Invalid(_))), "{links} links: {result:?}");
+            let mut got = FrameBatch::new(8, 1514);
+            for port in &mut far {
+                assert_eq!(port.recv_batch(&mut got, Some(Duration::ZERO)).unwrap(), 0, "{links} links");
+            }
+        }
+    }
+
+    /// The frames of one batch share one arrival time, read after the batch came in.
+    #[test]
+    fn a_batch_is_stamped_once() {
+        let (near, mut far) = memory::pair(1500, mac(1), mac(2));
+        let mut burst = FrameBatch::new(3, 1514);
+        for n in 0..3u8 {
+            let mut frame = [n; 60];
+            frame[..6].copy_from_slice(&mac(1).0);
+            frame[6..12].copy_from_slice(&mac(2).0);
+            frame[12..14].copy_from_slice(&aoe_proto::ethernet::ETHERTYPE_AOE.to_be_bytes());
+            burst.push(&frame);
+        }
+        assert_eq!(far.send_batch(&burst).unwrap(), 3);
+        let mut links: Vec<Box<dyn Transport>> = vec![Box::new(near)];
+        let mut driver = Driver::new(&links, 8);
+        let before = Instant::now();
+        let mut seen = Vec::new();
+        let n = driver
+            .receive(&mut links, Duration::from_secs(1), |i, at, frame| seen.push((i, at, frame[59])))
+            .unwrap();
+        let after = Instant::now();
+        assert_eq!(n, 3);
+        assert_eq!(seen.iter().map(|s| s.2).collect::<Vec<_>>(), [0, 1, 2]);
+        let at = seen[0].1;
+        assert!(seen.iter().all(|s| s.0 == 0 && s.1 == at), "one time for the batch");
+        assert!(before <= at && at <= after);
+        // Nothing came: no frame, no stamp.
+        let n = driver.receive(&mut links, Duration::ZERO, |_, _, _| panic!("no frame")).unwrap();
+        assert_eq!(n, 0);
+    }
 }
