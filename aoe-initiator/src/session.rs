@@ -508,8 +508,10 @@ impl OpKind {
 
 #[derive(Debug)]
 struct RttEstimator {
-    srtt: Option<Duration>,
-    rttvar: Duration,
+    /// Smoothed round-trip time and mean deviation in nanoseconds: integers, because a
+    /// sample is taken per answer and `Duration` arithmetic normalises at every step.
+    srtt: Option<u64>,
+    rttvar: u64,
     rto: Duration,
     min: Duration,
     max: Duration,
@@ -522,7 +524,7 @@ const MAX_KEPT_BACKOFF: u32 = 6;
 
 impl RttEstimator {
     fn new(initial: Duration, min: Duration, max: Duration) -> Self {
-        RttEstimator { srtt: None, rttvar: Duration::ZERO, rto: initial.clamp(min, max), min, max, shift: 0 }
+        RttEstimator { srtt: None, rttvar: 0, rto: initial.clamp(min, max), min, max, shift: 0 }
     }
 
     /// A flight lost frames: until a frame is answered without having been sent again, new
@@ -535,19 +537,25 @@ impl RttEstimator {
 
     /// RFC 6298 section 2, with K = 4 and the clock granularity left to `min`.
     fn sample(&mut self, r: Duration) {
+        let r = u64::try_from(r.as_nanos()).unwrap_or(u64::MAX);
         let srtt = match self.srtt {
             None => {
                 self.rttvar = r / 2;
                 r
             }
             Some(s) => {
-                self.rttvar = (self.rttvar * 3 + s.abs_diff(r)) / 4;
-                (s * 7 + r) / 8
+                self.rttvar = self.rttvar.saturating_mul(3).saturating_add(s.abs_diff(r)) / 4;
+                s.saturating_mul(7).saturating_add(r) / 8
             }
         };
         self.srtt = Some(srtt);
-        self.rto = (srtt + self.rttvar * 4).clamp(self.min, self.max);
+        let rto = srtt.saturating_add(self.rttvar.saturating_mul(4));
+        self.rto = Duration::from_nanos(rto).clamp(self.min, self.max);
         self.shift = 0;
+    }
+
+    fn srtt(&self) -> Option<Duration> {
+        self.srtt.map(Duration::from_nanos)
     }
 
     /// The wait before the `retries`-th retransmission of a frame is declared lost: the
@@ -634,7 +642,7 @@ impl Session {
 
     /// The smoothed round-trip time, once a frame was answered.
     pub fn srtt(&self) -> Option<Duration> {
-        self.rtt.srtt
+        self.rtt.srtt()
     }
 
     /// Counters.

@@ -1113,3 +1113,14 @@ proptest! {
         prop_assert!(!h.s.is_busy());
     }
 }
+
+#[test]
+fn rtt_samples_too_long_for_the_estimate_saturate() {
+    let max = Duration::from_secs(2);
+    let mut rtt = RttEstimator::new(DEFAULT_RTO_INITIAL, DEFAULT_RTO_MIN, max);
+    rtt.sample(Duration::MAX);
+    assert_eq!(rtt.rto, max);
+    assert_eq!(rtt.srtt(), Some(Duration::from_nanos(u64::MAX)));
+    rtt.sample(Duration::from_micros(100));
+    assert_eq!(rtt.rto, max, "still clamped, no overflow");
+}
