@@ -94,11 +94,14 @@ pub const DEFAULT_DEAD_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_RTO_INITIAL: Duration = Duration::from_millis(250);
 /// Default lower bound of the RTO.
 ///
-/// A LAN round trip is 50–200 µs, but a target's service time is not: a scheduler time
-/// slice on a busy target host is a few ms, a disk seek 5–10 ms. A floor of 10 ms keeps a
-/// fast-looking estimate from firing spurious retransmissions (each of which also halves the
-/// window) the first time a request waits for a disk.
-pub const DEFAULT_RTO_MIN: Duration = Duration::from_millis(10);
+/// A LAN round trip is 50–200 µs, but a target's service time is not: a disk seek takes
+/// 5–10 ms, and on a busy host the target (or this initiator) waits for a CPU for more than
+/// 10 ms now and then (seen on a shared 2-core benchmark host: every such pause fired a
+/// 10 ms floor, sent the whole flight again and halved the window). A floor of 50 ms keeps a
+/// fast-looking estimate from firing spurious retransmissions at such pauses; a frame that
+/// is really lost waits 50 ms. The Linux driver looks at its timers only every 100 ms
+/// (TIMERTICK), and RFC 6298 asks for a 1 s floor on the Internet.
+pub const DEFAULT_RTO_MIN: Duration = Duration::from_millis(50);
 /// Default upper bound of the RTO and of its back-off: 2 s, as the Linux driver's MAXTIMER.
 pub const DEFAULT_RTO_MAX: Duration = Duration::from_secs(2);
 /// Default number of consecutive timeouts that take a path down.

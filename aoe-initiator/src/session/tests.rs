@@ -1124,3 +1124,44 @@ fn rtt_samples_too_long_for_the_estimate_saturate() {
     rtt.sample(Duration::from_micros(100));
     assert_eq!(rtt.rto, max, "still clamped, no overflow");
 }
+
+/// Regression: with a 10 ms floor, a host pause of a few tens of ms (a busy machine's
+/// scheduler) fired the timer of every outstanding frame, sent the flight again and halved the
+/// window, although nothing was lost. A lost frame is still sent again at the floor.
+#[test]
+fn a_host_pause_shorter_than_the_rto_floor_is_not_a_loss() {
+    let mut h = Harness::new(config(1), 64);
+    // A fast link: the estimate is held at the floor.
+    for _ in 0..50 {
+        h.read(0, 1);
+        let f = h.transmit().remove(0).0;
+        h.now += Duration::from_micros(80);
+        let a = h.answer(&f).unwrap();
+        h.deliver(&a);
+    }
+    assert_eq!(h.s.rto(), DEFAULT_RTO_MIN);
+    let window = h.s.window();
+    h.read(0, 8);
+    let flight = h.transmit();
+    assert_eq!(flight.len(), 4);
+    let sent = h.now;
+    // The answers come 40 ms late.
+    h.now += Duration::from_millis(40);
+    h.s.handle_timeout(h.now);
+    assert!(h.transmit().is_empty(), "nothing sent again during the pause");
+    for (f, _) in &flight[..3] {
+        let a = h.answer(f).unwrap();
+        assert!(h.deliver(&a));
+    }
+    assert_eq!(h.s.stats().timeouts, 0);
+    assert_eq!(h.s.window(), window, "the window kept its size");
+    // The fourth answer was lost: its frame is sent again once the floor has passed.
+    assert_eq!(h.s.poll_timeout(), Some(sent + DEFAULT_RTO_MIN));
+    h.advance_to_timeout();
+    let again = h.transmit();
+    assert_eq!(again.len(), 1, "the lost frame");
+    assert_eq!(tag(&again[0].0), tag(&flight[3].0));
+    let a = h.answer(&again[0].0).unwrap();
+    assert!(h.deliver(&a));
+    assert!(!h.s.is_busy());
+}
