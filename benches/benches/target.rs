@@ -1,5 +1,6 @@
 //! The target engine alone: 17-sector reads and writes through `Export::handle` over a
-//! memory backend, in requests per second, and the allocations each request costs.
+//! memory backend, and reads through `Export::handle_with_tail` over a mapped file, in
+//! requests per second, and the allocations each request costs.
 
 use aoe_benches::alloc_count::{self, CountingAlloc};
 use aoe_benches::client::Op;
@@ -12,8 +13,9 @@ static ALLOC: CountingAlloc = CountingAlloc;
 /// Prints the allocations per request on each path (0 is the goal; the unit test in
 /// `aoe_benches::engine` asserts it).
 fn report_allocations() {
-    for (name, op) in [("read", Op::Read), ("write", Op::Write)] {
-        let mut rig = EngineRig::new(op, 17, 64);
+    let rigs = [("read", EngineRig::new(Op::Read, 17, 64)), ("write", EngineRig::new(Op::Write, 17, 64))];
+    let mapped = EngineRig::mapped(Op::Read, 17, 64).expect("a mapped file in the temporary directory");
+    for (name, mut rig) in rigs.into_iter().chain([("read_mapped", mapped)]) {
         for _ in 0..128 {
             rig.handle_next();
         }
@@ -35,6 +37,8 @@ fn engine(c: &mut Criterion) {
         let mut rig = EngineRig::new(op, 17, 64);
         group.bench_function(name, |b| b.iter(|| std::hint::black_box(rig.handle_next())));
     }
+    let mut rig = EngineRig::mapped(Op::Read, 17, 64).expect("a mapped file in the temporary directory");
+    group.bench_function("read_17_sectors_mapped", |b| b.iter(|| std::hint::black_box(rig.handle_next())));
     group.finish();
 }
 

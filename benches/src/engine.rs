@@ -1,4 +1,5 @@
-//! The target engine alone: [`Export::handle`] over a [`MemoryBackend`], fed prepared
+//! The target engine alone: [`Export::handle`] over a [`MemoryBackend`], or
+//! [`Export::handle_with_tail`] over a mapped file ([`EngineRig::mapped`]), fed prepared
 //! request frames. No transport, no threads: what one request costs the engine itself.
 //!
 //! ```
@@ -10,9 +11,13 @@
 //! assert_eq!(answer_len, 36 + 17 * 512);
 //! ```
 
+use std::io;
+
 use aoe_proto::{AtaRepr, BodyRepr, FrameRepr, HeaderRepr, MacAddr, SECTOR_SIZE};
-use aoe_target::backend::MemoryBackend;
+use aoe_target::backend::{Backend, FileBackend, FileOptions, MemoryBackend};
 use aoe_target::export::{Export, ExportConfig, Port};
+use aoe_testkit::data::TempImage;
+use aoe_transport::Tail;
 
 use crate::client::Op;
 
@@ -23,19 +28,42 @@ const INITIATOR: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
 /// Size of the memory disk: 64 MiB.
 pub const DISK_BYTES: usize = 64 << 20;
 
-/// An export on a memory disk with a ring of request frames to feed it.
+/// An export on a memory disk (or a mapped file) with a ring of request frames to feed it.
 pub struct EngineRig {
-    export: Export<MemoryBackend>,
+    export: Export<Box<dyn Backend>>,
     port: Port,
     requests: Vec<Vec<u8>>,
     next: usize,
     out: Vec<u8>,
+    /// Where read answers leave their sectors, when the disk is a mapped file.
+    tail: Option<Option<Tail>>,
+    /// Keeps the file of a mapped disk until the rig goes.
+    _image: Option<TempImage>,
 }
 
 impl EngineRig {
     /// `frames` distinct requests (consecutive LBAs) of `op` with `sectors` sectors each.
     pub fn new(op: Op, sectors: u8, frames: usize) -> Self {
-        let export = Export::new(ExportConfig::new(1, 0), MemoryBackend::new(DISK_BYTES));
+        Self::with_backend(Box::new(MemoryBackend::new(DISK_BYTES)), op, sectors, frames)
+    }
+
+    /// As [`new`](Self::new), on a file of [`DISK_BYTES`] in the temporary directory that
+    /// the engine maps: read answers leave their sectors in the mapping
+    /// ([`Export::handle_with_tail`]), as the server sends them.
+    pub fn mapped(op: Op, sectors: u8, frames: usize) -> io::Result<Self> {
+        let image = TempImage::zeroed(DISK_BYTES)?;
+        let file = FileBackend::open(image.path(), FileOptions::default())?;
+        if file.mapping().is_none() {
+            return Err(io::Error::other("the file could not be mapped"));
+        }
+        let mut rig = Self::with_backend(Box::new(file), op, sectors, frames);
+        rig.tail = Some(None);
+        rig._image = Some(image);
+        Ok(rig)
+    }
+
+    fn with_backend(backend: Box<dyn Backend>, op: Op, sectors: u8, frames: usize) -> Self {
+        let export = Export::new(ExportConfig::new(1, 0), backend);
         let port = Port::new(TARGET, MTU);
         let data = vec![0x5Au8; usize::from(sectors) * SECTOR_SIZE];
         let requests = (0..frames.max(1))
@@ -57,17 +85,25 @@ impl EngineRig {
                 buf
             })
             .collect();
-        EngineRig { export, port, requests, next: 0, out: vec![0u8; 14 + MTU] }
+        EngineRig { export, port, requests, next: 0, out: vec![0u8; 14 + MTU], tail: None, _image: None }
     }
 
-    /// Hands the next request of the ring to the engine; returns the answer's length.
+    /// Hands the next request of the ring to the engine; returns the answer's length (its
+    /// tail included).
     ///
     /// # Panics
     /// If the engine does not answer, or answers with an error.
     pub fn handle_next(&mut self) -> usize {
         let request = &self.requests[self.next];
         self.next = (self.next + 1) % self.requests.len();
-        let len = self.export.handle(&self.port, request, &mut self.out).expect("an answer");
+        let len = match &mut self.tail {
+            None => self.export.handle(&self.port, request, &mut self.out),
+            Some(tail) => self
+                .export
+                .handle_with_tail(&self.port, request, &mut self.out, tail)
+                .map(|n| n + tail.as_ref().map_or(0, Tail::len)),
+        }
+        .expect("an answer");
         // Status byte 27: DRDY without ERR.
         assert_eq!(self.out[27] & 0x41, 0x40, "ATA error in the answer");
         len
@@ -82,8 +118,9 @@ mod tests {
     #[test]
     fn engine_allocates_nothing_per_request() {
         assert!(alloc_count::installed());
-        for op in [Op::Read, Op::Write] {
-            let mut rig = EngineRig::new(op, 17, 64);
+        let rigs = [Op::Read, Op::Write].map(|op| (op, EngineRig::new(op, 17, 64)));
+        let mapped = (Op::Read, EngineRig::mapped(Op::Read, 17, 64).unwrap());
+        for (op, mut rig) in rigs.into_iter().chain([mapped]) {
             // Warm up: first touches may grow lazily allocated state.
             for _ in 0..128 {
                 rig.handle_next();
@@ -106,5 +143,8 @@ mod tests {
         assert_eq!(rig.handle_next(), 36 + 17 * 512);
         let mut rig = EngineRig::new(Op::Write, 17, 4);
         assert_eq!(rig.handle_next(), 60, "a write answer is headers only, padded");
+        let mut rig = EngineRig::mapped(Op::Read, 17, 4).unwrap();
+        assert_eq!(rig.handle_next(), 36 + 17 * 512, "headers, then the sectors as a tail");
+        assert!(rig.tail.as_ref().is_some_and(Option::is_some));
     }
 }
