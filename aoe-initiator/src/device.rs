@@ -454,36 +454,11 @@ impl<'a> Regions<'a> {
     }
 }
 
-/// Most bytes moved by one `copy_from_slice` between a frame and a caller's buffer that lies
-/// just after it modulo 4 KiB (see [`copy_data`]).
-const COPY_PIECE: usize = 1024;
-
-/// `dst.copy_from_slice(src)`, in pieces of at most [`COPY_PIECE`] bytes when `dst` lies 1 to
-/// 63 bytes after `src` modulo 4 KiB.
-///
-/// glibc copies blocks from about 2 KiB up with `rep movsb`, which runs several times slower
-/// at those distances. Frame buffers keep their sector data at a fixed place (see
-/// `aoe_transport::FrameBatch`), but a caller's buffer lies anywhere: an 8 MiB `Vec` starts
-/// 16 bytes into a page, and some of the frames of a 17-sector (MTU 9000) read then land at
-/// such a distance (measured, destination in cache: 10 GB/s for whole 8704-byte copies,
-/// 26-31 GB/s in pieces of 2 KiB or less). Pieces this small are copied with vector moves.
-/// At other distances the whole copy is as fast or faster, so it is kept.
-fn copy_data(dst: &mut [u8], src: &[u8]) {
-    let distance = (dst.as_ptr() as usize).wrapping_sub(src.as_ptr() as usize) % 4096;
-    if (1..64).contains(&distance) {
-        for (d, s) in dst.chunks_mut(COPY_PIECE).zip(src.chunks(COPY_PIECE)) {
-            d.copy_from_slice(s);
-        }
-    } else {
-        dst.copy_from_slice(src);
-    }
-}
-
 impl IoBuffers for Regions<'_> {
     fn load(&mut self, op: OpId, offset: usize, out: &mut [u8]) {
         match self.get(op) {
             Some(Region::Write(data)) => match data.get(offset..offset + out.len()) {
-                Some(src) => copy_data(out, src),
+                Some(src) => out.copy_from_slice(src),
                 None => debug_assert!(false, "write data out of bounds"),
             },
             _ => debug_assert!(false, "load for an op without write data"),
@@ -493,7 +468,7 @@ impl IoBuffers for Regions<'_> {
     fn store(&mut self, op: OpId, offset: usize, data: &[u8]) {
         match self.get(op) {
             Some(Region::Read(buf)) => match buf.get_mut(offset..offset + data.len()) {
-                Some(dst) => copy_data(dst, data),
+                Some(dst) => dst.copy_from_slice(data),
                 None => debug_assert!(false, "read data out of bounds"),
             },
             _ => debug_assert!(false, "store for an op without a read buffer"),

@@ -242,22 +242,3 @@ fn two_paths_fail_over_when_one_breaks() {
     dev.read_at(&mut back, 0).unwrap();
     assert!(back == data);
 }
-
-#[test]
-fn frame_data_copies_move_every_byte_at_any_distance() {
-    for len in [0, 1, COPY_PIECE - 1, COPY_PIECE, COPY_PIECE + 1, 17 * 512, 3 * COPY_PIECE + 7] {
-        let data = random(len, len as u64);
-        // The destination `distance` bytes after the source modulo 4 KiB: copied in pieces
-        // for 1..=63, whole otherwise.
-        for distance in [0, 1, 16, 63, 64, 512, 4095] {
-            let room = len.next_multiple_of(4096).max(4096);
-            let mut buf = vec![0u8; room + distance + len];
-            let (src, dst) = buf.split_at_mut(room);
-            src[..len].copy_from_slice(&data);
-            let dst = &mut dst[distance..distance + len];
-            copy_data(dst, &src[..len]);
-            assert_eq!(&dst[..], &data[..], "{len} bytes, {distance} bytes apart");
-            assert!(buf[room..room + distance].iter().all(|&b| b == 0));
-        }
-    }
-}
