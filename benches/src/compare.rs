@@ -165,6 +165,59 @@ pub fn skip_reason(vblade: &str) -> Option<String> {
     None
 }
 
+/// On SIGINT or SIGTERM: stop every process in this run's namespaces, delete the namespaces
+/// and the backing file, then exit with 128 + the signal. The measurement threads are left
+/// to die with the process; what they made is found by name (this process's id is in every
+/// namespace and file name), so nothing outlives an interrupted run.
+pub fn clean_up_on_signal() -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new().name("compare-signals".into()).spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            eprintln!("compare: interrupted; cleaning up");
+            clean_up_run(std::process::id());
+            std::process::exit(128 + signal);
+        }
+    })?;
+    Ok(())
+}
+
+/// Removes what the run of process `pid` made: its namespaces (after killing the processes
+/// inside them: vblade, aoe-target) and its backing files.
+fn clean_up_run(pid: u32) {
+    let tag = format!("-{pid}-");
+    let listed = std::process::Command::new("ip").args(["netns", "list"]).output();
+    let names: Vec<String> = listed
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    for ns in names.iter().filter(|n| n.starts_with("aoecmp-") && n.contains(&tag)) {
+        if let Ok(out) = std::process::Command::new("ip").args(["netns", "pids", ns]).output() {
+            for inside in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(inside) = inside.parse::<libc::pid_t>() {
+                    // SAFETY: kill has no memory-safety preconditions.
+                    unsafe { libc::kill(inside, libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
+    }
+    let prefix = format!("aoe-testkit-{pid}-");
+    for dir in [Path::new("/dev/shm").to_path_buf(), std::env::temp_dir()] {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 /// The aoe-target binary next to the running executable (`target/release/aoe-target` when
 /// run with `cargo run --release`), if there is one.
 pub fn default_target_bin() -> Option<PathBuf> {

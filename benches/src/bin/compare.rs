@@ -89,6 +89,10 @@ fn main() -> ExitCode {
         retransmit: Duration::from_millis(args.retransmit_ms),
         initiator_chunk: (!args.no_initiator).then_some(args.initiator_chunk << 10),
     };
+    if let Err(e) = compare::clean_up_on_signal() {
+        eprintln!("compare: cannot handle SIGINT and SIGTERM: {e}");
+        return ExitCode::FAILURE;
+    }
     eprintln!("compare: aoe-target runs {}", compare::describe_mode(&options));
     let report = match compare::run(&options) {
         Ok(report) => report,
