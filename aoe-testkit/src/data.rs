@@ -59,6 +59,30 @@ pub struct TempImage {
     len: usize,
 }
 
+/// How the names of the images process `pid` makes begin.
+fn image_prefix(pid: u32) -> String {
+    format!("aoe-testkit-{pid}-")
+}
+
+/// The image files of process `pid` that exist now (its drops did not remove them).
+pub fn images_made_by(pid: u32) -> Vec<PathBuf> {
+    let prefix = image_prefix(pid);
+    let Ok(entries) = std::fs::read_dir(crate::scratch_dir()) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Removes the image files of process `pid`: for a program cleaning up after itself on a
+/// signal, when its destructors will not run. Best effort.
+pub fn remove_images_made_by(pid: u32) {
+    for path in images_made_by(pid) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 impl TempImage {
     /// Creates an image of `len` bytes holding [`pattern(seed, len)`](pattern).
     pub fn new(len: usize, seed: u64) -> io::Result<TempImage> {
@@ -85,8 +109,11 @@ impl TempImage {
     }
 
     fn create(len: usize) -> io::Result<(TempImage, File)> {
-        let path =
-            crate::scratch_dir().join(format!("aoe-testkit-{}-{}.img", std::process::id(), crate::next_id()));
+        let path = crate::scratch_dir().join(format!(
+            "{}{}.img",
+            image_prefix(std::process::id()),
+            crate::next_id()
+        ));
         let file = OpenOptions::new()
             .read(true)
             .write(true)

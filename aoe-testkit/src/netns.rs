@@ -59,6 +59,37 @@ fn netns_exists(name: &str) -> bool {
     netns_path(name).exists()
 }
 
+/// Names of the network namespaces `ip netns list` shows.
+pub fn list() -> io::Result<Vec<String>> {
+    let listed = ip(&["netns", "list"])?;
+    Ok(listed.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect())
+}
+
+/// True when `name` is one a [`Netns::new`] of process `pid` gives: `{prefix}-{pid}-{n}`.
+pub fn made_by(name: &str, pid: u32) -> bool {
+    let tag = format!("-{pid}-");
+    name.rfind(&tag).is_some_and(|at| {
+        let n = &name[at + tag.len()..];
+        at > 0 && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// Removes the namespaces process `pid` made ([`made_by`]) and that its drops did not:
+/// every process inside one is killed first (nothing else would stop them, and they keep
+/// the namespace's devices alive), then the namespace is deleted. For a program cleaning up
+/// after itself on a signal, when its destructors will not run. Best effort.
+pub fn remove_all_made_by(pid: u32) {
+    for name in list().unwrap_or_default().into_iter().filter(|n| made_by(n, pid)) {
+        for inside in ip(&["netns", "pids", &name]).unwrap_or_default().split_whitespace() {
+            if let Ok(inside) = inside.parse::<libc::pid_t>() {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(inside, libc::SIGKILL) };
+            }
+        }
+        let _ = ip(&["netns", "del", &name]);
+    }
+}
+
 /// Opens the network namespace handle of the calling thread.
 fn current_netns() -> io::Result<File> {
     File::open("/proc/thread-self/ns/net").or_else(|_| {
@@ -577,6 +608,17 @@ fn base36(mut n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn made_by_matches_only_names_of_that_process() {
+        assert!(made_by("aoecmp-t-123-4", 123));
+        assert!(made_by("x-123-40", 123));
+        assert!(!made_by("aoecmp-t-1234-4", 123));
+        assert!(!made_by("aoecmp-t-123-", 123));
+        assert!(!made_by("aoecmp-t-123-4a", 123));
+        assert!(!made_by("-123-4", 123));
+        assert!(!made_by("aoecmp-t-9-123", 123));
+    }
 
     #[test]
     fn mac_parsing() {

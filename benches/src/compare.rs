@@ -175,47 +175,13 @@ pub fn clean_up_on_signal() -> io::Result<()> {
     std::thread::Builder::new().name("compare-signals".into()).spawn(move || {
         if let Some(signal) = signals.forever().next() {
             eprintln!("compare: interrupted; cleaning up");
-            clean_up_run(std::process::id());
+            let pid = std::process::id();
+            aoe_testkit::netns::remove_all_made_by(pid);
+            aoe_testkit::data::remove_images_made_by(pid);
             std::process::exit(128 + signal);
         }
     })?;
     Ok(())
-}
-
-/// Removes what the run of process `pid` made: its namespaces (after killing the processes
-/// inside them: vblade, aoe-target) and its backing files.
-fn clean_up_run(pid: u32) {
-    let tag = format!("-{pid}-");
-    let listed = std::process::Command::new("ip").args(["netns", "list"]).output();
-    let names: Vec<String> = listed
-        .map(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter_map(|l| l.split_whitespace().next())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    for ns in names.iter().filter(|n| n.starts_with("aoecmp-") && n.contains(&tag)) {
-        if let Ok(out) = std::process::Command::new("ip").args(["netns", "pids", ns]).output() {
-            for inside in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                if let Ok(inside) = inside.parse::<libc::pid_t>() {
-                    // SAFETY: kill has no memory-safety preconditions.
-                    unsafe { libc::kill(inside, libc::SIGKILL) };
-                }
-            }
-        }
-        let _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
-    }
-    let prefix = format!("aoe-testkit-{pid}-");
-    for dir in [Path::new("/dev/shm").to_path_buf(), std::env::temp_dir()] {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
 }
 
 /// The aoe-target binary next to the running executable (`target/release/aoe-target` when

@@ -9,17 +9,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use aoe_testkit::data::images_made_by;
+use aoe_testkit::netns;
 use aoe_testkit::privilege::{netns_available, tool_available};
-
-/// Names of the namespaces that exist now.
-fn namespaces() -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().expect("running ip netns list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .collect()
-}
 
 /// Command lines of the running processes that mention `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
@@ -63,9 +55,10 @@ fn sigint_mid_run_cleans_up() {
         panic!("compare did not start measuring within 120 s");
     }
     std::thread::sleep(Duration::from_millis(500));
-    let tag = format!("-{pid}-");
+    let ours =
+        || -> Vec<String> { netns::list().unwrap().into_iter().filter(|n| netns::made_by(n, pid)).collect() };
     let image = format!("aoe-testkit-{pid}-");
-    assert!(namespaces().iter().any(|n| n.contains(&tag)), "the run's namespaces exist while it measures");
+    assert!(!ours().is_empty(), "the run's namespaces exist while it measures");
     assert!(!processes_mentioning(&image).is_empty(), "vblade and aoe-target serve the run's file");
 
     // SAFETY: kill has no memory-safety preconditions; `pid` is our child, not yet reaped.
@@ -83,17 +76,10 @@ fn sigint_mid_run_cleans_up() {
         panic!("compare did not exit within 30 s of SIGINT");
     };
     assert_eq!(status.code(), Some(128 + libc::SIGINT), "exit status after SIGINT");
-    let left: Vec<String> = namespaces().into_iter().filter(|n| n.contains(&tag)).collect();
+    let left = ours();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
     let running = processes_mentioning(&image);
     assert!(running.is_empty(), "processes left behind: {running:?}");
-    let files: Vec<_> = std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(&image))
-                .map(|e| e.path())
-                .collect()
-        })
-        .unwrap_or_default();
+    let files = images_made_by(pid);
     assert!(files.is_empty(), "backing files left behind: {files:?}");
 }
