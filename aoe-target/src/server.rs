@@ -59,8 +59,16 @@ impl Answers {
         self.tailed > 0
     }
 
-    /// Adds the answer `answer` writes (a length of 0: none), with the tail it sets.
-    fn push(&mut self, answer: impl FnOnce(&mut [u8], &mut Option<Tail>) -> usize) {
+    /// Adds the answer `answer` writes (a length of 0: none), with the tail it sets; when
+    /// every slot is taken, sends the answers held first.
+    fn push<T: Transport>(
+        &mut self,
+        transport: &mut T,
+        answer: impl FnOnce(&mut [u8], &mut Option<Tail>) -> usize,
+    ) -> io::Result<()> {
+        if self.frames.is_full() {
+            self.send(transport)?;
+        }
         let mut tail = None;
         let before = self.frames.len();
         self.frames.push_with(|slot| answer(slot, &mut tail));
@@ -68,6 +76,7 @@ impl Answers {
             self.tailed += usize::from(tail.is_some());
             self.tails.push(tail);
         }
+        Ok(())
     }
 
     /// Sends every answer and forgets them. Answers the link does not take are lost as on
@@ -138,10 +147,7 @@ impl<T: Transport, B: Backend> Server<T, B> {
     pub fn announce(&mut self) -> io::Result<()> {
         for export in &self.exports {
             let export = lock(export);
-            if self.tx.frames.is_full() {
-                self.tx.send(&mut self.transport)?;
-            }
-            self.tx.push(|slot, _| export.announce(&self.port, slot).unwrap_or(0));
+            self.tx.push(&mut self.transport, |slot, _| export.announce(&self.port, slot).unwrap_or(0))?;
         }
         self.tx.send(&mut self.transport)
     }
@@ -158,11 +164,9 @@ impl<T: Transport, B: Backend> Server<T, B> {
             }
             for export in &self.exports {
                 let mut export = lock(export);
-                if self.tx.frames.is_full() {
-                    self.tx.send(&mut self.transport)?;
-                }
-                self.tx
-                    .push(|slot, tail| export.handle_with_tail(&self.port, frame, slot, tail).unwrap_or(0));
+                self.tx.push(&mut self.transport, |slot, tail| {
+                    export.handle_with_tail(&self.port, frame, slot, tail).unwrap_or(0)
+                })?;
             }
         }
         self.tx.send(&mut self.transport)?;
@@ -267,9 +271,9 @@ mod tests {
     #[test]
     fn mapped_read_answers_show_the_data_as_of_their_request() {
         use crate::backend::{FileBackend, FileOptions};
-        let path = std::env::temp_dir().join(format!("aoe-server-mapped-{}", std::process::id()));
-        std::fs::write(&path, vec![0x11u8; 64 * 1024]).unwrap();
-        let file = FileBackend::open(&path, FileOptions::default()).unwrap();
+        let image = aoe_testkit::data::TempImage::zeroed(64 * 1024).unwrap();
+        std::fs::write(image.path(), vec![0x11u8; 64 * 1024]).unwrap();
+        let file = FileBackend::open(image.path(), FileOptions::default()).unwrap();
         assert!(file.mapping().is_some());
         let export =
             Arc::new(Mutex::new(Export::new(ExportConfig::new(1, 0), Box::new(file) as Box<dyn Backend>)));
@@ -295,7 +299,6 @@ mod tests {
         assert_eq!(tags, [1, 2, 3]);
         assert!(answers[0].1 == [0x11; 4 * 512], "the first read shows the old sectors");
         assert!(answers[2].1 == new, "the second read shows the written sectors");
-        std::fs::remove_file(&path).unwrap();
     }
 
     /// A link whose sends fail as a congested or vanished peer makes them fail.

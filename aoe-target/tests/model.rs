@@ -5,11 +5,9 @@
 
 use aoe_proto::ata::{AtaError, AtaStatus};
 use aoe_proto::{AtaCommand, AtaRepr, Body, BodyRepr, Frame, FrameRepr, HeaderRepr, MacAddr, SECTOR_SIZE};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use aoe_target::backend::{Backend, FileBackend, FileOptions, MemoryBackend, Window};
 use aoe_target::export::{Export, ExportConfig, Port};
+use aoe_testkit::data::TempImage;
 use proptest::prelude::*;
 
 const GUARD: usize = 3 * SECTOR_SIZE;
@@ -43,24 +41,18 @@ enum Store {
     MappedFile,
 }
 
-fn temp_path() -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    std::env::temp_dir().join(format!("aoe-model-{}-{n}", std::process::id()))
-}
-
 fn check(ops: &[Op], store: Store) -> Result<(), TestCaseError> {
     let window_len = SECTORS as usize * SECTOR_SIZE;
     let mut disk = vec![0xA5u8; GUARD + window_len + GUARD];
     for (i, b) in disk[GUARD..GUARD + window_len].iter_mut().enumerate() {
         *b = (i / 7) as u8;
     }
-    let path = temp_path();
+    let image = TempImage::zeroed(disk.len()).unwrap();
     let backend: Box<dyn Backend> = match store {
         Store::Memory => Box::new(MemoryBackend::from_vec(disk.clone())),
         Store::MappedFile => {
-            std::fs::write(&path, &disk).unwrap();
-            let file = FileBackend::open(&path, FileOptions::default()).unwrap();
+            std::fs::write(image.path(), &disk).unwrap();
+            let file = FileBackend::open(image.path(), FileOptions::default()).unwrap();
             assert!(file.mapping().is_some(), "a file on the temporary directory is mapped");
             Box::new(file)
         }
@@ -146,8 +138,11 @@ fn check(ops: &[Op], store: Store) -> Result<(), TestCaseError> {
     export.backend().inner().read_at(&mut after, 0).unwrap();
     if let Store::MappedFile = store {
         drop(export);
-        prop_assert_eq!(&std::fs::read(&path).unwrap(), &after, "the file holds what the backend reads");
-        std::fs::remove_file(&path).unwrap();
+        prop_assert_eq!(
+            &std::fs::read(image.path()).unwrap(),
+            &after,
+            "the file holds what the backend reads"
+        );
     }
     prop_assert_eq!(&after[..GUARD], &disk[..GUARD], "guard before the window touched");
     prop_assert_eq!(
