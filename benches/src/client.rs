@@ -580,16 +580,7 @@ impl<T: Transport> Client<T> {
                     let tag = slot.tag(index);
                     in_flight += 1;
                     issued_bytes += request_bytes;
-                    push_request(
-                        &mut self.tx,
-                        &self.write_data,
-                        &self.target,
-                        self.transport.mac(),
-                        work.op,
-                        tag,
-                        lba,
-                        sectors,
-                    );
+                    self.push_request(work.op, tag, lba, sectors);
                 }
             }
             if now >= next_retransmit_scan {
@@ -600,16 +591,7 @@ impl<T: Transport> Client<T> {
                         slot.last_sent = Some(now);
                         stats.retransmits += 1;
                         let tag = slot.tag(index);
-                        push_request(
-                            &mut self.tx,
-                            &self.write_data,
-                            &self.target,
-                            self.transport.mac(),
-                            work.op,
-                            tag,
-                            slot.lba,
-                            sectors,
-                        );
+                        self.push_request(work.op, tag, slot.lba, sectors);
                     }
                 }
                 next_retransmit_scan = now + work.retransmit_after / 4;

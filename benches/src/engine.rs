@@ -35,8 +35,10 @@ pub struct EngineRig {
     requests: Vec<Vec<u8>>,
     next: usize,
     out: Vec<u8>,
-    /// Where read answers leave their sectors, when the disk is a mapped file.
-    tail: Option<Option<Tail>>,
+    /// The disk is a mapped file: requests go to `handle_with_tail`.
+    mapped: bool,
+    /// Where the last read answer left its sectors.
+    tail: Option<Tail>,
     /// Keeps the file of a mapped disk until the rig goes.
     _image: Option<TempImage>,
 }
@@ -57,7 +59,7 @@ impl EngineRig {
             return Err(io::Error::other("the file could not be mapped"));
         }
         let mut rig = Self::with_backend(Box::new(file), op, sectors, frames);
-        rig.tail = Some(None);
+        rig.mapped = true;
         rig._image = Some(image);
         Ok(rig)
     }
@@ -85,7 +87,16 @@ impl EngineRig {
                 buf
             })
             .collect();
-        EngineRig { export, port, requests, next: 0, out: vec![0u8; 14 + MTU], tail: None, _image: None }
+        EngineRig {
+            export,
+            port,
+            requests,
+            next: 0,
+            out: vec![0u8; 14 + MTU],
+            mapped: false,
+            tail: None,
+            _image: None,
+        }
     }
 
     /// Hands the next request of the ring to the engine; returns the answer's length (its
@@ -96,12 +107,13 @@ impl EngineRig {
     pub fn handle_next(&mut self) -> usize {
         let request = &self.requests[self.next];
         self.next = (self.next + 1) % self.requests.len();
-        let len = match &mut self.tail {
-            None => self.export.handle(&self.port, request, &mut self.out),
-            Some(tail) => self
-                .export
+        let len = if self.mapped {
+            let tail = &mut self.tail;
+            self.export
                 .handle_with_tail(&self.port, request, &mut self.out, tail)
-                .map(|n| n + tail.as_ref().map_or(0, Tail::len)),
+                .map(|n| n + tail.as_ref().map_or(0, Tail::len))
+        } else {
+            self.export.handle(&self.port, request, &mut self.out)
         }
         .expect("an answer");
         // Status byte 27: DRDY without ERR.
@@ -145,6 +157,6 @@ mod tests {
         assert_eq!(rig.handle_next(), 60, "a write answer is headers only, padded");
         let mut rig = EngineRig::mapped(Op::Read, 17, 4).unwrap();
         assert_eq!(rig.handle_next(), 36 + 17 * 512, "headers, then the sectors as a tail");
-        assert!(rig.tail.as_ref().is_some_and(Option::is_some));
+        assert!(rig.tail.is_some());
     }
 }
