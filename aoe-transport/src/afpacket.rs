@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use aoe_proto::ethernet::{MacAddr, ETHERTYPE_AOE, HEADER_LEN};
 
+use crate::rx_ring::RxRing;
 use crate::{FrameBatch, Tail, Transport};
 
 /// `PACKET_IGNORE_OUTGOING` from `<linux/if_packet.h>` (Linux 4.20).
@@ -52,11 +53,17 @@ pub struct AfPacketOptions {
     /// Requested send buffer in bytes (`SO_SNDBUFFORCE`, else `SO_SNDBUF`, capped at
     /// `net.core.wmem_max`). Default 4 MiB.
     pub send_buffer: usize,
+    /// Receive through a ring of about `recv_buffer` bytes mapped from the kernel
+    /// (`PACKET_RX_RING`, `TPACKET_V2`) rather than with `recvmmsg`: frames that keep coming
+    /// are then taken without a system call. When the kernel refuses the ring the socket
+    /// receives with `recvmmsg` ([`AfPacket::has_rx_ring`] tells). A socket with a ring has one
+    /// receiver: [`AfPacket::try_clone`] refuses it. Default off.
+    pub rx_ring: bool,
 }
 
 impl Default for AfPacketOptions {
     fn default() -> Self {
-        AfPacketOptions { recv_buffer: 4 << 20, send_buffer: 4 << 20 }
+        AfPacketOptions { recv_buffer: 4 << 20, send_buffer: 4 << 20, rx_ring: false }
     }
 }
 
@@ -111,6 +118,8 @@ pub struct AfPacket {
     fd: OwnedFd,
     info: InterfaceInfo,
     rx: RxVectors,
+    /// Where frames arrive when the socket has a receive ring ([`AfPacketOptions::rx_ring`]).
+    ring: Option<RxRing>,
     tx: TxVectors,
     wait: WaitState,
     /// Shared by every handle on the socket ([`try_clone`](Self::try_clone)): the receive
@@ -178,10 +187,14 @@ impl AfPacket {
                 _ => io_err("binding the raw socket", e),
             });
         }
+        // A kernel that refuses the ring leaves the socket as it was: it receives with recvmmsg.
+        let ring =
+            opts.rx_ring.then(|| RxRing::attach(fd.as_fd(), HEADER_LEN + info.mtu, opts.recv_buffer).ok());
         Ok(AfPacket {
             fd,
             info,
             rx: RxVectors::default(),
+            ring: ring.flatten(),
             tx: TxVectors::default(),
             wait: WaitState::default(),
             handles: Arc::new(()),
@@ -190,15 +203,28 @@ impl AfPacket {
 
     /// Another handle to the same socket (the descriptor is duplicated), so one thread can
     /// receive while another sends. Each frame is received by one handle only.
+    ///
+    /// Fails for a socket with a receive ring ([`AfPacketOptions::rx_ring`]), which has one
+    /// reader.
     pub fn try_clone(&self) -> io::Result<AfPacket> {
+        if self.ring.is_some() {
+            let e = "a socket with a receive ring has a single handle";
+            return Err(io::Error::new(io::ErrorKind::Unsupported, e));
+        }
         Ok(AfPacket {
             fd: self.fd.try_clone()?,
             info: self.info.clone(),
             rx: RxVectors::default(),
+            ring: None,
             tx: TxVectors::default(),
             wait: WaitState { socket_timeout: self.wait.socket_timeout, ..WaitState::default() },
             handles: Arc::clone(&self.handles),
         })
+    }
+
+    /// True when frames arrive through a receive ring ([`AfPacketOptions::rx_ring`]).
+    pub fn has_rx_ring(&self) -> bool {
+        self.ring.is_some()
     }
 
     /// The interface as it was when the socket was opened.
@@ -272,6 +298,33 @@ impl AfPacket {
         }
     }
 
+    /// Receives from the ring: takes what waits there, else sleeps in `poll` until a frame
+    /// comes or `timeout` passes. The interface going down shows as an error on the socket
+    /// (`POLLERR`), which is taken and returned, as `recvmmsg` would return it.
+    fn recv_ring(&mut self, batch: &mut FrameBatch, timeout: Option<Duration>) -> io::Result<usize> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let Some(ring) = self.ring.as_mut() else { return Ok(0) };
+        loop {
+            ring.drain_into(batch);
+            if !batch.is_empty() {
+                return Ok(batch.len());
+            }
+            let wait = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    // Time is up: report the interface going down, else that nothing came.
+                    _ => return take_socket_error(self.fd.as_fd()).map(|()| 0),
+                },
+            };
+            match poll_one(self.fd.as_fd(), libc::POLLIN, wait)? {
+                Some(revents) if revents & libc::POLLERR != 0 => take_socket_error(self.fd.as_fd())?,
+                Some(_) => {}
+                None => return Ok(0),
+            }
+        }
+    }
+
     /// Receives with `poll`: tries first when frames are likely queued, else waits first.
     fn recv_polling(
         &mut self,
@@ -319,6 +372,9 @@ impl Transport for AfPacket {
         batch.clear();
         if batch.capacity() == 0 {
             return Ok(0);
+        }
+        if self.ring.is_some() {
+            return self.recv_ring(batch, timeout);
         }
         if timeout == Some(Duration::ZERO) {
             return Ok(self.recv_now(batch, libc::MSG_DONTWAIT)?.unwrap_or(0));
@@ -558,6 +614,17 @@ fn set_buffer(fd: BorrowedFd<'_>, force: libc::c_int, normal: libc::c_int, bytes
 /// Waits until `fd` is ready for `events` or `timeout` passes (`None`: no limit). Returns
 /// false on timeout or when a signal interrupted the wait.
 fn wait_for(fd: BorrowedFd<'_>, events: libc::c_short, timeout: Option<Duration>) -> io::Result<bool> {
+    Ok(poll_one(fd, events, timeout)?.is_some())
+}
+
+/// Waits until `fd` is ready for `events` (or has an error or hang-up) or `timeout` passes
+/// (`None`: no limit). Returns the events seen, `None` on timeout or when a signal
+/// interrupted the wait.
+fn poll_one(
+    fd: BorrowedFd<'_>,
+    events: libc::c_short,
+    timeout: Option<Duration>,
+) -> io::Result<Option<libc::c_short>> {
     let ms = match timeout {
         None => -1,
         // Round up, or a wait of less than a millisecond would spin.
@@ -568,9 +635,33 @@ fn wait_for(fd: BorrowedFd<'_>, events: libc::c_short, timeout: Option<Duration>
     let r = unsafe { libc::poll(&mut pfd, 1, ms) };
     if r < 0 {
         let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
+        return if e.kind() == io::ErrorKind::Interrupted { Ok(None) } else { Err(e) };
     }
-    Ok(r > 0)
+    Ok((r > 0).then_some(pfd.revents))
+}
+
+/// Takes the error pending on socket `fd` (`SO_ERROR`, which reading clears) and returns it;
+/// Ok when there is none.
+fn take_socket_error(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut error: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the value and length pointers point at live locals of the sizes passed.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            ptr::addr_of_mut!(error).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    match error {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
 }
 
 /// Most descriptors [`wait_readable`] waits on at once.

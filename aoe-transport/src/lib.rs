@@ -48,6 +48,8 @@ pub mod memory;
 
 #[cfg(target_os = "linux")]
 pub mod afpacket;
+#[cfg(target_os = "linux")]
+mod rx_ring;
 
 #[cfg(target_os = "linux")]
 pub use afpacket::{wait_readable, MAX_WAIT_FDS};

@@ -1,0 +1,213 @@
+//! A receive ring shared with the kernel: `PACKET_RX_RING` with `TPACKET_V2` frames.
+//!
+//! The kernel writes each frame it takes for the socket into the next free slot of a ring
+//! mapped into both address spaces and flips the slot's status word to "user"; the reader
+//! copies the frame out and flips the status back. No system call is made while frames keep
+//! coming: a receive that finds frames waiting only reads memory, and one that finds none
+//! sleeps in `poll`, which the kernel wakes when a slot turns.
+//!
+//! Layout (`<linux/if_packet.h>`): the ring is `block_nr` blocks of `block_size` bytes, each
+//! holding `block_size / frame_size` frame slots; a frame slot starts with a `tpacket2_hdr`
+//! whose `tp_mac` gives the offset of the Ethernet frame within the slot and `tp_snaplen` its
+//! stored length (`tp_len` is its length on the wire).
+
+// Talks to the kernel through shared memory; every block says why it is sound.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use aoe_proto::ethernet::HEADER_LEN;
+
+use crate::FrameBatch;
+
+/// Where the kernel puts a frame's network header in a `SOCK_RAW` slot at most:
+/// `TPACKET_ALIGN(TPACKET2_HDRLEN + 16)`; the Ethernet header lies just before it.
+const NETWORK_OFFSET: usize = (libc::TPACKET2_HDRLEN + 16).next_multiple_of(libc::TPACKET_ALIGNMENT);
+
+/// A `TPACKET_V2` receive ring mapped from a packet socket.
+pub(crate) struct RxRing {
+    map: NonNull<u8>,
+    map_len: usize,
+    block_size: usize,
+    frame_size: usize,
+    frames_per_block: usize,
+    frames: usize,
+    /// The next slot the kernel fills, in ring order.
+    head: usize,
+}
+
+impl RxRing {
+    /// Sets up a ring of about `bytes` (at least 64 slots) on the packet socket `fd` for
+    /// frames of up to `max_frame` bytes, and maps it. The socket must not have one yet. On
+    /// error the socket has none.
+    pub(crate) fn attach(fd: BorrowedFd<'_>, max_frame: usize, bytes: usize) -> io::Result<RxRing> {
+        // SAFETY: plain query with no pointer argument.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let (block_size, frame_size) = geometry(max_frame, page);
+        let frames_per_block = block_size / frame_size;
+        let blocks = (bytes / block_size).max(64usize.div_ceil(frames_per_block));
+        let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "receive ring too large");
+        let u32_of = |n: usize| u32::try_from(n).map_err(|_| too_big());
+        let req = libc::tpacket_req {
+            tp_block_size: u32_of(block_size)?,
+            tp_block_nr: u32_of(blocks)?,
+            tp_frame_size: u32_of(frame_size)?,
+            tp_frame_nr: u32_of(blocks * frames_per_block)?,
+        };
+        let version = libc::tpacket_versions::TPACKET_V2 as libc::c_int;
+        setsockopt(fd, libc::PACKET_VERSION, &version)?;
+        setsockopt(fd, libc::PACKET_RX_RING, &req)?;
+        let map_len = block_size * blocks;
+        // SAFETY: maps `map_len` bytes of the socket's ring, exactly its size; the result is
+        // checked before use and unmapped in `drop`.
+        let map = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            // Frames would go to a ring nobody reads: take it down again.
+            // SAFETY: all zeros is a valid tpacket_req (it asks for no ring).
+            let none: libc::tpacket_req = unsafe { mem::zeroed() };
+            setsockopt(fd, libc::PACKET_RX_RING, &none)?;
+            return Err(e);
+        }
+        let map = NonNull::new(map.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        Ok(RxRing {
+            map,
+            map_len,
+            block_size,
+            frame_size,
+            frames_per_block,
+            frames: blocks * frames_per_block,
+            head: 0,
+        })
+    }
+
+    /// Moves the frames waiting in the ring into the free slots of `batch`, oldest first,
+    /// until the batch is full or no frame waits, and hands their ring slots back to the
+    /// kernel. Frames shorter than an Ethernet header, cut short by the ring, or longer than
+    /// the batch's slots are dropped. Returns how many ring slots it took.
+    pub(crate) fn drain_into(&mut self, batch: &mut FrameBatch) -> usize {
+        let mut taken = 0;
+        while !batch.is_full() && taken < self.frames {
+            let slot = self.slot(self.head);
+            let status = status_word(slot);
+            if status.load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
+                break;
+            }
+            // SAFETY: the slot starts with a tpacket2_hdr (the kernel wrote it before setting
+            // TP_STATUS_USER, which the acquire load above saw); the slot is ours until the
+            // status is set back, and the header's fields are read by value.
+            let hdr = unsafe { ptr::read_volatile(slot.as_ptr().cast::<libc::tpacket2_hdr>()) };
+            let (mac, snap) = (usize::from(hdr.tp_mac), hdr.tp_snaplen as usize);
+            let whole = snap == hdr.tp_len as usize;
+            let fits = mac.checked_add(snap).is_some_and(|end| end <= self.frame_size);
+            if whole && fits && (HEADER_LEN..=batch.frame_capacity()).contains(&snap) {
+                // SAFETY: `mac..mac + snap` lies within this slot (checked just above), which
+                // the kernel does not write while its status says "user".
+                let frame = unsafe { std::slice::from_raw_parts(slot.as_ptr().add(mac), snap) };
+                batch.push(frame);
+            }
+            status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
+            self.head = (self.head + 1) % self.frames;
+            taken += 1;
+        }
+        taken
+    }
+
+    /// Frame slot `i` of the ring.
+    fn slot(&self, i: usize) -> NonNull<u8> {
+        let offset =
+            (i / self.frames_per_block) * self.block_size + (i % self.frames_per_block) * self.frame_size;
+        debug_assert!(offset + self.frame_size <= self.map_len);
+        // SAFETY: `i < frames`, so the slot lies within the mapping (asserted above).
+        unsafe { self.map.add(offset) }
+    }
+}
+
+/// The status word at the start of a frame slot, which the kernel and the reader hand the
+/// slot back and forth with.
+fn status_word<'a>(slot: NonNull<u8>) -> &'a AtomicU32 {
+    // SAFETY: every slot starts at a multiple of TPACKET_ALIGNMENT (16) in a page-aligned
+    // mapping that lives as long as the ring, with `tp_status`, a u32, first; the kernel
+    // accesses it only as a whole aligned word, so treating it as an atomic is sound.
+    unsafe { AtomicU32::from_ptr(slot.as_ptr().cast::<u32>()) }
+}
+
+/// Block and frame-slot sizes for frames of up to `max_frame` bytes: slots of a power of two
+/// up to a page, else of whole pages, one block per page or per slot. Either way a frame's
+/// sector data (36 bytes in) lies at the same offset modulo 1024 in every slot, 410 bytes
+/// short of where [`FrameBatch`] slots want it, so that copies out of the ring never run at
+/// the slow distance its docs describe.
+fn geometry(max_frame: usize, page: usize) -> (usize, usize) {
+    let needed = NETWORK_OFFSET + max_frame;
+    if needed <= page {
+        (page, needed.next_power_of_two())
+    } else {
+        let frame = needed.next_multiple_of(page);
+        (frame, frame)
+    }
+}
+
+fn setsockopt<T>(fd: BorrowedFd<'_>, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` is a live, plain C value and the length passed is its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            name,
+            ptr::from_ref(value).cast(),
+            mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl Drop for RxRing {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `attach`; nothing refers to it after.
+        unsafe { libc::munmap(self.map.as_ptr().cast(), self.map_len) };
+    }
+}
+
+// SAFETY: the mapping belongs to this ring alone (the socket it came from is not shared with
+// another reader of it), and it is touched only through `&mut self`.
+unsafe impl Send for RxRing {}
+
+impl core::fmt::Debug for RxRing {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RxRing").field("slots", &self.frames).field("slot_size", &self.frame_size).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_hold_the_largest_frame_and_tile_their_blocks() {
+        for max_frame in [60, 1514, 4096, 9014, 65_550] {
+            let (block, frame) = geometry(max_frame, 4096);
+            assert!(frame >= NETWORK_OFFSET + max_frame, "{max_frame}");
+            assert_eq!(block % 4096, 0, "{max_frame}");
+            assert_eq!(block % frame, 0, "{max_frame}");
+            assert_eq!(frame % libc::TPACKET_ALIGNMENT, 0, "{max_frame}");
+        }
+        assert_eq!(geometry(1514, 4096), (4096, 2048));
+        assert_eq!(geometry(9014, 4096), (12_288, 12_288));
+    }
+}
