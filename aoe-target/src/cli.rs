@@ -63,6 +63,7 @@ Configuration file:
   disk: its config string, mask and reservations are shared.
 
       busy_poll_us = 50                 # --busy-poll (optional, before the first table)
+      rx_ring = true                    # false: as --no-rx-ring (optional, idem)
 
       [[export]]
       shelf = 1                         # 0 to 65534 (required)
@@ -172,6 +173,12 @@ pub struct Cli {
     #[arg(long, value_name = "MICROSECONDS")]
     pub busy_poll: Option<u64>,
 
+    /// Receive frames with recvmmsg rather than through a ring shared with the kernel
+    /// (PACKET_RX_RING), which takes frames that keep coming without a system call. Overrides
+    /// the configuration file's rx_ring
+    #[arg(long)]
+    pub no_rx_ring: bool,
+
     /// Check the settings (files, offsets, lengths, interfaces) and exit without serving
     #[arg(long)]
     pub check: bool,
@@ -210,6 +217,9 @@ impl Cli {
         let mut settings = self.exports()?;
         if let Some(us) = self.busy_poll {
             settings.busy_poll = Duration::from_micros(us);
+        }
+        if self.no_rx_ring {
+            settings.rx_ring = false;
         }
         Ok(settings)
     }
@@ -387,6 +397,7 @@ mod tests {
         let s = parse(&["1", "0", "eth1", "f"]).unwrap().settings().unwrap();
         assert_eq!(s.exports[0], ExportSettings::new(1, 0, "eth1", "f"));
         assert_eq!(s.busy_poll, crate::server::DEFAULT_BUSY_POLL);
+        assert!(s.rx_ring);
     }
 
     #[test]
@@ -404,6 +415,21 @@ mod tests {
         assert_eq!(overridden.busy_poll, Duration::ZERO);
         let single = parse(&["--busy-poll", "7", "1", "0", "eth1", "f"]).unwrap().settings().unwrap();
         assert_eq!(single.busy_poll, Duration::from_micros(7));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn no_rx_ring_overrides_the_configuration_file() {
+        let path = std::env::temp_dir().join(format!("aoe-cli-rx-ring-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "rx_ring = true\n[[export]]\nshelf = 1\nslot = 0\ninterfaces = [\"eth1\"]\nfile = \"f\"\n",
+        )
+        .unwrap();
+        let config = path.to_str().unwrap();
+        assert!(parse(&["--config", config]).unwrap().settings().unwrap().rx_ring);
+        assert!(!parse(&["--no-rx-ring", "--config", config]).unwrap().settings().unwrap().rx_ring);
+        assert!(!parse(&["--no-rx-ring", "1", "0", "eth1", "f"]).unwrap().settings().unwrap().rx_ring);
         std::fs::remove_file(&path).unwrap();
     }
 

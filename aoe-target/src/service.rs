@@ -119,8 +119,11 @@ impl Service {
         let (exports, interfaces) = prepare(settings)?;
         let mut servers = Vec::with_capacity(interfaces.len());
         for (name, index, list) in interfaces {
-            let socket = AfPacket::open(&name, AfPacketOptions::default())
-                .map_err(|e| settings.error(Some(index), e.into()))?;
+            let options = AfPacketOptions { rx_ring: settings.rx_ring, ..AfPacketOptions::default() };
+            let socket = AfPacket::open(&name, options).map_err(|e| settings.error(Some(index), e.into()))?;
+            if settings.rx_ring && !socket.has_rx_ring() {
+                tracing::warn!("{name}: the kernel refused a receive ring; receiving with recvmmsg");
+            }
             let mut server = Server::new(socket, list);
             server.set_busy_poll(settings.busy_poll);
             servers.push(server);

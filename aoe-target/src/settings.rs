@@ -50,6 +50,9 @@ pub struct Settings {
     /// How long each interface's server keeps polling after frames came before it sleeps
     /// ([`Server::set_busy_poll`](crate::server::Server::set_busy_poll)).
     pub busy_poll: Duration,
+    /// Receive through a ring shared with the kernel rather than with `recvmmsg`
+    /// ([`AfPacketOptions::rx_ring`](aoe_transport::afpacket::AfPacketOptions::rx_ring)).
+    pub rx_ring: bool,
 }
 
 /// One exported disk: its address, where its sectors live and who may reach it.
@@ -111,6 +114,8 @@ fn mac_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<MacAddr>, D::Error> {
 struct ConfigFile {
     /// Microseconds; see [`Settings::busy_poll`].
     busy_poll_us: Option<u64>,
+    /// See [`Settings::rx_ring`].
+    rx_ring: Option<bool>,
     #[serde(default)]
     export: Vec<ExportSettings>,
 }
@@ -142,7 +147,7 @@ impl ExportSettings {
 impl Settings {
     /// Settings for one export given on the command line.
     pub fn single(export: ExportSettings) -> Self {
-        Settings { exports: vec![export], source: None, busy_poll: DEFAULT_BUSY_POLL }
+        Settings { exports: vec![export], source: None, busy_poll: DEFAULT_BUSY_POLL, rx_ring: true }
     }
 
     /// Parses a configuration file's text; `name` is used in error messages. Unknown keys are
@@ -165,7 +170,8 @@ impl Settings {
             }
         })?;
         let busy_poll = file.busy_poll_us.map_or(DEFAULT_BUSY_POLL, Duration::from_micros);
-        let settings = Settings { exports: file.export, source: Some(name), busy_poll };
+        let rx_ring = file.rx_ring.unwrap_or(true);
+        let settings = Settings { exports: file.export, source: Some(name), busy_poll, rx_ring };
         settings.validate()?;
         Ok(settings)
     }
@@ -427,6 +433,7 @@ file = "/srv/disk0.img"
         assert_eq!(e.name(), "e1.0");
         assert_eq!(s.source.as_deref(), Some(Path::new("exports.toml")));
         assert_eq!(s.busy_poll, DEFAULT_BUSY_POLL);
+        assert!(s.rx_ring);
     }
 
     #[test]
@@ -434,6 +441,7 @@ file = "/srv/disk0.img"
         let s = parse(
             r#"
 busy_poll_us = 0
+rx_ring = false
 
 [[export]]
 shelf = 7
@@ -465,6 +473,7 @@ file = "/srv/b.img"
         );
         assert_eq!(s.exports[1].name(), "e7.4");
         assert_eq!(s.busy_poll, Duration::ZERO);
+        assert!(!s.rx_ring);
     }
 
     #[test]

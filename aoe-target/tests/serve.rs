@@ -361,7 +361,7 @@ fn aoecfg_at_mtu_9000() {
 // ---- raw frames: writes, windows, masks, reservations, read-only ----------------------------
 
 /// Writes through the network land in the file at the offset, reads return them, and
-/// nothing outside the window changes. `options` are more vblade options (-d, -s).
+/// nothing outside the window changes. `options` are more options (-d, -s, --no-rx-ring).
 fn writes_reach_the_file(mtu: u32, options: &[&str]) {
     let started = Instant::now();
     let link = Link::new("tgwr", mtu).unwrap();
@@ -374,9 +374,9 @@ fn writes_reach_the_file(mtu: u32, options: &[&str]) {
     let mut args = options.to_vec();
     args.extend(["-o", "8", "-l", "1024", "1", "0", link.target_if(), img]);
     let target = start(&link, &args, &[("e1.0", link.target_if())]);
-    let mode = match options {
-        [] => "(read-write, offset 8 sectors)",
-        _ => "(read-write, O_DIRECT, O_SYNC, offset 8 sectors)",
+    let mode = match options.contains(&"-d") {
+        false => "(read-write, offset 8 sectors)",
+        true => "(read-write, O_DIRECT, O_SYNC, offset 8 sectors)",
     };
     assert!(target.stderr().contains(mode), "{}", target.stderr());
     let mut ini = Initiator::open(&link, link.initiator_if(), MacAddr(link.veth.a_mac()));
@@ -426,6 +426,13 @@ fn writes_reach_the_file_at_mtu_1500() {
 fn writes_reach_the_file_at_mtu_9000_with_o_direct_and_o_sync() {
     if gate("writes_reach_the_file_at_mtu_9000_with_o_direct_and_o_sync", &[]) {
         writes_reach_the_file(9000, &["-d", "-s"]);
+    }
+}
+
+#[test]
+fn writes_reach_the_file_received_with_recvmmsg() {
+    if gate("writes_reach_the_file_received_with_recvmmsg", &[]) {
+        writes_reach_the_file(9000, &["--no-rx-ring"]);
     }
 }
 
@@ -593,16 +600,27 @@ fn interface_down_is_refused() {
 /// running and answers on it again.
 #[test]
 fn an_interface_that_goes_down_and_up_is_served_again() {
-    if !gate("an_interface_that_goes_down_and_up_is_served_again", &[]) {
-        return;
+    if gate("an_interface_that_goes_down_and_up_is_served_again", &[]) {
+        interface_goes_down_and_up(&[]);
     }
+}
+
+#[test]
+fn an_interface_that_goes_down_and_up_is_served_again_by_recvmmsg() {
+    if gate("an_interface_that_goes_down_and_up_is_served_again_by_recvmmsg", &[]) {
+        interface_goes_down_and_up(&["--no-rx-ring"]);
+    }
+}
+
+/// The target, started with `options`, says its interface went down, stays up, and answers
+/// again once the interface is back.
+fn interface_goes_down_and_up(options: &[&str]) {
     let link = Link::new("tgflap", 1500).unwrap();
     let image = TempImage::new(64 * 512, 6).unwrap();
-    let mut target = start(
-        &link,
-        &["1", "0", link.target_if(), image.path().to_str().unwrap()],
-        &[("e1.0", link.target_if())],
-    );
+    let mut args = options.to_vec();
+    args.extend(["1", "0", link.target_if(), image.path().to_str().unwrap()]);
+    let mut target = start(&link, &args, &[("e1.0", link.target_if())]);
+    assert!(!target.stderr().contains("refused a receive ring"), "{}", target.stderr());
     let mut ini = Initiator::open(&link, link.initiator_if(), MacAddr(link.veth.a_mac()));
     assert_eq!(ini.read(3, 1, true), pattern(6, 4 * 512)[3 * 512..]);
     link.veth.set_up(Side::A, false).unwrap();
