@@ -72,6 +72,9 @@ pub struct Options {
     pub vblade: String,
     /// The aoe-target binary; `None` runs it in process.
     pub target_bin: Option<PathBuf>,
+    /// Whether aoe-target receives through a ring shared with the kernel (its default) or
+    /// with `recvmmsg` (`--no-rx-ring`).
+    pub target_rx_ring: bool,
     /// Retransmit timeout of the client.
     pub retransmit: Duration,
     /// Bytes per `read_at` / `write_at` call of aoe-initiator's Device, measured beside the
@@ -211,11 +214,12 @@ impl Running {
     /// Starts `target` on the target end of `link`, exporting `file` as shelf 1 slot 0.
     pub fn start(link: &Link, target: Target, options: &Options, file: &Path) -> io::Result<Running> {
         match (target, &options.target_bin) {
-            (Target::Vblade, _) => start_process(link, &options.vblade, options.buffer_count, file),
+            (Target::Vblade, _) => start_process(link, &options.vblade, &[], options.buffer_count, file),
             (Target::AoeTarget, Some(bin)) => {
-                start_process(link, &bin.to_string_lossy(), options.buffer_count, file)
+                let flags: &[&str] = if options.target_rx_ring { &[] } else { &["--no-rx-ring"] };
+                start_process(link, &bin.to_string_lossy(), flags, options.buffer_count, file)
             }
-            (Target::AoeTarget, None) => start_in_process(link, options.buffer_count, file),
+            (Target::AoeTarget, None) => start_in_process(link, options, file),
         }
     }
 
@@ -279,15 +283,28 @@ impl Drop for Running {
     }
 }
 
-fn start_process(link: &Link, program: &str, buffer_count: u16, file: &Path) -> io::Result<Running> {
+fn start_process(
+    link: &Link,
+    program: &str,
+    flags: &[&str],
+    buffer_count: u16,
+    file: &Path,
+) -> io::Result<Running> {
     let mut cmd = link.target.command(program);
-    cmd.args(["-b", &buffer_count.to_string(), &SHELF.to_string(), &SLOT.to_string(), link.target_if()]);
+    cmd.args(flags).args([
+        "-b",
+        &buffer_count.to_string(),
+        &SHELF.to_string(),
+        &SLOT.to_string(),
+        link.target_if(),
+    ]);
     cmd.arg(file);
     let g = Guarded::spawn(cmd)?;
     Ok(Running::Process(g))
 }
 
-fn start_in_process(link: &Link, buffer_count: u16, file: &Path) -> io::Result<Running> {
+fn start_in_process(link: &Link, options: &Options, file: &Path) -> io::Result<Running> {
+    let (buffer_count, rx_ring) = (options.buffer_count, options.target_rx_ring);
     let ifname = link.target_if().to_owned();
     let file = file.to_owned();
     let stop = Arc::new(AtomicBool::new(false));
@@ -295,7 +312,8 @@ fn start_in_process(link: &Link, buffer_count: u16, file: &Path) -> io::Result<R
     let join = link.target.spawn_thread({
         let stop = stop.clone();
         move || -> io::Result<()> {
-            let transport = AfPacket::open(&ifname, AfPacketOptions::default()).map_err(io::Error::other)?;
+            let socket = AfPacketOptions { rx_ring, ..AfPacketOptions::default() };
+            let transport = AfPacket::open(&ifname, socket).map_err(io::Error::other)?;
             let backend = FileBackend::open(&file, FileOptions::default())?;
             let config = ExportConfig { buffer_count, ..ExportConfig::new(SHELF, SLOT) };
             let export = Arc::new(Mutex::new(Export::new(config, backend)));
@@ -319,9 +337,12 @@ fn start_in_process(link: &Link, buffer_count: u16, file: &Path) -> io::Result<R
 
 /// How aoe-target is run, for the header.
 pub fn describe_mode(options: &Options) -> String {
+    let receive = if options.target_rx_ring { "receive ring" } else { "recvmmsg, --no-rx-ring" };
     match &options.target_bin {
-        Some(p) => format!("binary {}", p.display()),
-        None => "in-process (aoe_target::server::Server over AfPacket, FileBackend, one thread)".into(),
+        Some(p) => format!("binary {} ({receive})", p.display()),
+        None => format!(
+            "in-process (aoe_target::server::Server over AfPacket, {receive}, FileBackend, one thread)"
+        ),
     }
 }
 

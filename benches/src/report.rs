@@ -629,6 +629,7 @@ mod tests {
             buffer_count: 64,
             vblade: "vblade".into(),
             target_bin: None,
+            target_rx_ring: true,
             retransmit: Duration::from_millis(50),
             initiator_chunk: Some(8 << 20),
         };
@@ -688,6 +689,7 @@ mod tests {
             buffer_count: 64,
             vblade: "vblade".into(),
             target_bin: None,
+            target_rx_ring: true,
             retransmit: Duration::from_millis(50),
             initiator_chunk: Some(8 << 20),
         };

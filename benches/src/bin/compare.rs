@@ -45,6 +45,9 @@ struct Args {
     /// KiB per read_at / write_at call of aoe-initiator's Device.
     #[arg(long, value_name = "KIB", default_value_t = 8192)]
     initiator_chunk: usize,
+    /// Run aoe-target with --no-rx-ring: receiving with recvmmsg, not through a ring.
+    #[arg(long)]
+    no_rx_ring: bool,
     /// Do not measure aoe-initiator's Device.
     #[arg(long)]
     no_initiator: bool,
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         buffer_count: args.bufcnt,
         vblade: args.vblade,
         target_bin,
+        target_rx_ring: !args.no_rx_ring,
         retransmit: Duration::from_millis(args.retransmit_ms),
         initiator_chunk: (!args.no_initiator).then_some(args.initiator_chunk << 10),
     };
