@@ -26,12 +26,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aoe_proto::ethernet::{MacAddr, ETHERTYPE_AOE, HEADER_LEN};
+use aoe_proto::sizing::ATA_DATA_OFFSET;
 
 use crate::rx_ring::RxRing;
 use crate::{FrameBatch, Tail, Transport};
 
 /// `PACKET_IGNORE_OUTGOING` from `<linux/if_packet.h>` (Linux 4.20).
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+
+/// Bytes of the `virtio_net_hdr` that `PACKET_VNET_HDR` puts before every frame the socket
+/// sends or receives.
+const VNET_HEADER_LEN: usize = 10;
 
 /// How long `send_batch` keeps retrying a full send queue before it gives up.
 const SEND_STALL_LIMIT: Duration = Duration::from_secs(1);
@@ -59,11 +64,19 @@ pub struct AfPacketOptions {
     /// receives with `recvmmsg` ([`AfPacket::has_rx_ring`] tells). A socket with a ring has one
     /// receiver: [`AfPacket::try_clone`] refuses it. Default off.
     pub rx_ring: bool,
+    /// Give the kernel each sent frame's headers, its first 36 bytes (Ethernet, AoE, ATA),
+    /// for the packet's own buffer and the rest, the sectors, for pages of their own, by way
+    /// of a `virtio_net_hdr` (`PACKET_VNET_HDR`); the kernel otherwise splits after the 14-byte
+    /// Ethernet header. Sectors copied from the page cache then start at the same offset within
+    /// a page as they end up at, rather than 22 bytes on, a distance at which the CPU's string
+    /// copy runs about three times slower (4 KiB aliasing). Frames received are unchanged.
+    /// Ignored when the kernel refuses the option. Default on.
+    pub vnet_header: bool,
 }
 
 impl Default for AfPacketOptions {
     fn default() -> Self {
-        AfPacketOptions { recv_buffer: 4 << 20, send_buffer: 4 << 20, rx_ring: false }
+        AfPacketOptions { recv_buffer: 4 << 20, send_buffer: 4 << 20, rx_ring: false, vnet_header: true }
     }
 }
 
@@ -161,6 +174,9 @@ impl AfPacket {
             }
             _ => {}
         }
+        // Before any ring: the kernel refuses the option on a socket that has one.
+        let vnet = opts.vnet_header
+            && setsockopt_int(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1).is_ok();
         set_buffer(fd.as_fd(), libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, opts.recv_buffer)
             .map_err(|e| io_err("setting the receive buffer", e))?;
         set_buffer(fd.as_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, opts.send_buffer)
@@ -188,14 +204,14 @@ impl AfPacket {
             });
         }
         // A kernel that refuses the ring leaves the socket as it was: it receives with recvmmsg.
-        let ring =
-            opts.rx_ring.then(|| RxRing::attach(fd.as_fd(), HEADER_LEN + info.mtu, opts.recv_buffer).ok());
+        let slot_bytes = HEADER_LEN + info.mtu + if vnet { VNET_HEADER_LEN } else { 0 };
+        let ring = opts.rx_ring.then(|| RxRing::attach(fd.as_fd(), slot_bytes, opts.recv_buffer).ok());
         Ok(AfPacket {
             fd,
             info,
-            rx: RxVectors::default(),
+            rx: RxVectors::new(vnet),
             ring: ring.flatten(),
-            tx: TxVectors::default(),
+            tx: TxVectors::new(vnet),
             wait: WaitState::default(),
             handles: Arc::new(()),
         })
@@ -214,9 +230,9 @@ impl AfPacket {
         Ok(AfPacket {
             fd: self.fd.try_clone()?,
             info: self.info.clone(),
-            rx: RxVectors::default(),
+            rx: RxVectors::new(self.tx.vnet),
             ring: None,
-            tx: TxVectors::default(),
+            tx: TxVectors::new(self.tx.vnet),
             wait: WaitState { socket_timeout: self.wait.socket_timeout, ..WaitState::default() },
             handles: Arc::clone(&self.handles),
         })
@@ -239,6 +255,7 @@ impl AfPacket {
     /// was skipped).
     fn recv_now(&mut self, batch: &mut FrameBatch, flags: libc::c_int) -> io::Result<Option<usize>> {
         let base = batch.len();
+        let prefix = self.rx.prefix();
         let msgs = self.rx.point_at(batch);
         let vlen = msgs.len() - base;
         // SAFETY: every entry of `msgs` points at an iovec of `self.rx` that covers one whole
@@ -262,7 +279,8 @@ impl AfPacket {
             };
         }
         for (i, m) in msgs[base..base + n as usize].iter().enumerate() {
-            let len = m.msg_len as usize;
+            // A virtio_net_hdr, when the socket has them, went to the scratch buffer first.
+            let len = (m.msg_len as usize).saturating_sub(prefix);
             let truncated = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             // Runts cannot be AoE; a frame bigger than the slot would arrive cut short.
             if len >= HEADER_LEN && !truncated {
@@ -698,20 +716,37 @@ pub fn wait_readable<'a>(
     Ok(count)
 }
 
-/// `recvmmsg` headers and iovecs pointing at the slots of one receive batch.
+/// `recvmmsg` headers and iovecs pointing at the slots of one receive batch, after a scratch
+/// buffer for the `virtio_net_hdr` of a socket that has them.
 ///
 /// They are set up once per batch (slot address and sizes) rather than on every call: the
 /// kernel writes only `msg_len` and `msg_flags`, which are read back for the frames it
 /// received and never otherwise, so nothing needs resetting between calls.
-#[derive(Default)]
 struct RxVectors {
     msgs: Vec<libc::mmsghdr>,
-    iovs: Vec<libc::iovec>,
+    iovs: Vec<[libc::iovec; 2]>,
+    /// Where the kernel puts each frame's virtio_net_hdr, which is not read; `None` when the
+    /// socket has none.
+    scratch: Option<Box<[u8; VNET_HEADER_LEN]>>,
     /// Slot memory the vectors point at: address, slot count, bytes per slot.
     points_at: (usize, usize, usize),
 }
 
 impl RxVectors {
+    fn new(vnet: bool) -> Self {
+        RxVectors {
+            msgs: Vec::new(),
+            iovs: Vec::new(),
+            scratch: vnet.then(|| Box::new([0; VNET_HEADER_LEN])),
+            points_at: (0, 0, 0),
+        }
+    }
+
+    /// Bytes each received message has before its frame.
+    fn prefix(&self) -> usize {
+        self.scratch.as_ref().map_or(0, |s| s.len())
+    }
+
     /// The headers, one per slot of `batch`, pointed at its slots.
     fn point_at(&mut self, batch: &mut FrameBatch) -> &mut [libc::mmsghdr] {
         let (slots, size) = (batch.capacity(), batch.frame_capacity());
@@ -723,12 +758,22 @@ impl RxVectors {
             self.msgs.clear();
             self.iovs.clear();
             self.msgs.resize(slots, msg);
-            self.iovs.resize(slots, iov);
+            self.iovs.resize(slots, [iov, iov]);
+            let scratch = self.scratch.as_mut().map(|s| s.as_mut_ptr());
             for (i, (m, iov)) in self.msgs.iter_mut().zip(self.iovs.iter_mut()).enumerate() {
                 // Slot `i` (`size` bytes from `base + i * stride`) lies within the batch's buffer.
-                *iov = libc::iovec { iov_base: base.wrapping_add(i * stride).cast(), iov_len: size };
-                m.msg_hdr.msg_iov = iov;
-                m.msg_hdr.msg_iovlen = 1;
+                let slot = libc::iovec { iov_base: base.wrapping_add(i * stride).cast(), iov_len: size };
+                m.msg_hdr.msg_iov = iov.as_mut_ptr();
+                m.msg_hdr.msg_iovlen = match scratch {
+                    Some(s) => {
+                        *iov = [libc::iovec { iov_base: s.cast(), iov_len: VNET_HEADER_LEN }, slot];
+                        2
+                    }
+                    None => {
+                        iov[0] = slot;
+                        1
+                    }
+                };
             }
             self.points_at = (base as usize, slots, size);
         }
@@ -736,15 +781,22 @@ impl RxVectors {
     }
 }
 
-/// `sendmmsg` headers, each with two iovecs (the frame, then its tail if it has one), grown
-/// to the largest batch sent.
-#[derive(Default)]
+/// `sendmmsg` headers, each with up to three iovecs (the virtio_net_hdr when the socket has
+/// them, the frame, then its tail if it has one), grown to the largest batch sent.
 struct TxVectors {
     msgs: Vec<libc::mmsghdr>,
-    iovs: Vec<[libc::iovec; 2]>,
+    iovs: Vec<[libc::iovec; 3]>,
+    /// One virtio_net_hdr per frame.
+    heads: Vec<[u8; VNET_HEADER_LEN]>,
+    /// Whether the socket sends a virtio_net_hdr before each frame.
+    vnet: bool,
 }
 
 impl TxVectors {
+    fn new(vnet: bool) -> Self {
+        TxVectors { msgs: Vec::new(), iovs: Vec::new(), heads: Vec::new(), vnet }
+    }
+
     /// The headers for the frames of `batch` and their `tails`, pointed at them.
     fn point_at(&mut self, batch: &FrameBatch, tails: &[Option<Tail>]) -> &mut [libc::mmsghdr] {
         let n = batch.len();
@@ -753,24 +805,41 @@ impl TxVectors {
             let (msg, iov) = unsafe { (mem::zeroed(), mem::zeroed()) };
             // Growing moves the iovecs: point every header again.
             self.msgs.resize(n, msg);
-            self.iovs.resize(n, [iov, iov]);
+            self.iovs.resize(n, [iov; 3]);
+            self.heads.resize(n, [0; VNET_HEADER_LEN]);
             for (m, iov) in self.msgs.iter_mut().zip(self.iovs.iter_mut()) {
                 m.msg_hdr.msg_iov = iov.as_mut_ptr();
             }
         }
-        for (i, ((m, iov), frame)) in
-            self.msgs.iter_mut().zip(self.iovs.iter_mut()).zip(batch.iter()).enumerate()
-        {
+        let vnet = usize::from(self.vnet);
+        let vectors = self.msgs.iter_mut().zip(self.iovs.iter_mut().zip(self.heads.iter_mut()));
+        for (i, ((m, (iov, head)), frame)) in vectors.zip(batch.iter()).enumerate() {
+            let tail = tails.get(i).and_then(Option::as_ref);
+            if self.vnet {
+                let whole = frame.len() + tail.map_or(0, Tail::len);
+                *head = vnet_header(whole.min(ATA_DATA_OFFSET));
+                iov[0] = libc::iovec { iov_base: head.as_mut_ptr().cast(), iov_len: VNET_HEADER_LEN };
+            }
             // The kernel only reads from a send buffer, whatever the pointer's type says.
-            iov[0] = libc::iovec { iov_base: frame.as_ptr().cast_mut().cast(), iov_len: frame.len() };
-            m.msg_hdr.msg_iovlen = 1;
-            if let Some(tail) = tails.get(i).and_then(Option::as_ref) {
-                iov[1] = libc::iovec { iov_base: tail.as_ptr().cast_mut().cast(), iov_len: tail.len() };
-                m.msg_hdr.msg_iovlen = 2;
+            iov[vnet] = libc::iovec { iov_base: frame.as_ptr().cast_mut().cast(), iov_len: frame.len() };
+            m.msg_hdr.msg_iovlen = vnet + 1;
+            if let Some(tail) = tail {
+                iov[vnet + 1] =
+                    libc::iovec { iov_base: tail.as_ptr().cast_mut().cast(), iov_len: tail.len() };
+                m.msg_hdr.msg_iovlen = vnet + 2;
             }
         }
         &mut self.msgs[..n]
     }
+}
+
+/// A `virtio_net_hdr` (no offloads, no segmentation) asking for the frame's first `linear`
+/// bytes in the packet's own buffer. Its fields are little-endian, as for every modern
+/// virtio device.
+fn vnet_header(linear: usize) -> [u8; VNET_HEADER_LEN] {
+    let mut h = [0; VNET_HEADER_LEN];
+    h[2..4].copy_from_slice(&u16::try_from(linear).unwrap_or(u16::MAX).to_le_bytes());
+    h
 }
 
 // SAFETY: the raw pointers inside point at our own iovecs and at the slots of a batch; they

@@ -42,7 +42,8 @@ pub(crate) struct RxRing {
 
 impl RxRing {
     /// Sets up a ring of about `bytes` (at least 64 slots) on the packet socket `fd` for
-    /// frames of up to `max_frame` bytes, and maps it. The socket must not have one yet. On
+    /// frames of up to `max_frame` bytes (a socket with virtio_net_hdrs counts theirs in
+    /// too: the kernel puts one before each frame), and maps it. The socket must not have one yet. On
     /// error the socket has none.
     pub(crate) fn attach(fd: BorrowedFd<'_>, max_frame: usize, bytes: usize) -> io::Result<RxRing> {
         // SAFETY: plain query with no pointer argument.
@@ -147,7 +148,7 @@ fn status_word<'a>(slot: NonNull<u8>) -> &'a AtomicU32 {
 
 /// Block and frame-slot sizes for frames of up to `max_frame` bytes: slots of a power of two
 /// up to a page, else of whole pages, one block per page or per slot. Either way a frame's
-/// sector data (36 bytes in) lies at the same offset modulo 1024 in every slot, 410 bytes
+/// sector data (36 bytes in) lies at the same offset modulo 1024 in every slot, some 400 bytes
 /// short of where [`FrameBatch`] slots want it, so that copies out of the ring never run at
 /// the slow distance its docs describe.
 fn geometry(max_frame: usize, page: usize) -> (usize, usize) {

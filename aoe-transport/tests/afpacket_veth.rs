@@ -171,18 +171,39 @@ fn mixed_size_batch_arrives_intact_in_order_and_not_back_at_the_sender() {
     assert!(nothing_arrives(&mut a), "A received its own frames");
     // A socket bound to one EtherType would not see them anyway; the option is a second guard.
     assert!(ignores_outgoing(&a), "PACKET_IGNORE_OUTGOING is not set");
+    // Both ends send and receive with a virtio_net_hdr before each frame (the default).
+    assert!(packet_option(&a, libc::PACKET_VNET_HDR) && packet_option(&b, libc::PACKET_VNET_HDR));
 }
 
 /// Frames sent as a head from the batch and a tail from a mapped file arrive whole, the
 /// tail's bytes as the file holds them when sent; frames without a tail in the same batch too.
 #[test]
 fn frames_with_mapped_tails_arrive_whole() {
-    if !have_root("frames_with_mapped_tails_arrive_whole") {
-        return;
+    if have_root("frames_with_mapped_tails_arrive_whole") {
+        frames_with_mapped_tails_arrive_whole_with(AfPacketOptions::default());
     }
+}
+
+/// As [`frames_with_mapped_tails_arrive_whole`], both ends without virtio_net_hdrs, as on a
+/// kernel that refuses them.
+#[test]
+fn frames_with_mapped_tails_arrive_whole_without_vnet_headers() {
+    if have_root("frames_with_mapped_tails_arrive_whole_without_vnet_headers") {
+        let opts = AfPacketOptions { vnet_header: false, ..AfPacketOptions::default() };
+        frames_with_mapped_tails_arrive_whole_with(opts);
+    }
+}
+
+fn frames_with_mapped_tails_arrive_whole_with(opts: AfPacketOptions) {
     use std::os::unix::fs::FileExt;
     let veth = VethPair::new();
-    let (mut a, mut b) = (veth.open_a(), veth.open_b());
+    let mut a = VethPair::within(&veth.a, || AfPacket::open(IF_A, opts.clone())).unwrap();
+    let mut b = VethPair::within(&veth.b, || AfPacket::open(IF_B, opts.clone())).unwrap();
+    let vnet = opts.vnet_header;
+    assert_eq!(
+        (packet_option(&a, libc::PACKET_VNET_HDR), packet_option(&b, libc::PACKET_VNET_HDR)),
+        (vnet, vnet)
+    );
     let path = std::env::temp_dir().join(format!("aoe-tails-{}", std::process::id()));
     let content: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 253) as u8).collect();
     std::fs::write(&path, &content).unwrap();
@@ -348,17 +369,16 @@ fn throughput() {
 
 /// Whether the socket has the kernel's PACKET_IGNORE_OUTGOING option on.
 fn ignores_outgoing(t: &AfPacket) -> bool {
+    packet_option(t, libc::PACKET_IGNORE_OUTGOING)
+}
+
+/// Whether the socket has the SOL_PACKET option `name` on.
+fn packet_option(t: &AfPacket, name: libc::c_int) -> bool {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `v` and `len` are live and sized for an int option.
     let r = unsafe {
-        libc::getsockopt(
-            t.as_raw_fd(),
-            libc::SOL_PACKET,
-            libc::PACKET_IGNORE_OUTGOING,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
+        libc::getsockopt(t.as_raw_fd(), libc::SOL_PACKET, name, (&mut v as *mut libc::c_int).cast(), &mut len)
     };
     r == 0 && v == 1
 }
