@@ -13,7 +13,7 @@ use aoe_testkit::netns::{Netns, Side, Veth};
 use aoe_testkit::privilege::netns_available;
 use aoe_testkit::process::wait_until;
 
-use netns_common::{afpacket, file_export, options, secs, Targets, MIB};
+use netns_common::{afpacket_with, file_export, options, secs, Targets, MIB};
 
 const SIZE: usize = 64 * MIB;
 
@@ -41,7 +41,9 @@ fn break_path_during(
     });
 }
 
-fn path_goes_down_mid_transfer(test: &str, side: Side) {
+/// Two paths, `side` of the second taken down a third of the way into a 64 MiB write; the
+/// second path's socket receives through a ring when `broken_ring`, the first's the other way.
+fn path_goes_down_mid_transfer(test: &str, side: Side, broken_ring: bool) {
     if !netns_available(test) {
         return;
     }
@@ -57,7 +59,10 @@ fn path_goes_down_mid_transfer(test: &str, side: Side) {
     for veth in &paths {
         targets.serve(&target_ns, veth.a_name(), vec![export.clone()]);
     }
-    let links = paths.iter().map(|v| afpacket(&initiator_ns, v.b_name())).collect();
+    let links = vec![
+        afpacket_with(&initiator_ns, paths[0].b_name(), !broken_ring),
+        afpacket_with(&initiator_ns, paths[1].b_name(), broken_ring),
+    ];
     let mut dev = Device::open(links, 1, 0, &options(Duration::from_secs(10))).unwrap();
     assert_eq!(dev.info().paths.len(), 2, "{:?}", dev.info().paths);
 
@@ -81,12 +86,18 @@ fn path_goes_down_mid_transfer(test: &str, side: Side) {
 
 #[test]
 fn target_side_of_a_path_goes_down() {
-    path_goes_down_mid_transfer("target_side_of_a_path_goes_down", Side::A);
+    path_goes_down_mid_transfer("target_side_of_a_path_goes_down", Side::A, true);
 }
 
 /// The initiator's own interface taken down: its socket reports ENETDOWN, which the driver
 /// loop (src/driver.rs) still turns into a failed call instead of a lost path.
 #[test]
 fn initiator_side_of_a_path_goes_down() {
-    path_goes_down_mid_transfer("initiator_side_of_a_path_goes_down", Side::B);
+    path_goes_down_mid_transfer("initiator_side_of_a_path_goes_down", Side::B, true);
+}
+
+/// As above, the broken path's socket receiving with recvmmsg.
+#[test]
+fn initiator_side_of_a_path_goes_down_under_recvmmsg() {
+    path_goes_down_mid_transfer("initiator_side_of_a_path_goes_down_under_recvmmsg", Side::B, false);
 }

@@ -487,12 +487,12 @@ impl InitiatorBench {
     }
 }
 
-/// A socket on the initiator end of `link`, as the Device takes it.
+/// A socket on the initiator end of `link`, as the Device takes it: with a receive ring, as
+/// the `aoe` tool opens it.
 fn initiator_links(link: &Link) -> io::Result<Vec<Box<dyn Transport>>> {
-    let transport = link
-        .initiator
-        .enter(|| AfPacket::open(link.initiator_if(), AfPacketOptions::default()))
-        .map_err(io::Error::other)?;
+    let opts = AfPacketOptions { rx_ring: true, ..AfPacketOptions::default() };
+    let transport =
+        link.initiator.enter(|| AfPacket::open(link.initiator_if(), opts)).map_err(io::Error::other)?;
     Ok(vec![Box::new(transport)])
 }
 

@@ -517,7 +517,7 @@ impl Report {
         let _ = writeln!(
             out,
             "  Device: sequential read_at / write_at calls of {chunk} over the file, wrapping around, \
-             window capped at {window} frames; raw client: the aoe-target QD16 samples above, each \
+             window capped at {window} frames, receiving through a ring as the aoe tool does; raw client: the aoe-target QD16 samples above, each \
              taken back to back with the Device's (order alternating)"
         );
         let _ = writeln!(

@@ -121,7 +121,9 @@ fn serve(
 ) -> Result<(), String> {
     let start = || -> Result<_, String> {
         sys::enter_netns(&ns.path()).map_err(|e| format!("cannot enter namespace {}: {e}", ns.name))?;
-        let link = AfPacket::open(TARGET_IF, AfPacketOptions::default()).map_err(|e| e.to_string())?;
+        // As aoe-target opens it.
+        let opts = AfPacketOptions { rx_ring: true, ..AfPacketOptions::default() };
+        let link = AfPacket::open(TARGET_IF, opts).map_err(|e| e.to_string())?;
         let config = ExportConfig {
             model: "aoe-rs demo disk (in memory)".into(),
             ..ExportConfig::new(DISK.shelf, DISK.slot)

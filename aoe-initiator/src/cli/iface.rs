@@ -63,12 +63,13 @@ fn proc_net_dev_names(table: &str) -> Vec<String> {
         .collect()
 }
 
-/// Opens a raw AoE socket on each interface.
+/// Opens a raw AoE socket on each interface, receiving through a ring shared with the kernel.
 pub(crate) fn open(names: &[String]) -> Result<Vec<Box<dyn Transport>>, Failure> {
+    let opts = AfPacketOptions { rx_ring: true, ..AfPacketOptions::default() };
     names
         .iter()
         .map(|name| {
-            AfPacket::open(name, AfPacketOptions::default())
+            AfPacket::open(name, opts.clone())
                 .map(|link| Box::new(link) as Box<dyn Transport>)
                 .map_err(open_failure)
         })

@@ -26,12 +26,19 @@ use aoe_transport::{FrameBatch, Transport};
 
 pub const MIB: usize = 1 << 20;
 
-/// The initiator's transport: an `AfPacket` socket on `ifname`, opened inside `ns` (the
-/// socket stays bound to that namespace).
+/// The initiator's transport: an `AfPacket` socket on `ifname` with a receive ring, as the
+/// `aoe` tool opens it, opened inside `ns` (the socket stays bound to that namespace).
 pub fn afpacket(ns: &Netns, ifname: &str) -> Box<dyn Transport> {
+    afpacket_with(ns, ifname, true)
+}
+
+/// As [`afpacket`], receiving through a ring or, `rx_ring` false, with `recvmmsg`.
+pub fn afpacket_with(ns: &Netns, ifname: &str, rx_ring: bool) -> Box<dyn Transport> {
+    let opts = AfPacketOptions { rx_ring, ..AfPacketOptions::default() };
     let port = ns
-        .enter(|| AfPacket::open(ifname, AfPacketOptions::default()))
+        .enter(|| AfPacket::open(ifname, opts))
         .unwrap_or_else(|e| panic!("opening {ifname} in {}: {e}", ns.name()));
+    assert_eq!(port.has_rx_ring(), rx_ring, "receive ring on {ifname}");
     Box::new(port)
 }
 
@@ -80,8 +87,10 @@ impl Targets {
         let ifname = ifname.to_owned();
         let (ready_tx, ready_rx) = mpsc::channel();
         self.threads.push(ns.spawn_thread(move || {
-            let port = AfPacket::open(&ifname, AfPacketOptions::default())
-                .unwrap_or_else(|e| panic!("target socket on {ifname}: {e}"));
+            // As aoe-target opens it.
+            let opts = AfPacketOptions { rx_ring: true, ..AfPacketOptions::default() };
+            let port =
+                AfPacket::open(&ifname, opts).unwrap_or_else(|e| panic!("target socket on {ifname}: {e}"));
             let mut server = Server::new(port, exports);
             server.announce().unwrap_or_else(|e| panic!("announcing on {ifname}: {e}"));
             ready_tx.send(()).unwrap();
