@@ -7,13 +7,18 @@
 //! The socket is bound to one interface and to EtherType 0x88A2, so the kernel hands it AoE
 //! frames only, and never the frames it sent: the kernel mirrors outgoing frames only to
 //! sockets listening to every EtherType, and `PACKET_IGNORE_OUTGOING` (Linux 4.20 and later)
-//! is set as well, in case that changes. A batch is received with one `recvmmsg` call straight into the
-//! [`FrameBatch`] slots and sent with `sendmmsg`; neither path allocates.
+//! is set as well, in case that changes. A batch is sent with one `sendmmsg` call, each frame's
+//! headers apart from its sectors (see [`AfPacketOptions::vnet_header`]). It is received with
+//! one `recvmmsg` call straight into the [`FrameBatch`] slots, or, with
+//! [`AfPacketOptions::rx_ring`], copied out of a ring shared with the kernel (`rx_ring`
+//! module). No path allocates.
 //!
-//! Receiving costs one system call per batch when the caller waits the same way each time (a
-//! server loop that wakes every so often to look at a stop flag): the wait becomes the socket's
-//! receive timeout (`SO_RCVTIMEO`) and a blocking `recvmmsg` with `MSG_WAITFORONE` sleeps until
-//! the first frame and then takes whatever else is queued. Other waits `poll` the socket.
+//! With `recvmmsg`, receiving costs one system call per batch when the caller waits the same
+//! way each time (a server loop that wakes every so often to look at a stop flag): the wait
+//! becomes the socket's receive timeout (`SO_RCVTIMEO`) and a blocking `recvmmsg` with
+//! `MSG_WAITFORONE` sleeps until the first frame and then takes whatever else is queued. Other
+//! waits `poll` the socket. With a ring, frames that wait are taken without a system call and
+//! an empty ring is waited for with `poll`.
 
 // The one module that talks to the kernel; every block says why it is sound.
 #![allow(unsafe_code)]
@@ -28,7 +33,7 @@ use std::time::{Duration, Instant};
 use aoe_proto::ethernet::{MacAddr, ETHERTYPE_AOE, HEADER_LEN};
 use aoe_proto::sizing::ATA_DATA_OFFSET;
 
-use crate::rx_ring::RxRing;
+use crate::rx_ring::{AttachError, RxRing};
 use crate::{FrameBatch, Tail, Transport};
 
 /// `PACKET_IGNORE_OUTGOING` from `<linux/if_packet.h>` (Linux 4.20).
@@ -37,6 +42,9 @@ const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 /// Bytes of the `virtio_net_hdr` that `PACKET_VNET_HDR` puts before every frame the socket
 /// sends or receives.
 const VNET_HEADER_LEN: usize = 10;
+/// How often a receive from the ring that finds nothing and may not wait (a busy-polling
+/// loop) asks the socket for a pending error, each time a system call.
+const RING_ERROR_CHECK: Duration = Duration::from_millis(1);
 
 /// How long `send_batch` keeps retrying a full send queue before it gives up.
 const SEND_STALL_LIMIT: Duration = Duration::from_secs(1);
@@ -66,11 +74,12 @@ pub struct AfPacketOptions {
     pub rx_ring: bool,
     /// Give the kernel each sent frame's headers, its first 36 bytes (Ethernet, AoE, ATA),
     /// for the packet's own buffer and the rest, the sectors, for pages of their own, by way
-    /// of a `virtio_net_hdr` (`PACKET_VNET_HDR`); the kernel otherwise splits after the 14-byte
-    /// Ethernet header. Sectors copied from the page cache then start at the same offset within
-    /// a page as they end up at, rather than 22 bytes on, a distance at which the CPU's string
-    /// copy runs about three times slower (4 KiB aliasing). Frames received are unchanged.
-    /// Ignored when the kernel refuses the option. Default on.
+    /// of a `virtio_net_hdr` (`PACKET_VNET_HDR`); the kernel otherwise splits a frame of about
+    /// a page or more after its 14-byte Ethernet header (smaller ones stay whole). Sectors
+    /// copied from the page cache then start at the same offset within a page as they end up
+    /// at, rather than 22 bytes on, a distance at which the CPU's string copy runs about three
+    /// times slower (4 KiB aliasing). Frames received are unchanged. Ignored when the kernel
+    /// refuses the option. Default on.
     pub vnet_header: bool,
 }
 
@@ -133,6 +142,10 @@ pub struct AfPacket {
     rx: RxVectors,
     /// Where frames arrive when the socket has a receive ring ([`AfPacketOptions::rx_ring`]).
     ring: Option<RxRing>,
+    /// Why the kernel refused the ring that was asked for.
+    ring_refused: Option<io::Error>,
+    /// When a receive from the ring last asked the socket for a pending error.
+    ring_error_checked: Option<Instant>,
     tx: TxVectors,
     wait: WaitState,
     /// Shared by every handle on the socket ([`try_clone`](Self::try_clone)): the receive
@@ -181,6 +194,17 @@ impl AfPacket {
             .map_err(|e| io_err("setting the receive buffer", e))?;
         set_buffer(fd.as_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, opts.send_buffer)
             .map_err(|e| io_err("setting the send buffer", e))?;
+        // Before bind, so that no frame queued for recvmmsg is purged when the ring comes. A
+        // kernel that refuses the ring leaves the socket as it was: it receives with recvmmsg.
+        let slot_bytes = HEADER_LEN + info.mtu + if vnet { VNET_HEADER_LEN } else { 0 };
+        let (ring, ring_refused) = match opts.rx_ring {
+            false => (None, None),
+            true => match RxRing::attach(fd.as_fd(), slot_bytes, opts.recv_buffer) {
+                Ok(ring) => (Some(ring), None),
+                Err(AttachError::Refused(e)) => (None, Some(e)),
+                Err(AttachError::Stuck(e)) => return Err(io_err("taking down a receive ring", e)),
+            },
+        };
 
         // SAFETY: sockaddr_ll is a plain C struct for which all zeros is a valid value.
         let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
@@ -203,14 +227,13 @@ impl AfPacket {
                 _ => io_err("binding the raw socket", e),
             });
         }
-        // A kernel that refuses the ring leaves the socket as it was: it receives with recvmmsg.
-        let slot_bytes = HEADER_LEN + info.mtu + if vnet { VNET_HEADER_LEN } else { 0 };
-        let ring = opts.rx_ring.then(|| RxRing::attach(fd.as_fd(), slot_bytes, opts.recv_buffer).ok());
         Ok(AfPacket {
             fd,
             info,
             rx: RxVectors::new(vnet),
-            ring: ring.flatten(),
+            ring,
+            ring_refused,
+            ring_error_checked: None,
             tx: TxVectors::new(vnet),
             wait: WaitState::default(),
             handles: Arc::new(()),
@@ -232,6 +255,8 @@ impl AfPacket {
             info: self.info.clone(),
             rx: RxVectors::new(self.tx.vnet),
             ring: None,
+            ring_refused: None,
+            ring_error_checked: None,
             tx: TxVectors::new(self.tx.vnet),
             wait: WaitState { socket_timeout: self.wait.socket_timeout, ..WaitState::default() },
             handles: Arc::clone(&self.handles),
@@ -241,6 +266,11 @@ impl AfPacket {
     /// True when frames arrive through a receive ring ([`AfPacketOptions::rx_ring`]).
     pub fn has_rx_ring(&self) -> bool {
         self.ring.is_some()
+    }
+
+    /// Why the kernel refused the receive ring that was asked for, if it did.
+    pub fn rx_ring_refused(&self) -> Option<&io::Error> {
+        self.ring_refused.as_ref()
     }
 
     /// The interface as it was when the socket was opened.
@@ -258,8 +288,9 @@ impl AfPacket {
         let prefix = self.rx.prefix();
         let msgs = self.rx.point_at(batch);
         let vlen = msgs.len() - base;
-        // SAFETY: every entry of `msgs` points at an iovec of `self.rx` that covers one whole
-        // slot of `batch` (`point_at` just checked the slots' address and sizes), and entries
+        // SAFETY: every entry of `msgs` points at the iovecs of `self.rx`: one that covers one
+        // whole slot of `batch` (`point_at` just checked the slots' address and sizes), after
+        // one for the scratch buffer `self.rx` owns when the socket has virtio_net_hdrs; entries
         // `base..` are its free slots. `batch` is borrowed mutably for the whole call, so the
         // kernel's writes overlap nothing else; the vectors are not touched meanwhile.
         let n = unsafe {
@@ -318,7 +349,9 @@ impl AfPacket {
 
     /// Receives from the ring: takes what waits there, else sleeps in `poll` until a frame
     /// comes or `timeout` passes. The interface going down shows as an error on the socket
-    /// (`POLLERR`), which is taken and returned, as `recvmmsg` would return it.
+    /// (`POLLERR`), which is taken and returned, as `recvmmsg` would return it. A receive that
+    /// may not wait asks for that error at most every [`RING_ERROR_CHECK`], so that a
+    /// busy-polling loop makes no system call while nothing comes.
     fn recv_ring(&mut self, batch: &mut FrameBatch, timeout: Option<Duration>) -> io::Result<usize> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let Some(ring) = self.ring.as_mut() else { return Ok(0) };
@@ -332,11 +365,25 @@ impl AfPacket {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
                     Some(left) if !left.is_zero() => Some(left),
                     // Time is up: report the interface going down, else that nothing came.
-                    _ => return take_socket_error(self.fd.as_fd()).map(|()| 0),
+                    _ => {
+                        let now = Instant::now();
+                        if self.ring_error_checked.is_some_and(|t| now.duration_since(t) < RING_ERROR_CHECK) {
+                            return Ok(0);
+                        }
+                        self.ring_error_checked = Some(now);
+                        return take_socket_error(self.fd.as_fd()).map(|()| 0);
+                    }
                 },
             };
             match poll_one(self.fd.as_fd(), libc::POLLIN, wait)? {
-                Some(revents) if revents & libc::POLLERR != 0 => take_socket_error(self.fd.as_fd())?,
+                Some(revents) if revents & libc::POLLERR != 0 => {
+                    take_socket_error(self.fd.as_fd())?;
+                    // An error-queue entry, not an error: nothing to take here, and waiting
+                    // again would wake at once.
+                    if revents & libc::POLLIN == 0 {
+                        return Ok(0);
+                    }
+                }
                 Some(_) => {}
                 None => return Ok(0),
             }
@@ -382,10 +429,11 @@ impl Transport for AfPacket {
     /// Frames shorter than 14 bytes, and frames longer than the batch's `frame_capacity`, are
     /// skipped. A signal interrupting the wait makes it return `Ok(0)`, or is waited through.
     ///
-    /// A wait of 20 ms or more (or `None`) asked for by two calls in a row becomes the
-    /// socket's receive timeout, so that each later call with it is a single system call;
-    /// the kernel counts that timeout in scheduler ticks, so it may run up to one tick
-    /// (1 to 10 ms) long. Not while other handles ([`AfPacket::try_clone`]) share the socket.
+    /// Without a receive ring, a wait of 20 ms or more (or `None`) asked for by two calls in a
+    /// row becomes the socket's receive timeout, so that each later call with it is a single
+    /// system call; the kernel counts that timeout in scheduler ticks, so it may run up to one
+    /// tick (1 to 10 ms) long. Not while other handles ([`AfPacket::try_clone`]) share the
+    /// socket. With a ring, frames waiting in it are taken without a system call.
     fn recv_batch(&mut self, batch: &mut FrameBatch, timeout: Option<Duration>) -> io::Result<usize> {
         batch.clear();
         if batch.capacity() == 0 {
@@ -725,9 +773,10 @@ pub fn wait_readable<'a>(
 struct RxVectors {
     msgs: Vec<libc::mmsghdr>,
     iovs: Vec<[libc::iovec; 2]>,
-    /// Where the kernel puts each frame's virtio_net_hdr, which is not read; `None` when the
-    /// socket has none.
-    scratch: Option<Box<[u8; VNET_HEADER_LEN]>>,
+    /// Where the kernel puts each frame's virtio_net_hdr, which is not read: an allocation
+    /// of VNET_HEADER_LEN bytes owned here (a raw pointer, so that moving `RxVectors` keeps
+    /// the iovecs' copies of it valid) and freed on drop; `None` when the socket has none.
+    scratch: Option<ptr::NonNull<[u8; VNET_HEADER_LEN]>>,
     /// Slot memory the vectors point at: address, slot count, bytes per slot.
     points_at: (usize, usize, usize),
 }
@@ -737,14 +786,18 @@ impl RxVectors {
         RxVectors {
             msgs: Vec::new(),
             iovs: Vec::new(),
-            scratch: vnet.then(|| Box::new([0; VNET_HEADER_LEN])),
+            scratch: vnet.then(|| ptr::NonNull::from(Box::leak(Box::new([0; VNET_HEADER_LEN])))),
             points_at: (0, 0, 0),
         }
     }
 
     /// Bytes each received message has before its frame.
     fn prefix(&self) -> usize {
-        self.scratch.as_ref().map_or(0, |s| s.len())
+        if self.scratch.is_some() {
+            VNET_HEADER_LEN
+        } else {
+            0
+        }
     }
 
     /// The headers, one per slot of `batch`, pointed at its slots.
@@ -759,7 +812,7 @@ impl RxVectors {
             self.iovs.clear();
             self.msgs.resize(slots, msg);
             self.iovs.resize(slots, [iov, iov]);
-            let scratch = self.scratch.as_mut().map(|s| s.as_mut_ptr());
+            let scratch = self.scratch.map(|s| s.as_ptr().cast::<u8>());
             for (i, (m, iov)) in self.msgs.iter_mut().zip(self.iovs.iter_mut()).enumerate() {
                 // Slot `i` (`size` bytes from `base + i * stride`) lies within the batch's buffer.
                 let slot = libc::iovec { iov_base: base.wrapping_add(i * stride).cast(), iov_len: size };
@@ -778,6 +831,15 @@ impl RxVectors {
             self.points_at = (base as usize, slots, size);
         }
         &mut self.msgs
+    }
+}
+
+impl Drop for RxVectors {
+    fn drop(&mut self) {
+        if let Some(scratch) = self.scratch.take() {
+            // SAFETY: the pointer came from `Box::leak` in `new` and is freed once, here.
+            drop(unsafe { Box::from_raw(scratch.as_ptr()) });
+        }
     }
 }
 
@@ -834,11 +896,11 @@ impl TxVectors {
 }
 
 /// A `virtio_net_hdr` (no offloads, no segmentation) asking for the frame's first `linear`
-/// bytes in the packet's own buffer. Its fields are little-endian, as for every modern
-/// virtio device.
+/// bytes in the packet's own buffer. A packet socket reads its fields in the machine's byte
+/// order (legacy virtio).
 fn vnet_header(linear: usize) -> [u8; VNET_HEADER_LEN] {
     let mut h = [0; VNET_HEADER_LEN];
-    h[2..4].copy_from_slice(&u16::try_from(linear).unwrap_or(u16::MAX).to_le_bytes());
+    h[2..4].copy_from_slice(&u16::try_from(linear).unwrap_or(u16::MAX).to_ne_bytes());
     h
 }
 

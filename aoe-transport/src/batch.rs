@@ -11,9 +11,10 @@ const SLOT_ALIGN: usize = 1024;
 /// bytes after the source modulo 4 KiB (a store then seems to alias the loads just ahead of
 /// it). Page-cache sectors start at multiples of 512 bytes within a page, and the kernel keeps
 /// the payload of a large frame (after its 14-byte header) in pages from offset 0, received
-/// or sent. With every slot's sector data 512 bytes past a multiple of 1024, sector copies are
-/// 0 modulo 512 apart, received payload 490 + 1024k, sent payload 22 + 512k with k odd: none
-/// of them in the slow range. (Measured at MTU 9000: the receive copy of a write request was
+/// or sent (sent with a virtio_net_hdr: the sectors, after the 36 bytes of headers). With every
+/// slot's sector data 512 bytes past a multiple of 1024, sector copies are 0 modulo 512 apart,
+/// received payload 490 + 1024k, sent payload 22 + 512k with k odd (with a virtio_net_hdr,
+/// 512 + 1024k): none of them in the slow range. (Measured at MTU 9000: the receive copy of a write request was
 /// a quarter of the target's CPU time with the data 30 bytes past a page boundary, 3% here.)
 const DATA_PHASE: usize = 512;
 

@@ -28,6 +28,16 @@ use crate::FrameBatch;
 /// `TPACKET_ALIGN(TPACKET2_HDRLEN + 16)`; the Ethernet header lies just before it.
 const NETWORK_OFFSET: usize = (libc::TPACKET2_HDRLEN + 16).next_multiple_of(libc::TPACKET_ALIGNMENT);
 
+/// Why [`RxRing::attach`] failed.
+#[derive(Debug)]
+pub(crate) enum AttachError {
+    /// The kernel refused the ring; the socket has none and receives as before.
+    Refused(io::Error),
+    /// The ring was set up but could not be mapped, nor taken down again: frames would go to a
+    /// ring nobody reads, so the socket is of no use.
+    Stuck(io::Error),
+}
+
 /// A `TPACKET_V2` receive ring mapped from a packet socket.
 pub(crate) struct RxRing {
     map: NonNull<u8>,
@@ -45,13 +55,14 @@ impl RxRing {
     /// frames of up to `max_frame` bytes (a socket with virtio_net_hdrs counts theirs in
     /// too: the kernel puts one before each frame), and maps it. The socket must not have one yet. On
     /// error the socket has none.
-    pub(crate) fn attach(fd: BorrowedFd<'_>, max_frame: usize, bytes: usize) -> io::Result<RxRing> {
+    pub(crate) fn attach(fd: BorrowedFd<'_>, max_frame: usize, bytes: usize) -> Result<RxRing, AttachError> {
         // SAFETY: plain query with no pointer argument.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         let (block_size, frame_size) = geometry(max_frame, page);
         let frames_per_block = block_size / frame_size;
         let blocks = (bytes / block_size).max(64usize.div_ceil(frames_per_block));
-        let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "receive ring too large");
+        let too_big =
+            || AttachError::Refused(io::Error::new(io::ErrorKind::InvalidInput, "receive ring too large"));
         let u32_of = |n: usize| u32::try_from(n).map_err(|_| too_big());
         let req = libc::tpacket_req {
             tp_block_size: u32_of(block_size)?,
@@ -60,8 +71,8 @@ impl RxRing {
             tp_frame_nr: u32_of(blocks * frames_per_block)?,
         };
         let version = libc::tpacket_versions::TPACKET_V2 as libc::c_int;
-        setsockopt(fd, libc::PACKET_VERSION, &version)?;
-        setsockopt(fd, libc::PACKET_RX_RING, &req)?;
+        setsockopt(fd, libc::PACKET_VERSION, &version).map_err(AttachError::Refused)?;
+        setsockopt(fd, libc::PACKET_RX_RING, &req).map_err(AttachError::Refused)?;
         let map_len = block_size * blocks;
         // SAFETY: maps `map_len` bytes of the socket's ring, exactly its size; the result is
         // checked before use and unmapped in `drop`.
@@ -80,10 +91,12 @@ impl RxRing {
             // Frames would go to a ring nobody reads: take it down again.
             // SAFETY: all zeros is a valid tpacket_req (it asks for no ring).
             let none: libc::tpacket_req = unsafe { mem::zeroed() };
-            setsockopt(fd, libc::PACKET_RX_RING, &none)?;
-            return Err(e);
+            setsockopt(fd, libc::PACKET_RX_RING, &none).map_err(AttachError::Stuck)?;
+            return Err(AttachError::Refused(e));
         }
-        let map = NonNull::new(map.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        // mmap never returns null for a request without MAP_FIXED.
+        let map = NonNull::new(map.cast::<u8>())
+            .ok_or_else(|| AttachError::Stuck(io::Error::other("mmap returned null")))?;
         Ok(RxRing {
             map,
             map_len,
@@ -103,7 +116,7 @@ impl RxRing {
         let mut taken = 0;
         while !batch.is_full() && taken < self.frames {
             let slot = self.slot(self.head);
-            let status = status_word(slot);
+            let status = self.status_word(self.head);
             if status.load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
                 break;
             }
@@ -128,29 +141,34 @@ impl RxRing {
     }
 
     /// Frame slot `i` of the ring.
+    ///
+    /// # Panics
+    ///
+    /// If `i` is not a slot of the ring.
     fn slot(&self, i: usize) -> NonNull<u8> {
+        assert!(i < self.frames, "slot {i} of a ring of {}", self.frames);
         let offset =
             (i / self.frames_per_block) * self.block_size + (i % self.frames_per_block) * self.frame_size;
-        debug_assert!(offset + self.frame_size <= self.map_len);
-        // SAFETY: `i < frames`, so the slot lies within the mapping (asserted above).
+        // SAFETY: `i < frames`, so the slot (`frame_size` bytes from `offset`) lies within the
+        // mapping of `blocks * block_size` bytes.
         unsafe { self.map.add(offset) }
+    }
+
+    /// The status word at the start of frame slot `i`, which the kernel and the reader hand
+    /// the slot back and forth with.
+    fn status_word(&self, i: usize) -> &AtomicU32 {
+        // SAFETY: every slot starts at a multiple of TPACKET_ALIGNMENT (16) in a page-aligned
+        // mapping that lives as long as `self`, with `tp_status`, a u32, first; the kernel
+        // accesses it only as a whole aligned word, so treating it as an atomic is sound.
+        unsafe { AtomicU32::from_ptr(self.slot(i).as_ptr().cast::<u32>()) }
     }
 }
 
-/// The status word at the start of a frame slot, which the kernel and the reader hand the
-/// slot back and forth with.
-fn status_word<'a>(slot: NonNull<u8>) -> &'a AtomicU32 {
-    // SAFETY: every slot starts at a multiple of TPACKET_ALIGNMENT (16) in a page-aligned
-    // mapping that lives as long as the ring, with `tp_status`, a u32, first; the kernel
-    // accesses it only as a whole aligned word, so treating it as an atomic is sound.
-    unsafe { AtomicU32::from_ptr(slot.as_ptr().cast::<u32>()) }
-}
-
 /// Block and frame-slot sizes for frames of up to `max_frame` bytes: slots of a power of two
-/// up to a page, else of whole pages, one block per page or per slot. Either way a frame's
-/// sector data (36 bytes in) lies at the same offset modulo 1024 in every slot, some 400 bytes
-/// short of where [`FrameBatch`] slots want it, so that copies out of the ring never run at
-/// the slow distance its docs describe.
+/// up to a page, else of whole pages, one block per page or per slot. For slots of 1024 bytes
+/// or more (an MTU of about 900 or more) a frame's sector data (36 bytes in) then lies at the
+/// same offset modulo 1024 in every slot, some 400 bytes short of where [`FrameBatch`] slots
+/// want it, so that copies out of the ring never run at the slow distance its docs describe.
 fn geometry(max_frame: usize, page: usize) -> (usize, usize) {
     let needed = NETWORK_OFFSET + max_frame;
     if needed <= page {
