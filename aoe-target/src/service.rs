@@ -121,8 +121,8 @@ impl Service {
         for (name, index, list) in interfaces {
             let options = AfPacketOptions { rx_ring: settings.rx_ring, ..AfPacketOptions::default() };
             let socket = AfPacket::open(&name, options).map_err(|e| settings.error(Some(index), e.into()))?;
-            if settings.rx_ring && !socket.has_rx_ring() {
-                tracing::warn!("{name}: the kernel refused a receive ring; receiving with recvmmsg");
+            if let Some(e) = socket.rx_ring_refused() {
+                tracing::warn!("{name}: the kernel refused a receive ring ({e}); receiving with recvmmsg");
             }
             let mut server = Server::new(socket, list);
             server.set_busy_poll(settings.busy_poll);

@@ -620,7 +620,9 @@ fn interface_goes_down_and_up(options: &[&str]) {
     let mut args = options.to_vec();
     args.extend(["1", "0", link.target_if(), image.path().to_str().unwrap()]);
     let mut target = start(&link, &args, &[("e1.0", link.target_if())]);
-    assert!(!target.stderr().contains("refused a receive ring"), "{}", target.stderr());
+    if options.is_empty() {
+        assert!(!target.stderr().contains("refused a receive ring"), "{}", target.stderr());
+    }
     let mut ini = Initiator::open(&link, link.initiator_if(), MacAddr(link.veth.a_mac()));
     assert_eq!(ini.read(3, 1, true), pattern(6, 4 * 512)[3 * 512..]);
     link.veth.set_up(Side::A, false).unwrap();

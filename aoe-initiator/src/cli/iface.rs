@@ -64,8 +64,10 @@ fn proc_net_dev_names(table: &str) -> Vec<String> {
 }
 
 /// Opens a raw AoE socket on each interface, receiving through a ring shared with the kernel.
+/// The ring's memory is the kernel's from the start: 1 MiB per interface holds the 64 frames
+/// of a full window at MTU 9000 and more.
 pub(crate) fn open(names: &[String]) -> Result<Vec<Box<dyn Transport>>, Failure> {
-    let opts = AfPacketOptions { rx_ring: true, ..AfPacketOptions::default() };
+    let opts = AfPacketOptions { rx_ring: true, recv_buffer: 1 << 20, ..AfPacketOptions::default() };
     names
         .iter()
         .map(|name| {
