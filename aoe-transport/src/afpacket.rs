@@ -628,14 +628,26 @@ fn setsockopt_int(
     name: libc::c_int,
     value: libc::c_int,
 ) -> io::Result<()> {
-    // SAFETY: the option value is a live c_int and the length passed is its size.
+    setsockopt(fd, level, name, &value)
+}
+
+/// Sets socket option `name` at `level` to `value`, a plain C value of the type the option
+/// takes (an int, a timeval, a tpacket_req).
+pub(crate) fn setsockopt<T: Copy>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `value` is live for the call and the length passed is its size; the kernel only
+    // reads it.
     let r = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
             level,
             name,
-            ptr::addr_of!(value).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ptr::from_ref(value).cast(),
+            mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if r < 0 {
@@ -653,20 +665,7 @@ fn set_receive_timeout(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Res
         tv_sec: t.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
         tv_usec: t.subsec_micros() as libc::suseconds_t,
     };
-    // SAFETY: the option value is a live timeval and the length passed is its size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            ptr::addr_of!(tv).cast(),
-            mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
 }
 
 /// Sets a socket buffer size, past the sysctl cap when privileged (`force`), else within it.

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use aoe_proto::ethernet::HEADER_LEN;
 
+use crate::afpacket::setsockopt;
 use crate::FrameBatch;
 
 /// Where the kernel puts a frame's network header in a `SOCK_RAW` slot at most:
@@ -71,8 +72,8 @@ impl RxRing {
             tp_frame_nr: u32_of(blocks * frames_per_block)?,
         };
         let version = libc::tpacket_versions::TPACKET_V2 as libc::c_int;
-        setsockopt(fd, libc::PACKET_VERSION, &version).map_err(AttachError::Refused)?;
-        setsockopt(fd, libc::PACKET_RX_RING, &req).map_err(AttachError::Refused)?;
+        setsockopt(fd, libc::SOL_PACKET, libc::PACKET_VERSION, &version).map_err(AttachError::Refused)?;
+        setsockopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req).map_err(AttachError::Refused)?;
         let map_len = block_size * blocks;
         // SAFETY: maps `map_len` bytes of the socket's ring, exactly its size; the result is
         // checked before use and unmapped in `drop`.
@@ -91,7 +92,7 @@ impl RxRing {
             // Frames would go to a ring nobody reads: take it down again.
             // SAFETY: all zeros is a valid tpacket_req (it asks for no ring).
             let none: libc::tpacket_req = unsafe { mem::zeroed() };
-            setsockopt(fd, libc::PACKET_RX_RING, &none).map_err(AttachError::Stuck)?;
+            setsockopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &none).map_err(AttachError::Stuck)?;
             return Err(AttachError::Refused(e));
         }
         // mmap never returns null for a request without MAP_FIXED.
@@ -177,23 +178,6 @@ fn geometry(max_frame: usize, page: usize) -> (usize, usize) {
         let frame = needed.next_multiple_of(page);
         (frame, frame)
     }
-}
-
-fn setsockopt<T>(fd: BorrowedFd<'_>, name: libc::c_int, value: &T) -> io::Result<()> {
-    // SAFETY: `value` is a live, plain C value and the length passed is its size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_PACKET,
-            name,
-            ptr::from_ref(value).cast(),
-            mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 impl Drop for RxRing {
