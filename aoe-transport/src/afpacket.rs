@@ -70,7 +70,10 @@ pub struct AfPacketOptions {
     /// (`PACKET_RX_RING`, `TPACKET_V2`) rather than with `recvmmsg`: frames that keep coming
     /// are then taken without a system call. When the kernel refuses the ring the socket
     /// receives with `recvmmsg` ([`AfPacket::has_rx_ring`] tells). A socket with a ring has one
-    /// receiver: [`AfPacket::try_clone`] refuses it. Default off.
+    /// receiver: [`AfPacket::try_clone`] refuses it. Frames are not copied out of the ring:
+    /// a batch reads them there and holds their slots until it is cleared (the next receive
+    /// into it clears it) or dropped; while a batch holds the slot the kernel fills next,
+    /// frames that come are dropped. Default off.
     pub rx_ring: bool,
     /// Give the kernel each sent frame's headers, its first 36 bytes (Ethernet, AoE, ATA),
     /// for the packet's own buffer and the rest, the sectors, for pages of their own, by way

@@ -1,5 +1,12 @@
 //! [`FrameBatch`]: a fixed set of frame buffers that transports fill and drain in one call.
 
+// Frames lent by a receive ring are read where the kernel put them; each block says why that
+// is sound.
+#![allow(unsafe_code)]
+
+use std::ptr::NonNull;
+use std::sync::Arc;
+
 use aoe_proto::sizing::ATA_DATA_OFFSET;
 
 /// Slots start a multiple of this many bytes apart.
@@ -28,9 +35,15 @@ const DATA_PHASE: usize = 512;
 ///
 /// Frames are whole Ethernet frames (destination, source, EtherType, payload) without the frame
 /// check sequence. A `frame_capacity` of `14 + mtu` holds any frame the link can carry.
+///
+/// A transport with a receive ring may leave a frame where the kernel put it rather than copy
+/// it into its slot; the batch then holds that ring slot until it is cleared or dropped, and
+/// reads and writes the frame there. Either way the frame is the batch's alone.
 pub struct FrameBatch {
     buf: Box<[u8]>,
     lens: Box<[usize]>,
+    /// For each frame, where it lies when it was lent rather than copied into its slot.
+    loans: Box<[Option<Loan>]>,
     len: usize,
     frame_capacity: usize,
     /// Bytes from one slot's start to the next: `frame_capacity` rounded up to [`SLOT_ALIGN`].
@@ -54,7 +67,75 @@ impl FrameBatch {
         let buf = vec![0; bytes].into_boxed_slice();
         let data = (buf.as_ptr() as usize).wrapping_add(ATA_DATA_OFFSET) % SLOT_ALIGN;
         let first = if slots == 0 { 0 } else { (DATA_PHASE + SLOT_ALIGN - data) % SLOT_ALIGN };
-        FrameBatch { buf, lens: vec![0; frames].into_boxed_slice(), len: 0, frame_capacity, stride, first }
+        let loans = (0..frames).map(|_| None).collect();
+        FrameBatch {
+            buf,
+            lens: vec![0; frames].into_boxed_slice(),
+            loans,
+            len: 0,
+            frame_capacity,
+            stride,
+            first,
+        }
+    }
+
+    /// Frame `i` (`i < len()`).
+    fn frame(&self, i: usize) -> &[u8] {
+        match &self.loans[i] {
+            // SAFETY: a lent frame's `lens[i]` bytes at `at` are valid and the batch's alone
+            // until the loan is returned (the contract of `lend`), which takes `&mut self`.
+            Some(loan) => unsafe { std::slice::from_raw_parts(loan.at.as_ptr(), self.lens[i]) },
+            None => {
+                let start = self.start(i);
+                &self.buf[start..start + self.lens[i]]
+            }
+        }
+    }
+
+    /// Frame `i` (`i < len()`), mutable.
+    fn frame_mut(&mut self, i: usize) -> &mut [u8] {
+        match &self.loans[i] {
+            // SAFETY: as in `frame`; `&mut self` makes this the only reference to it.
+            Some(loan) => unsafe { std::slice::from_raw_parts_mut(loan.at.as_ptr(), self.lens[i]) },
+            None => {
+                let start = self.start(i);
+                &mut self.buf[start..start + self.lens[i]]
+            }
+        }
+    }
+
+    /// Adds the `len` bytes at `at` as the next frame, left where they are, lent by `lender`
+    /// under `slot`, which gets it back (`Lender::release`) when the batch is cleared or
+    /// dropped. Returns false, lending nothing, when the batch is full or `len` is 0 or more
+    /// than `frame_capacity`.
+    ///
+    /// # Safety
+    ///
+    /// Until `lender.release(slot)` is called, `len` bytes from `at` must be valid for reads
+    /// and writes and touched by nothing but this batch; the memory must stay valid for as
+    /// long as `lender` lives.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) unsafe fn lend(
+        &mut self,
+        lender: &Arc<dyn Lender>,
+        at: NonNull<u8>,
+        len: usize,
+        slot: usize,
+    ) -> bool {
+        if self.is_full() || len == 0 || len > self.frame_capacity {
+            return false;
+        }
+        self.lens[self.len] = len;
+        self.loans[self.len] = Some(Loan { at, slot, lender: Arc::clone(lender) });
+        self.len += 1;
+        true
+    }
+
+    /// Hands every lent frame back to its lender.
+    fn return_loans(&mut self) {
+        for loan in self.loans.iter_mut().filter_map(Option::take) {
+            loan.lender.release(loan.slot);
+        }
     }
 
     /// Where slot `i` starts in `buf`.
@@ -89,6 +170,7 @@ impl FrameBatch {
 
     /// Forgets every frame; the slots are kept.
     pub fn clear(&mut self) {
+        self.return_loans();
         self.len = 0;
     }
 
@@ -97,8 +179,7 @@ impl FrameBatch {
         if i >= self.len {
             return None;
         }
-        let start = self.start(i);
-        Some(&self.buf[start..start + self.lens[i]])
+        Some(self.frame(i))
     }
 
     /// Frame `i`, mutable, or `None` when `i >= len()`. Its length cannot change.
@@ -106,16 +187,12 @@ impl FrameBatch {
         if i >= self.len {
             return None;
         }
-        let start = self.start(i);
-        Some(&mut self.buf[start..start + self.lens[i]])
+        Some(self.frame_mut(i))
     }
 
     /// The frames, in order.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        (0..self.len).map(move |i| {
-            let start = self.start(i);
-            &self.buf[start..start + self.lens[i]]
-        })
+        (0..self.len).map(move |i| self.frame(i))
     }
 
     /// Fills the next free slot in place.
@@ -176,6 +253,33 @@ impl FrameBatch {
         }
         self.lens[self.len] = len;
         self.len += 1;
+    }
+}
+
+/// Where a lent frame lies, and who lent it.
+struct Loan {
+    at: NonNull<u8>,
+    slot: usize,
+    lender: Arc<dyn Lender>,
+}
+
+// SAFETY: a lent frame is the batch's alone until returned (the contract of `lend`), so the
+// batch may move to, and be read from, any thread like the bytes it owns; the lender is Send
+// and Sync.
+unsafe impl Send for Loan {}
+// SAFETY: as for Send; shared access only reads.
+unsafe impl Sync for Loan {}
+
+/// Memory that frames are lent from ([`FrameBatch::lend`]): a receive ring, which takes slot
+/// `slot` back when the batch lets go of its frame.
+pub(crate) trait Lender: Send + Sync {
+    /// Takes slot `slot` back; the batch no longer touches its memory.
+    fn release(&self, slot: usize);
+}
+
+impl Drop for FrameBatch {
+    fn drop(&mut self) {
+        self.return_loans();
     }
 }
 
@@ -292,6 +396,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Records the slots handed back.
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<usize>>);
+
+    impl Lender for Recorder {
+        fn release(&self, slot: usize) {
+            self.0.lock().unwrap().push(slot);
+        }
+    }
+
+    #[test]
+    fn lent_frames_are_read_in_place_and_handed_back_on_clear_and_drop() {
+        let mut ring = vec![0u8; 64];
+        ring[..4].copy_from_slice(b"abcd");
+        ring[32..35].copy_from_slice(b"xyz");
+        let recorder = Arc::new(Recorder::default());
+        let lender: Arc<dyn Lender> = recorder.clone();
+        let base = ring.as_mut_ptr();
+        let at = |i: usize| NonNull::new(base.wrapping_add(i)).unwrap();
+        let mut b = FrameBatch::new(3, 8);
+        // SAFETY: `ring` outlives the batch and nothing else touches it meanwhile.
+        unsafe {
+            assert!(b.lend(&lender, at(0), 4, 7));
+            assert!(b.push(b"own"));
+            assert!(!b.lend(&lender, at(32), 9, 8), "longer than a slot");
+            assert!(b.lend(&lender, at(32), 3, 9));
+            assert!(!b.lend(&lender, at(40), 1, 10), "full");
+        }
+        let all: Vec<&[u8]> = b.iter().collect();
+        assert_eq!(all, vec![&b"abcd"[..], &b"own"[..], &b"xyz"[..]]);
+        b.get_mut(0).unwrap()[0] = b'A';
+        assert_eq!(b.clone().iter().collect::<Vec<_>>(), vec![&b"Abcd"[..], &b"own"[..], &b"xyz"[..]]);
+        assert!(recorder.0.lock().unwrap().is_empty(), "nothing handed back while held");
+        b.clear();
+        assert_eq!(*recorder.0.lock().unwrap(), [7, 9]);
+        // SAFETY: as above.
+        unsafe { assert!(b.lend(&lender, at(1), 2, 11)) };
+        drop(b);
+        assert_eq!(*recorder.0.lock().unwrap(), [7, 9, 11]);
+        assert_eq!(&ring[..4], b"Abcd", "written in place");
     }
 
     #[test]

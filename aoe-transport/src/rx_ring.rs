@@ -10,6 +10,11 @@
 //! holding `block_size / frame_size` frame slots; a frame slot starts with a `tpacket2_hdr`
 //! whose `tp_mac` gives the offset of the Ethernet frame within the slot and `tp_snaplen` its
 //! stored length (`tp_len` is its length on the wire).
+//!
+//! Frames are not copied out: each is lent to the [`FrameBatch`] that receives it, which reads
+//! it in the ring and hands its slot back to the kernel when the batch is cleared (the next
+//! receive into it) or dropped. The reader stops at a slot still lent out, so that slots are
+//! taken in the order the kernel fills them whatever the batches do.
 
 // Talks to the kernel through shared memory; every block says why it is sound.
 #![allow(unsafe_code)]
@@ -18,11 +23,13 @@ use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 
 use aoe_proto::ethernet::HEADER_LEN;
 
 use crate::afpacket::setsockopt;
+use crate::batch::Lender;
 use crate::FrameBatch;
 
 /// Where the kernel puts a frame's network header in a `SOCK_RAW` slot at most:
@@ -39,16 +46,26 @@ pub(crate) enum AttachError {
     Stuck(io::Error),
 }
 
-/// A `TPACKET_V2` receive ring mapped from a packet socket.
+/// A `TPACKET_V2` receive ring mapped from a packet socket, read in order.
 pub(crate) struct RxRing {
+    memory: Arc<RingMemory>,
+    /// The same, as the lender batches hold.
+    lender: Arc<dyn Lender>,
+    /// The next slot the kernel fills, in ring order.
+    head: usize,
+}
+
+/// The ring's mapping and layout, shared by the reader and the batches it lends frames to;
+/// unmapped when the last of them lets go.
+struct RingMemory {
     map: NonNull<u8>,
     map_len: usize,
     block_size: usize,
     frame_size: usize,
     frames_per_block: usize,
     frames: usize,
-    /// The next slot the kernel fills, in ring order.
-    head: usize,
+    /// Which slots a batch holds: the kernel filled them and has not had them back.
+    lent: Box<[AtomicBool]>,
 }
 
 impl RxRing {
@@ -98,49 +115,68 @@ impl RxRing {
         // mmap never returns null for a request without MAP_FIXED.
         let map = NonNull::new(map.cast::<u8>())
             .ok_or_else(|| AttachError::Stuck(io::Error::other("mmap returned null")))?;
-        Ok(RxRing {
+        let frames = blocks * frames_per_block;
+        let memory = Arc::new(RingMemory {
             map,
             map_len,
             block_size,
             frame_size,
             frames_per_block,
-            frames: blocks * frames_per_block,
-            head: 0,
-        })
+            frames,
+            lent: (0..frames).map(|_| AtomicBool::new(false)).collect(),
+        });
+        Ok(RxRing { lender: memory.clone(), memory, head: 0 })
     }
 
-    /// Moves the frames waiting in the ring into the free slots of `batch`, oldest first,
-    /// until the batch is full or no frame waits, and hands their ring slots back to the
-    /// kernel. Frames shorter than an Ethernet header, cut short by the ring, or longer than
-    /// the batch's slots are dropped. Returns how many ring slots it took.
+    /// Lends the frames waiting in the ring to `batch`, oldest first, until the batch is full,
+    /// no frame waits or the next slot is still lent out. Frames shorter than an Ethernet
+    /// header, cut short by the ring, or longer than the batch's slots are dropped and their
+    /// slots handed back at once. Returns how many ring slots it took.
     pub(crate) fn drain_into(&mut self, batch: &mut FrameBatch) -> usize {
+        let ring = &*self.memory;
         let mut taken = 0;
-        while !batch.is_full() && taken < self.frames {
-            let slot = self.slot(self.head);
-            let status = self.status_word(self.head);
-            if status.load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
+        while !batch.is_full() && taken < ring.frames {
+            let i = self.head;
+            // The flag first: a batch hands a slot back by setting its status, then clearing
+            // the flag, so a cleared flag seen here means the status read next is the
+            // kernel's, never the one the batch left.
+            if ring.lent[i].load(Ordering::Acquire) {
                 break;
             }
+            if ring.status_word(i).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
+                break;
+            }
+            let slot = ring.slot(i);
             // SAFETY: the slot starts with a tpacket2_hdr (the kernel wrote it before setting
             // TP_STATUS_USER, which the acquire load above saw); the slot is ours until the
             // status is set back, and the header's fields are read by value.
             let hdr = unsafe { ptr::read_volatile(slot.as_ptr().cast::<libc::tpacket2_hdr>()) };
             let (mac, snap) = (usize::from(hdr.tp_mac), hdr.tp_snaplen as usize);
             let whole = snap == hdr.tp_len as usize;
-            let fits = mac.checked_add(snap).is_some_and(|end| end <= self.frame_size);
+            let fits = mac.checked_add(snap).is_some_and(|end| end <= ring.frame_size);
+            let mut kept = false;
             if whole && fits && (HEADER_LEN..=batch.frame_capacity()).contains(&snap) {
-                // SAFETY: `mac..mac + snap` lies within this slot (checked just above), which
-                // the kernel does not write while its status says "user".
-                let frame = unsafe { std::slice::from_raw_parts(slot.as_ptr().add(mac), snap) };
-                batch.push(frame);
+                ring.lent[i].store(true, Ordering::Relaxed);
+                // SAFETY: `mac..mac + snap` lies within slot `i` (checked just above) of a
+                // mapping that lives as long as the lender; the kernel does not write the slot
+                // while its status says "user", and the flag just set keeps this reader off it,
+                // until the batch hands it back through `release`.
+                kept = unsafe { batch.lend(&self.lender, slot.add(mac), snap, i) };
+                if !kept {
+                    ring.lent[i].store(false, Ordering::Relaxed);
+                }
             }
-            status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
-            self.head = (self.head + 1) % self.frames;
+            if !kept {
+                ring.status_word(i).store(libc::TP_STATUS_KERNEL, Ordering::Release);
+            }
+            self.head = (i + 1) % ring.frames;
             taken += 1;
         }
         taken
     }
+}
 
+impl RingMemory {
     /// Frame slot `i` of the ring.
     ///
     /// # Panics
@@ -165,6 +201,14 @@ impl RxRing {
     }
 }
 
+impl Lender for RingMemory {
+    /// Hands slot `slot` back to the kernel, then lets the reader past it.
+    fn release(&self, slot: usize) {
+        self.status_word(slot).store(libc::TP_STATUS_KERNEL, Ordering::Release);
+        self.lent[slot].store(false, Ordering::Release);
+    }
+}
+
 /// Block and frame-slot sizes for frames of up to `max_frame` bytes: slots of a power of two
 /// up to a page, else of whole pages, one block per page or per slot. For slots of 1024 bytes
 /// or more (an MTU of about 900 or more) a frame's sector data (36 bytes in) then lies at the
@@ -180,20 +224,27 @@ fn geometry(max_frame: usize, page: usize) -> (usize, usize) {
     }
 }
 
-impl Drop for RxRing {
+impl Drop for RingMemory {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `attach`; nothing refers to it after.
+        // SAFETY: unmaps exactly the mapping made in `attach`; the reader and every batch
+        // that held a frame from it are done with it (this is the last reference).
         unsafe { libc::munmap(self.map.as_ptr().cast(), self.map_len) };
     }
 }
 
-// SAFETY: the mapping belongs to this ring alone (the socket it came from is not shared with
-// another reader of it), and it is touched only through `&mut self`.
-unsafe impl Send for RxRing {}
+// SAFETY: the mapping is the ring's alone (its socket has one reader). Slot status words and
+// flags are atomics; a slot's frame is touched by the reader until it is lent, then by the
+// batch holding it alone, until handed back. The rest of the struct does not change.
+unsafe impl Send for RingMemory {}
+// SAFETY: as for Send.
+unsafe impl Sync for RingMemory {}
 
 impl core::fmt::Debug for RxRing {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("RxRing").field("slots", &self.frames).field("slot_size", &self.frame_size).finish()
+        f.debug_struct("RxRing")
+            .field("slots", &self.memory.frames)
+            .field("slot_size", &self.memory.frame_size)
+            .finish()
     }
 }
 

@@ -468,6 +468,40 @@ fn a_receive_ring_delivers_every_frame_in_order_round_and_round() {
     assert_eq!(b.recv_batch(&mut batch, Some(Duration::ZERO)).unwrap(), 0);
 }
 
+/// Frames are read where the ring holds them: a batch keeps its frames, intact, while other
+/// batches receive round the ring, and the reader waits at a slot a batch still holds (the
+/// kernel drops what comes meanwhile) until that batch lets go.
+#[test]
+fn a_receive_ring_lends_frames_to_batches_until_they_let_go() {
+    if !have_root("a_receive_ring_lends_frames_to_batches_until_they_let_go") {
+        return;
+    }
+    let veth = VethPair::new();
+    // 64 slots.
+    let (mut a, mut b) = (veth.open_a(), veth.open_b_ring(0));
+    let burst =
+        |first: u8, n: u8| -> Vec<Vec<u8>> { (first..first + n).map(|i| frame(0x88A2, i, 1000)).collect() };
+    let recv_into = |b: &mut AfPacket, batch: &mut FrameBatch| -> Vec<Vec<u8>> {
+        b.recv_batch(batch, Some(Duration::from_millis(200))).unwrap();
+        batch.iter().map(<[u8]>::to_vec).collect()
+    };
+    let mut held = FrameBatch::new(8, 14 + MTU);
+    let mut other = FrameBatch::new(64, 14 + MTU);
+    assert_eq!(a.send_batch(&batch_of(&burst(0, 3))).unwrap(), 3);
+    assert_eq!(recv_into(&mut b, &mut held), burst(0, 3));
+    // The other 61 slots go round while `held` keeps slots 0 to 2.
+    assert_eq!(a.send_batch(&batch_of(&burst(3, 61))).unwrap(), 61);
+    assert_eq!(recv_into(&mut b, &mut other), burst(3, 61));
+    other.clear();
+    // The ring is full of held frames: these are dropped, and nothing is read past slot 0.
+    assert_eq!(a.send_batch(&batch_of(&burst(64, 5))).unwrap(), 5);
+    assert!(recv_into(&mut b, &mut other).is_empty());
+    assert_eq!(held.iter().map(<[u8]>::to_vec).collect::<Vec<_>>(), burst(0, 3), "held frames changed");
+    drop(held);
+    assert_eq!(a.send_batch(&batch_of(&burst(69, 5))).unwrap(), 5);
+    assert_eq!(recv_into(&mut b, &mut other), burst(69, 5));
+}
+
 /// A ring's socket reports its interface going down as `recvmmsg` would (once, ENETDOWN),
 /// receives again once it is back up, wakes `wait_readable`, and has a single handle.
 #[test]
