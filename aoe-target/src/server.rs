@@ -169,6 +169,8 @@ impl<T: Transport, B: Backend> Server<T, B> {
                 })?;
             }
         }
+        // Requests a receive ring lent go back to it now, not at the next receive.
+        self.rx.clear();
         self.tx.send(&mut self.transport)?;
         Ok(received)
     }
@@ -236,6 +238,8 @@ mod tests {
         }
         host.send_batch(&out).unwrap();
         assert_eq!(server.poll(Some(Duration::from_secs(1))).unwrap(), 41);
+        // Requests are let go once answered, so that a receive ring has their slots back.
+        assert!(server.rx.is_empty());
         let mut inbox = FrameBatch::new(BATCH_FRAMES, 9014);
         let mut tags = Vec::new();
         while host.recv_batch(&mut inbox, Some(Duration::from_millis(50))).unwrap() > 0 {
