@@ -10,8 +10,8 @@
 //! is set as well, in case that changes. A batch is sent with one `sendmmsg` call, each frame's
 //! headers apart from its sectors (see [`AfPacketOptions::vnet_header`]). It is received with
 //! one `recvmmsg` call straight into the [`FrameBatch`] slots, or, with
-//! [`AfPacketOptions::rx_ring`], copied out of a ring shared with the kernel (`rx_ring`
-//! module). No path allocates.
+//! [`AfPacketOptions::rx_ring`], read in a ring shared with the kernel (`rx_ring` module),
+//! where the batch holds them. No path allocates.
 //!
 //! With `recvmmsg`, receiving costs one system call per batch when the caller waits the same
 //! way each time (a server loop that wakes every so often to look at a stop flag): the wait
@@ -73,7 +73,8 @@ pub struct AfPacketOptions {
     /// receiver: [`AfPacket::try_clone`] refuses it. Frames are not copied out of the ring:
     /// a batch reads them there and holds their slots until it is cleared (the next receive
     /// into it clears it) or dropped; while a batch holds the slot the kernel fills next,
-    /// frames that come are dropped. Default off.
+    /// frames that come are dropped. A batch that outlives the `AfPacket` keeps the ring, and
+    /// so the socket, open (still receiving) until it lets go. Default off.
     pub rx_ring: bool,
     /// Give the kernel each sent frame's headers, its first 36 bytes (Ethernet, AoE, ATA),
     /// for the packet's own buffer and the rest, the sectors, for pages of their own, by way
@@ -355,11 +356,18 @@ impl AfPacket {
     /// (`POLLERR`), which is taken and returned, as `recvmmsg` would return it. A receive that
     /// may not wait asks for that error at most every [`RING_ERROR_CHECK`], so that a
     /// busy-polling loop makes no system call while nothing comes.
+    ///
+    /// `poll` reports frames while the slot the kernel filled last is not back in its hands,
+    /// which is also the case while another batch holds it: after a wake-up that found
+    /// nothing, it sleeps [`RING_ERROR_CHECK`] before it looks again, rather than spin.
     fn recv_ring(&mut self, batch: &mut FrameBatch, timeout: Option<Duration>) -> io::Result<usize> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let Some(ring) = self.ring.as_mut() else { return Ok(0) };
+        // The last wake-up found the ring empty: `poll` may be reporting a slot another batch
+        // holds, and would report it again at once.
+        let mut woken_for_nothing = false;
         loop {
-            ring.drain_into(batch);
+            let taken = ring.drain_into(batch);
             if !batch.is_empty() {
                 return Ok(batch.len());
             }
@@ -378,6 +386,9 @@ impl AfPacket {
                     }
                 },
             };
+            if woken_for_nothing && taken == 0 {
+                std::thread::sleep(wait.map_or(RING_ERROR_CHECK, |w| w.min(RING_ERROR_CHECK)));
+            }
             match poll_one(self.fd.as_fd(), libc::POLLIN, wait)? {
                 Some(revents) if revents & libc::POLLERR != 0 => {
                     take_socket_error(self.fd.as_fd())?;
@@ -390,6 +401,7 @@ impl AfPacket {
                 Some(_) => {}
                 None => return Ok(0),
             }
+            woken_for_nothing = true;
         }
     }
 

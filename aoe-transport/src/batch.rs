@@ -38,12 +38,18 @@ const DATA_PHASE: usize = 512;
 ///
 /// A transport with a receive ring may leave a frame where the kernel put it rather than copy
 /// it into its slot; the batch then holds that ring slot until it is cleared or dropped, and
-/// reads and writes the frame there. Either way the frame is the batch's alone.
+/// reads and writes the frame there. Either way the frame is the batch's alone. Held slots are
+/// slots the kernel cannot fill, and it stops at the first it meets: clear a received batch
+/// once its frames are read, and keep none aside ([`Clone`] copies the frames into slots of
+/// its own).
 pub struct FrameBatch {
     buf: Box<[u8]>,
     lens: Box<[usize]>,
-    /// For each frame, where it lies when it was lent rather than copied into its slot.
+    /// For each frame, where it lies when it was lent rather than copied into its slot;
+    /// `None` from `len` on.
     loans: Box<[Option<Loan>]>,
+    /// Who lent the frames in `loans`, while any is held.
+    lender: Option<Arc<dyn Lender>>,
     len: usize,
     frame_capacity: usize,
     /// Bytes from one slot's start to the next: `frame_capacity` rounded up to [`SLOT_ALIGN`].
@@ -72,6 +78,7 @@ impl FrameBatch {
             buf,
             lens: vec![0; frames].into_boxed_slice(),
             loans,
+            lender: None,
             len: 0,
             frame_capacity,
             stride,
@@ -106,8 +113,8 @@ impl FrameBatch {
 
     /// Adds the `len` bytes at `at` as the next frame, left where they are, lent by `lender`
     /// under `slot`, which gets it back (`Lender::release`) when the batch is cleared or
-    /// dropped. Returns false, lending nothing, when the batch is full or `len` is 0 or more
-    /// than `frame_capacity`.
+    /// dropped. Returns false, lending nothing, when the batch is full, `len` is 0 or more
+    /// than `frame_capacity`, or the batch holds frames of another lender.
     ///
     /// # Safety
     ///
@@ -125,16 +132,22 @@ impl FrameBatch {
         if self.is_full() || len == 0 || len > self.frame_capacity {
             return false;
         }
+        match &self.lender {
+            Some(held) if !Arc::ptr_eq(held, lender) => return false,
+            Some(_) => {}
+            None => self.lender = Some(Arc::clone(lender)),
+        }
         self.lens[self.len] = len;
-        self.loans[self.len] = Some(Loan { at, slot, lender: Arc::clone(lender) });
+        self.loans[self.len] = Some(Loan { at, slot });
         self.len += 1;
         true
     }
 
     /// Hands every lent frame back to its lender.
     fn return_loans(&mut self) {
-        for loan in self.loans.iter_mut().filter_map(Option::take) {
-            loan.lender.release(loan.slot);
+        let Some(lender) = self.lender.take() else { return };
+        for loan in self.loans[..self.len].iter_mut().filter_map(Option::take) {
+            lender.release(loan.slot);
         }
     }
 
@@ -256,16 +269,14 @@ impl FrameBatch {
     }
 }
 
-/// Where a lent frame lies, and who lent it.
+/// Where a lent frame lies, and the lender's name for its slot.
 struct Loan {
     at: NonNull<u8>,
     slot: usize,
-    lender: Arc<dyn Lender>,
 }
 
 // SAFETY: a lent frame is the batch's alone until returned (the contract of `lend`), so the
-// batch may move to, and be read from, any thread like the bytes it owns; the lender is Send
-// and Sync.
+// batch may move to, and be read from, any thread like the bytes it owns.
 unsafe impl Send for Loan {}
 // SAFETY: as for Send; shared access only reads.
 unsafe impl Sync for Loan {}

@@ -66,6 +66,9 @@ pub trait Transport: Send {
     /// Blocks until at least one frame arrives or `timeout` passes (`None` waits forever,
     /// `Some(Duration::ZERO)` only polls). Returns the number of frames received, 0 on timeout.
     /// An interrupted system call (`EINTR`) is retried or returns 0, never an error.
+    ///
+    /// The frames may stay where the transport received them (a receive ring) until the batch
+    /// is cleared or dropped: clear it once they are read (see [`FrameBatch`]).
     fn recv_batch(&mut self, batch: &mut FrameBatch, timeout: Option<Duration>) -> io::Result<usize>;
 
     /// Sends every frame in `batch`, in order; returns how many were sent.

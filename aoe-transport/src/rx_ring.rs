@@ -153,7 +153,9 @@ impl RxRing {
             let hdr = unsafe { ptr::read_volatile(slot.as_ptr().cast::<libc::tpacket2_hdr>()) };
             let (mac, snap) = (usize::from(hdr.tp_mac), hdr.tp_snaplen as usize);
             let whole = snap == hdr.tp_len as usize;
-            let fits = mac.checked_add(snap).is_some_and(|end| end <= ring.frame_size);
+            // The frame lies after the header (so never over the status word) and in the slot.
+            let after_header = mac >= mem::size_of::<libc::tpacket2_hdr>();
+            let fits = after_header && mac.checked_add(snap).is_some_and(|end| end <= ring.frame_size);
             let mut kept = false;
             if whole && fits && (HEADER_LEN..=batch.frame_capacity()).contains(&snap) {
                 ring.lent[i].store(true, Ordering::Relaxed);

@@ -500,6 +500,26 @@ fn a_receive_ring_lends_frames_to_batches_until_they_let_go() {
     drop(held);
     assert_eq!(a.send_batch(&batch_of(&burst(69, 5))).unwrap(), 5);
     assert_eq!(recv_into(&mut b, &mut other), burst(69, 5));
+
+    // Regression: while a batch holds the frame the kernel put last, poll keeps saying frames
+    // wait; a receive into another batch spun through its whole timeout.
+    let mut newest = FrameBatch::new(8, 14 + MTU);
+    assert_eq!(a.send_batch(&batch_of(&burst(74, 1))).unwrap(), 1);
+    assert_eq!(recv_into(&mut b, &mut newest), burst(74, 1));
+    let cpu = thread_cpu_time();
+    let start = Instant::now();
+    assert!(recv_into(&mut b, &mut other).is_empty());
+    let (waited, busy) = (start.elapsed(), thread_cpu_time() - cpu);
+    assert!(waited >= Duration::from_millis(190), "returned after {waited:?}");
+    assert!(busy < Duration::from_millis(60), "{busy:?} of CPU in a {waited:?} wait");
+}
+
+/// CPU time this thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a live timespec for the call to fill.
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) }, 0);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// A ring's socket reports its interface going down as `recvmmsg` would (once, ENETDOWN),
