@@ -156,6 +156,16 @@ impl<T: Transport, B: Backend> Server<T, B> {
     /// Returns the number of frames received.
     pub fn poll(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         let received = self.transport.recv_batch(&mut self.rx, timeout)?;
+        let answered = self.answer_received();
+        // Requests a receive ring lent go back to it now, not at the next receive.
+        self.rx.clear();
+        answered?;
+        self.tx.send(&mut self.transport)?;
+        Ok(received)
+    }
+
+    /// Answers the frames in `rx`, sending answers whenever a batch of them is full.
+    fn answer_received(&mut self) -> io::Result<()> {
         for frame in self.rx.iter() {
             // Read answers not sent yet take their sectors as they are when sent: send them
             // before a write can change those sectors.
@@ -169,10 +179,7 @@ impl<T: Transport, B: Backend> Server<T, B> {
                 })?;
             }
         }
-        // Requests a receive ring lent go back to it now, not at the next receive.
-        self.rx.clear();
-        self.tx.send(&mut self.transport)?;
-        Ok(received)
+        Ok(())
     }
 
     /// Serves until `stop` is set, then returns. For the [busy-poll](Self::set_busy_poll) time after

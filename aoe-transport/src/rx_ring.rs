@@ -165,7 +165,11 @@ impl RxRing {
                 // until the batch hands it back through `release`.
                 kept = unsafe { batch.lend(&self.lender, slot.add(mac), snap, i) };
                 if !kept {
+                    // Only a batch holding frames of another ring refuses one that fits (a
+                    // receive clears its batch first): leave the frame for the next receive.
                     ring.lent[i].store(false, Ordering::Relaxed);
+                    debug_assert!(kept, "a batch holds frames of another ring");
+                    break;
                 }
             }
             if !kept {
@@ -175,6 +179,17 @@ impl RxRing {
             taken += 1;
         }
         taken
+    }
+}
+
+impl RxRing {
+    /// True when a batch holds the slot the kernel fills next or the one it filled last: the
+    /// kernel then drops frames or `poll` reports frames that are not there, until the
+    /// batch lets go.
+    pub(crate) fn held_in_the_way(&self) -> bool {
+        let ring = &*self.memory;
+        let last = (self.head + ring.frames - 1) % ring.frames;
+        ring.lent[self.head].load(Ordering::Relaxed) || ring.lent[last].load(Ordering::Relaxed)
     }
 }
 
