@@ -714,11 +714,7 @@ fn poll_one(
     events: libc::c_short,
     timeout: Option<Duration>,
 ) -> io::Result<Option<libc::c_short>> {
-    let ms = match timeout {
-        None => -1,
-        // Round up, or a wait of less than a millisecond would spin.
-        Some(t) => t.as_nanos().div_ceil(1_000_000).min(libc::c_int::MAX as u128) as libc::c_int,
-    };
+    let ms = timeout.map_or(-1, poll_millis);
     let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 };
     // SAFETY: one live pollfd, count 1.
     let r = unsafe { libc::poll(&mut pfd, 1, ms) };
@@ -727,6 +723,12 @@ fn poll_one(
         return if e.kind() == io::ErrorKind::Interrupted { Ok(None) } else { Err(e) };
     }
     Ok((r > 0).then_some(pfd.revents))
+}
+
+/// `timeout` as `poll` takes it: milliseconds, rounded up, or a wait of less than a
+/// millisecond would spin.
+fn poll_millis(timeout: Duration) -> libc::c_int {
+    timeout.as_nanos().div_ceil(1_000_000).min(libc::c_int::MAX as u128) as libc::c_int
 }
 
 /// Takes the error pending on socket `fd` (`SO_ERROR`, which reading clears) and returns it;
@@ -772,7 +774,7 @@ pub fn wait_readable<'a>(
         *p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         watched += 1;
     }
-    let ms = timeout.as_nanos().div_ceil(1_000_000).min(libc::c_int::MAX as u128) as libc::c_int;
+    let ms = poll_millis(timeout);
     // SAFETY: `pfds[..watched]` are live pollfd structs; `watched` ≤ the array's length.
     let r = unsafe { libc::poll(pfds.as_mut_ptr(), watched as libc::nfds_t, ms) };
     if r < 0 {
