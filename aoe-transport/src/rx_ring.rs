@@ -156,23 +156,21 @@ impl RxRing {
             // The frame lies after the header (so never over the status word) and in the slot.
             let after_header = mac >= mem::size_of::<libc::tpacket2_hdr>();
             let fits = after_header && mac.checked_add(snap).is_some_and(|end| end <= ring.frame_size);
-            let mut kept = false;
             if whole && fits && (HEADER_LEN..=batch.frame_capacity()).contains(&snap) {
                 ring.lent[i].store(true, Ordering::Relaxed);
                 // SAFETY: `mac..mac + snap` lies within slot `i` (checked just above) of a
                 // mapping that lives as long as the lender; the kernel does not write the slot
                 // while its status says "user", and the flag just set keeps this reader off it,
                 // until the batch hands it back through `release`.
-                kept = unsafe { batch.lend(&self.lender, slot.add(mac), snap, i) };
-                if !kept {
+                if !unsafe { batch.lend(&self.lender, slot.add(mac), snap, i) } {
                     // Only a batch holding frames of another ring refuses one that fits (a
                     // receive clears its batch first): leave the frame for the next receive.
                     ring.lent[i].store(false, Ordering::Relaxed);
-                    debug_assert!(kept, "a batch holds frames of another ring");
+                    debug_assert!(false, "a batch holds frames of another ring");
                     break;
                 }
-            }
-            if !kept {
+            } else {
+                // Dropped: the slot goes straight back.
                 ring.status_word(i).store(libc::TP_STATUS_KERNEL, Ordering::Release);
             }
             self.head = (i + 1) % ring.frames;
