@@ -210,21 +210,7 @@ impl AfPacket {
             },
         };
 
-        // SAFETY: sockaddr_ll is a plain C struct for which all zeros is a valid value.
-        let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as libc::c_ushort;
-        addr.sll_protocol = ETHERTYPE_AOE.to_be();
-        addr.sll_ifindex = info.index as libc::c_int;
-        // SAFETY: `addr` is a valid sockaddr_ll and the length passed is its size.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                ptr::addr_of!(addr).cast(),
-                mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
+        if let Err(e) = bind(fd.as_fd(), info.index, ETHERTYPE_AOE) {
             return Err(match e.raw_os_error() {
                 Some(libc::ENODEV) => OpenError::NoSuchInterface(ifname.to_owned()),
                 Some(libc::ENETDOWN) => OpenError::InterfaceDown(ifname.to_owned()),
@@ -264,6 +250,31 @@ impl AfPacket {
             tx: TxVectors::new(self.tx.vnet),
             wait: WaitState { socket_timeout: self.wait.socket_timeout, ..WaitState::default() },
             handles: Arc::clone(&self.handles),
+        })
+    }
+
+    /// A handle that only sends: a socket of its own, bound to the same interface but to no
+    /// EtherType, so that other threads can send while this handle receives, whether or not
+    /// it has a receive ring. Its frames go out as this socket's do (with a `virtio_net_hdr`
+    /// when this socket has them). It receives nothing: its `recv_batch` only waits.
+    pub fn sender(&self) -> io::Result<AfPacket> {
+        let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
+        let vnet =
+            self.tx.vnet && setsockopt_int(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1).is_ok();
+        let send_buffer = AfPacketOptions::default().send_buffer;
+        set_buffer(fd.as_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, send_buffer)?;
+        // EtherType 0: the kernel hands this socket no frame.
+        bind(fd.as_fd(), self.info.index, 0)?;
+        Ok(AfPacket {
+            fd,
+            info: self.info.clone(),
+            rx: RxVectors::new(vnet),
+            ring: None,
+            ring_refused: None,
+            ring_error_checked: None,
+            tx: TxVectors::new(vnet),
+            wait: WaitState::default(),
+            handles: Arc::new(()),
         })
     }
 
@@ -555,6 +566,11 @@ impl Transport for AfPacket {
     fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.fd.as_fd())
     }
+
+    /// [`AfPacket::sender`]: a send-only socket of its own.
+    fn sender(&self) -> io::Result<Box<dyn Transport>> {
+        Ok(Box::new(AfPacket::sender(self)?))
+    }
 }
 
 impl AsFd for AfPacket {
@@ -644,6 +660,28 @@ fn socket(domain: libc::c_int, ty: libc::c_int, protocol: libc::c_int) -> io::Re
     }
     // SAFETY: `fd` is a freshly opened descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Binds packet socket `fd` to interface `index` and EtherType `ethertype` (0: none, so that
+/// the socket only sends).
+fn bind(fd: BorrowedFd<'_>, index: u32, ethertype: u16) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is a plain C struct for which all zeros is a valid value.
+    let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as libc::c_ushort;
+    addr.sll_protocol = ethertype.to_be();
+    addr.sll_ifindex = index as libc::c_int;
+    // SAFETY: `addr` is a valid sockaddr_ll and the length passed is its size.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            ptr::addr_of!(addr).cast(),
+            mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn setsockopt_int(

@@ -117,6 +117,14 @@ pub trait Transport: Send {
     fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }
+
+    /// Another handle that sends on the same link, from the same address, for a thread that
+    /// sends while this handle receives. What it receives is unspecified: use it only to
+    /// send. Fails with [`io::ErrorKind::Unsupported`] for transports that cannot make one
+    /// (the default).
+    fn sender(&self) -> io::Result<Box<dyn Transport>> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "this transport has no separate sender"))
+    }
 }
 
 impl Transport for Box<dyn Transport> {
@@ -146,5 +154,9 @@ impl Transport for Box<dyn Transport> {
 
     fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
         (**self).readiness_fd()
+    }
+
+    fn sender(&self) -> io::Result<Box<dyn Transport>> {
+        (**self).sender()
     }
 }

@@ -376,6 +376,11 @@ impl Transport for MemoryPort {
     fn name(&self) -> &str {
         &self.name
     }
+
+    /// A clone of the port: it shares the port's receive queue, so use it only to send.
+    fn sender(&self) -> io::Result<Box<dyn Transport>> {
+        Ok(Box::new(self.clone()))
+    }
 }
 
 /// Two ports on a fresh perfect hub: a point-to-point link.

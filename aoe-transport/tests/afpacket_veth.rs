@@ -342,6 +342,34 @@ fn a_clone_receives_while_the_original_sends() {
     }
 }
 
+/// A sender made from a socket with a receive ring sends from the same address while the ring
+/// receives, and takes none of the frames that come: they all reach the ring.
+#[test]
+fn a_sender_sends_beside_a_receive_ring_and_takes_no_frames() {
+    if !have_root("a_sender_sends_beside_a_receive_ring_and_takes_no_frames") {
+        return;
+    }
+    let veth = VethPair::new();
+    let (mut a, mut b) = (veth.open_a(), veth.open_b_ring(1 << 20));
+    let mut sender = VethPair::within(&veth.b, || b.sender()).unwrap();
+    assert_eq!((sender.mac(), sender.mtu(), sender.name()), (MAC_B, MTU, IF_B));
+    let mut frames: Vec<Vec<u8>> = (0..20).map(|i| frame(0x88A2, i, 9000)).collect();
+    for f in &mut frames {
+        f[..6].copy_from_slice(&MAC_A.0);
+        f[6..12].copy_from_slice(&MAC_B.0);
+    }
+    assert_eq!(sender.send_batch(&batch_of(&frames)).unwrap(), 20);
+    let got = recv_frames(&mut a, 20);
+    for (g, f) in got.iter().zip(&frames) {
+        assert!(g == f, "frames arrive whole and in order");
+    }
+    assert_eq!(a.send_batch(&batch_of(&frames[..5])).unwrap(), 5);
+    assert_eq!(recv_frames(&mut b, 5).len(), 5, "the ring receives");
+    let mut batch = FrameBatch::new(8, 14 + MTU);
+    assert_eq!(sender.recv_batch(&mut batch, Some(Duration::from_millis(50))).unwrap(), 0);
+    assert_eq!(b.recv_batch(&mut batch, Some(Duration::from_millis(50))).unwrap(), 0, "nothing echoed");
+}
+
 /// A rough one-way rate over veth: `cargo test -p aoe-transport --release -- --ignored --nocapture`.
 #[test]
 #[ignore = "measurement, not a check"]
