@@ -5,6 +5,8 @@
 //! backend for sector I/O; it never touches a socket or a clock.
 //! [`Export::handle_with_tail`] does the same but leaves the sectors of a read answer where
 //! a mapped backend keeps them, for the transport to send from there.
+//! [`Export::handle_deferred`] leaves sector I/O (reads, writes, flushes) to the caller as a
+//! [`SectorIo`], which another thread can complete while more requests are handled.
 
 use aoe_proto::ata::{AtaCommand, AtaError, AtaFlags, AtaHeader, AtaStatus};
 use aoe_proto::config::{ConfigCommand, ConfigHeader, MAX_STRING_LEN};
@@ -13,10 +15,13 @@ use aoe_proto::header::{AoeHeader, ErrorCode, Flags, HeaderRepr};
 use aoe_proto::identify::{Identify, IDENTIFY_LEN};
 use aoe_proto::mask::{Directive, DirectiveCommand, MaskCommand, MaskError};
 use aoe_proto::reserve::ReserveCommand;
-use aoe_proto::sizing::{ATA_DATA_OFFSET, PAYLOAD_OFFSET};
+use aoe_proto::sizing::{pad_to_minimum, ATA_DATA_OFFSET, PAYLOAD_OFFSET};
 use aoe_proto::{AtaRepr, ConfigRepr, MacAddr, MaskRepr, ReserveRepr, SECTOR_SIZE};
 
+use std::sync::Arc;
+
 use aoe_transport::Tail;
+use zerocopy::FromBytes;
 
 use crate::backend::Backend;
 
@@ -91,11 +96,73 @@ impl Port {
     }
 }
 
+/// What the backend is asked to do for a request ([`SectorIo`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SectorOp {
+    /// Read sectors into the answer.
+    Read,
+    /// Write the request's sectors.
+    Write,
+    /// Make written sectors durable (FLUSH CACHE).
+    Flush,
+}
+
+/// The sector I/O an answer waits for, which [`Export::handle_deferred`] leaves to its caller:
+/// `len` bytes at byte `offset` of the backend (none for a flush). The caller does it with
+/// [`complete`](Self::complete), on any thread, and sends the answer then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SectorIo {
+    /// What to do.
+    pub op: SectorOp,
+    /// Where, in bytes from the backend's start.
+    pub offset: u64,
+    /// How many bytes.
+    pub len: usize,
+}
+
+impl SectorIo {
+    /// Does the I/O on `backend` and finishes the answer in `answer`, the buffer
+    /// [`Export::handle_deferred`] wrote it into (a write's sectors wait there after the
+    /// headers): sets the ATA status and error registers and returns the answer's length,
+    /// with the sectors read after the headers. `None` when `answer` is too short.
+    pub fn complete<B: Backend + ?Sized>(&self, backend: &B, answer: &mut [u8]) -> Option<usize> {
+        let data = answer.get_mut(ATA_DATA_OFFSET..ATA_DATA_OFFSET.checked_add(self.len)?)?;
+        let result = match self.op {
+            SectorOp::Read => backend.read_at(data, self.offset),
+            SectorOp::Write => backend.write_at(data, self.offset),
+            SectorOp::Flush => backend.flush(),
+        };
+        let (status, error) = match (self.op, result) {
+            (_, Ok(())) => ATA_OK,
+            (SectorOp::Flush, Err(_)) => ata_fail(AtaError::ABRT),
+            (_, Err(_)) => ata_fail(AtaError::UNC),
+        };
+        let ata = AtaHeader::mut_from_bytes(answer.get_mut(PAYLOAD_OFFSET..ATA_DATA_OFFSET)?).ok()?;
+        ata.cmd_status = status.bits();
+        ata.err_feature = error.bits();
+        match (self.op, status.contains(AtaStatus::ERR)) {
+            (SectorOp::Read, false) => Some(ATA_DATA_OFFSET + self.len),
+            _ => pad_to_minimum(answer, ATA_DATA_OFFSET),
+        }
+    }
+}
+
+/// What [`Export::dispatch`] does with sector data.
+enum Sectors<'a> {
+    /// Reads into the answer and writes from the request, now.
+    Now,
+    /// As `Now`, except that a read from a mapped backend leaves its sectors in the mapping.
+    Tail(&'a mut Option<Tail>),
+    /// Leaves reads, writes and flushes to the caller.
+    Defer(&'a mut Option<SectorIo>),
+}
+
 /// One exported disk: configuration, protocol state and backend.
 #[derive(Debug)]
 pub struct Export<B> {
     config: ExportConfig,
-    backend: B,
+    /// Shared with whoever completes deferred I/O ([`Export::handle_deferred`]).
+    backend: Arc<B>,
     sectors: u64,
     identify: [u8; IDENTIFY_LEN],
     config_string: Vec<u8>,
@@ -117,6 +184,7 @@ impl<B: Backend> Export<B> {
         let mut identify = [0u8; IDENTIFY_LEN];
         Identify::new(&config.model, &config.serial, env!("CARGO_PKG_VERSION"), sectors).emit(&mut identify);
         let mask = config.mask.clone();
+        let backend = Arc::new(backend);
         Export { config, backend, sectors, identify, config_string: Vec::new(), mask, reserve: Vec::new() }
     }
 
@@ -126,6 +194,11 @@ impl<B: Backend> Export<B> {
     }
     /// The backend.
     pub fn backend(&self) -> &B {
+        &self.backend
+    }
+    /// The backend, for a thread that completes this export's deferred I/O
+    /// ([`handle_deferred`](Self::handle_deferred)).
+    pub fn shared_backend(&self) -> &Arc<B> {
         &self.backend
     }
     /// Exported capacity in sectors.
@@ -168,7 +241,7 @@ impl<B: Backend> Export<B> {
     /// Frames that are not for this export (other EtherType, responses, other addresses,
     /// initiators outside a non-empty mask) get no answer.
     pub fn handle(&mut self, port: &Port, request: &[u8], out: &mut [u8]) -> Option<usize> {
-        self.dispatch(port, request, out, None)
+        self.dispatch(port, request, out, Sectors::Now)
     }
 
     /// As [`handle`](Self::handle), except that when the backend is mapped
@@ -186,9 +259,32 @@ impl<B: Backend> Export<B> {
         tail: &mut Option<Tail>,
     ) -> Option<usize> {
         *tail = None;
-        let answer = self.dispatch(port, request, out, Some(tail));
+        let answer = self.dispatch(port, request, out, Sectors::Tail(tail));
         if answer.is_none() {
             *tail = None;
+        }
+        answer
+    }
+
+    /// As [`handle`](Self::handle), except that a read, write or flush that passes every
+    /// check is not done: `io` is set to it, `out` holds the answer's headers (and, for a
+    /// write, the sectors to write after them), and the answer is finished by
+    /// [`SectorIo::complete`] on this export's backend. `io` is `None` after every other
+    /// answer, which is complete.
+    ///
+    /// I/O done this way may complete in any order, as it would on a disk with a queue: the
+    /// caller keeps requests for the same sectors in order where that matters.
+    pub fn handle_deferred(
+        &mut self,
+        port: &Port,
+        request: &[u8],
+        out: &mut [u8],
+        io: &mut Option<SectorIo>,
+    ) -> Option<usize> {
+        *io = None;
+        let answer = self.dispatch(port, request, out, Sectors::Defer(io));
+        if answer.is_none() {
+            *io = None;
         }
         answer
     }
@@ -198,7 +294,7 @@ impl<B: Backend> Export<B> {
         port: &Port,
         request: &[u8],
         out: &mut [u8],
-        tail: Option<&mut Option<Tail>>,
+        sectors: Sectors<'_>,
     ) -> Option<usize> {
         let (ethernet, header, payload) = parse_headers(request).ok()?;
         if header.is_response() || !header.addresses(self.config.shelf, self.config.slot) {
@@ -217,7 +313,7 @@ impl<B: Backend> Export<B> {
         };
         let req = Request { frame: Frame { ethernet, header, body }, payload };
         match body {
-            Body::Ata { header: ata, data } => self.ata(port, &req, ata, data, out, tail),
+            Body::Ata { header: ata, data } => self.ata(port, &req, ata, data, out, sectors),
             Body::Config { header: cfg, string } => self.query_config(port, &req, cfg, string, out),
             Body::Mask { header: m, directives } => self.mask_list(port, &req, m.command(), directives, out),
             Body::Reserve { header: r, macs } => self.reserve_release(port, &req, r.command(), macs, out),
@@ -272,7 +368,7 @@ impl<B: Backend> Export<B> {
         ata: &AtaHeader,
         data: &[u8],
         out: &mut [u8],
-        tail: Option<&mut Option<Tail>>,
+        mut sectors: Sectors<'_>,
     ) -> Option<usize> {
         let command = ata.command();
         let src = req.frame.ethernet.src;
@@ -283,16 +379,22 @@ impl<B: Backend> Export<B> {
         // Sector data in `out` after the headers, and sector data left in a tail.
         let mut data_len = 0;
         let mut tail_len = 0;
+        // The I/O left to the caller (`Sectors::Defer`), if any.
+        let mut deferred = None;
         let (status, error) = match command {
             AtaCommand::ReadSectors | AtaCommand::ReadSectorsExt => match self.io_range(port, ata) {
                 Err(fail) => fail,
-                Ok((offset, len)) => match tail.and_then(|t| Some((t, self.mapped(offset, len)?))) {
-                    Some((tail, mapped)) => {
-                        *tail = Some(mapped);
+                Ok((offset, len)) => match (self.mapped_for(&sectors, offset, len), &mut sectors) {
+                    (_, Sectors::Defer(_)) => {
+                        deferred = Some(SectorIo { op: SectorOp::Read, offset, len });
+                        ATA_OK
+                    }
+                    (Some(mapped), Sectors::Tail(tail)) => {
+                        **tail = Some(mapped);
                         tail_len = len;
                         ATA_OK
                     }
-                    None => {
+                    _ => {
                         let dst = out.get_mut(ATA_DATA_OFFSET..ATA_DATA_OFFSET + len)?;
                         match self.backend.read_at(dst, offset) {
                             Ok(()) => {
@@ -309,10 +411,17 @@ impl<B: Backend> Export<B> {
                 Ok(_) if self.config.read_only || !ata.flags().contains(AtaFlags::WRITE) => {
                     ata_fail(AtaError::ABRT)
                 }
-                Ok((offset, len)) => match data.get(..len).map(|d| self.backend.write_at(d, offset)) {
-                    Some(Ok(())) => ATA_OK,
-                    Some(Err(_)) => ata_fail(AtaError::UNC),
-                    None => ata_fail(AtaError::ABRT),
+                Ok((offset, len)) => match (data.get(..len), &sectors) {
+                    (None, _) => ata_fail(AtaError::ABRT),
+                    (Some(data), Sectors::Defer(_)) => {
+                        out.get_mut(ATA_DATA_OFFSET..ATA_DATA_OFFSET + len)?.copy_from_slice(data);
+                        deferred = Some(SectorIo { op: SectorOp::Write, offset, len });
+                        ATA_OK
+                    }
+                    (Some(data), _) => match self.backend.write_at(data, offset) {
+                        Ok(()) => ATA_OK,
+                        Err(_) => ata_fail(AtaError::UNC),
+                    },
                 },
             },
             AtaCommand::IdentifyDevice => {
@@ -320,9 +429,15 @@ impl<B: Backend> Export<B> {
                 data_len = IDENTIFY_LEN;
                 ATA_OK
             }
-            AtaCommand::FlushCache | AtaCommand::FlushCacheExt => match self.backend.flush() {
-                Ok(()) => ATA_OK,
-                Err(_) => ata_fail(AtaError::ABRT),
+            AtaCommand::FlushCache | AtaCommand::FlushCacheExt => match sectors {
+                Sectors::Defer(_) => {
+                    deferred = Some(SectorIo { op: SectorOp::Flush, offset: 0, len: 0 });
+                    ATA_OK
+                }
+                _ => match self.backend.flush() {
+                    Ok(()) => ATA_OK,
+                    Err(_) => ata_fail(AtaError::ABRT),
+                },
             },
             AtaCommand::CheckPowerMode => {
                 answer.sector_count = 0xFF; // active or idle
@@ -349,7 +464,20 @@ impl<B: Backend> Export<B> {
             // At least a sector follows: the frame is past the Ethernet minimum.
             return Some(header_len);
         }
+        if let (Some(io), Sectors::Defer(slot)) = (deferred, sectors) {
+            // A write's sectors wait after the headers: SectorIo::complete pads the answer.
+            *slot = Some(io);
+            return Some(header_len);
+        }
         aoe_proto::sizing::pad_to_minimum(out, header_len + data_len)
+    }
+
+    /// As [`mapped`](Self::mapped) when `sectors` asks for tails, else `None`.
+    fn mapped_for(&self, sectors: &Sectors<'_>, offset: u64, len: usize) -> Option<Tail> {
+        match sectors {
+            Sectors::Tail(_) => self.mapped(offset, len),
+            _ => None,
+        }
     }
 
     /// The backend's bytes `[offset, offset + len)` as a tail of its mapping, if it has one.
