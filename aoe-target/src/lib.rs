@@ -3,6 +3,7 @@
 //! - [`export`]: the sans-IO engine: a request frame in, an answer frame out.
 //! - [`backend`]: where the sectors live (files, block devices, memory, windows of them).
 //! - [`server`]: the loop that joins a transport, the engine and the backends.
+//! - [`workers`]: threads that do sector I/O for a server, for backends slow enough to wait on.
 //!
 //! ```
 //! use aoe_proto::{AtaRepr, BodyRepr, Frame, FrameRepr, HeaderRepr, MacAddr, Body};
@@ -37,3 +38,4 @@ pub mod export;
 pub mod server;
 pub mod service;
 pub mod settings;
+pub mod workers;

@@ -9,6 +9,7 @@ use aoe_transport::{FrameBatch, Tail, Transport};
 
 use crate::backend::Backend;
 use crate::export::{writes_sectors, Export, Port};
+use crate::workers::IoWorkers;
 
 /// Frames received or sent per system call.
 pub const BATCH_FRAMES: usize = 64;
@@ -34,6 +35,8 @@ pub struct Server<T, B> {
     rx: FrameBatch,
     tx: Answers,
     busy_poll: Duration,
+    /// Threads that do sector I/O, when the server does not do it itself.
+    workers: Option<IoWorkers<B>>,
 }
 
 /// Answers waiting to be sent: frames, and for each the sectors it takes from a mapped
@@ -124,7 +127,27 @@ impl<T: Transport, B: Backend> Server<T, B> {
             rx: FrameBatch::new(BATCH_FRAMES, frame_capacity),
             tx: Answers::new(frame_capacity),
             busy_poll: DEFAULT_BUSY_POLL,
+            workers: None,
         }
+    }
+
+    /// Has `threads` threads do the exports' sector I/O (reads, writes, flushes), each
+    /// sending its answers on a handle of its own ([`Transport::sender`]), so that a slow
+    /// backend does not hold up the requests behind the one it is busy with; 0 (the
+    /// default) does the I/O in the serving thread, which is fastest when the sectors are
+    /// in memory (the page cache, tmpfs). Fails when the transport cannot make a sender or a
+    /// thread cannot start; the server then does the I/O itself.
+    pub fn set_io_threads(&mut self, threads: usize) -> io::Result<()>
+    where
+        B: 'static,
+    {
+        // Threads already running finish what they have first.
+        self.workers = None;
+        if threads > 0 {
+            let frame_capacity = 14 + self.transport.mtu();
+            self.workers = Some(IoWorkers::start(threads, &self.transport, frame_capacity)?);
+        }
+        Ok(())
     }
 
     /// How long [`run`](Self::run) polls the link without sleeping after frames came
@@ -164,8 +187,32 @@ impl<T: Transport, B: Backend> Server<T, B> {
         Ok(received)
     }
 
-    /// Answers the frames in `rx`, sending answers whenever a batch of them is full.
+    /// Answers the frames in `rx`, sending answers whenever a batch of them is full; hands
+    /// sector I/O to the I/O threads when there are some.
     fn answer_received(&mut self) -> io::Result<()> {
+        if let Some(workers) = self.workers.as_mut() {
+            for frame in self.rx.iter() {
+                for export in &self.exports {
+                    let mut export = lock(export);
+                    let mut answer = workers.buffer();
+                    let mut io = None;
+                    let len = export.handle_deferred(&self.port, frame, &mut answer, &mut io);
+                    match (len, io) {
+                        (Some(_), Some(io)) => {
+                            workers.submit(Arc::clone(export.shared_backend()), io, answer);
+                            continue;
+                        }
+                        (Some(len), None) => self.tx.push(&mut self.transport, |slot, _| {
+                            slot[..len].copy_from_slice(&answer[..len]);
+                            len
+                        })?,
+                        (None, _) => {}
+                    }
+                    workers.give_back(answer);
+                }
+            }
+            return Ok(());
+        }
         for frame in self.rx.iter() {
             // Read answers not sent yet take their sectors as they are when sent: send them
             // before a write can change those sectors.

@@ -1,0 +1,217 @@
+//! Threads that do sector I/O apart from the loop that receives requests, so that a disk busy
+//! with one request does not hold up the requests behind it.
+//!
+//! The server hands each read, write or flush its export defers ([`Export::handle_deferred`])
+//! to [`IoWorkers::submit`]; a worker does the I/O, finishes the answer and sends it on a
+//! handle of its own ([`Transport::sender`]). Requests that start at the same sector go to the
+//! same worker, in the order they came: a retransmitted write then waits behind the copy the
+//! target is still busy with, so an old copy cannot land after a newer write the initiator
+//! sent once the retransmission was answered.
+//!
+//! [`Export::handle_deferred`]: crate::export::Export::handle_deferred
+
+use std::io;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use aoe_proto::sizing::ATA_DATA_OFFSET;
+use aoe_transport::{FrameBatch, Transport};
+
+use crate::backend::Backend;
+use crate::export::{SectorIo, SectorOp};
+
+/// Answers a worker sends per system call, at most.
+const SEND_BATCH: usize = 16;
+/// Jobs waiting for one worker, at most; past that, the server waits.
+const QUEUE_PER_WORKER: usize = 64;
+
+/// A deferred request: the I/O, the backend it is for, and the buffer holding the answer's
+/// headers (and a write's sectors).
+struct Job<B> {
+    backend: Arc<B>,
+    io: SectorIo,
+    answer: Box<[u8]>,
+}
+
+/// A fixed set of I/O threads, each with its own sending handle on the link, and the answer
+/// buffers they pass back and forth with the server.
+pub struct IoWorkers<B> {
+    queues: Vec<SyncSender<Job<B>>>,
+    threads: Vec<JoinHandle<()>>,
+    /// Buffers workers gave back.
+    returned: Receiver<Box<[u8]>>,
+    /// Buffers ready for use.
+    spare: Vec<Box<[u8]>>,
+    /// Buffers that exist, in use or not.
+    buffers: usize,
+    max_buffers: usize,
+    frame_capacity: usize,
+    /// Where the next flush goes.
+    next_flush: usize,
+}
+
+impl<B> std::fmt::Debug for IoWorkers<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoWorkers")
+            .field("threads", &self.threads.len())
+            .field("buffers", &self.buffers)
+            .finish()
+    }
+}
+
+impl<B: Backend + 'static> IoWorkers<B> {
+    /// Starts `count` workers (at least one), each sending on a handle `link` makes
+    /// ([`Transport::sender`]); answers are up to `frame_capacity` bytes. Fails when a handle
+    /// or a thread cannot be made.
+    pub fn start(count: usize, link: &dyn Transport, frame_capacity: usize) -> io::Result<Self> {
+        let count = count.max(1);
+        let (give_back, returned) = mpsc::channel();
+        let mut workers = IoWorkers {
+            queues: Vec::with_capacity(count),
+            threads: Vec::with_capacity(count),
+            returned,
+            spare: Vec::new(),
+            buffers: 0,
+            max_buffers: count * QUEUE_PER_WORKER + SEND_BATCH,
+            frame_capacity,
+            next_flush: 0,
+        };
+        for i in 0..count {
+            let sender = link.sender()?;
+            let (queue, jobs) = mpsc::sync_channel(QUEUE_PER_WORKER);
+            let give_back: Sender<Box<[u8]>> = give_back.clone();
+            let name = format!("aoe-io-{}-{i}", link.name());
+            let thread = thread::Builder::new()
+                .name(name)
+                .spawn(move || work(jobs, sender, give_back, frame_capacity))?;
+            // Pushed together, so that dropping the workers (on an error too) stops every
+            // thread started so far.
+            workers.queues.push(queue);
+            workers.threads.push(thread);
+        }
+        Ok(workers)
+    }
+}
+
+impl<B> IoWorkers<B> {
+    /// A buffer for one answer (`frame_capacity` bytes): a spare one, else a new one while
+    /// fewer than the limit exist, else the next one a worker gives back.
+    pub fn buffer(&mut self) -> Box<[u8]> {
+        if let Some(buf) = self.spare.pop() {
+            return buf;
+        }
+        self.spare.extend(self.returned.try_iter());
+        if let Some(buf) = self.spare.pop() {
+            return buf;
+        }
+        if self.buffers < self.max_buffers {
+            self.buffers += 1;
+            return vec![0; self.frame_capacity].into_boxed_slice();
+        }
+        // Every buffer is with a worker, so one comes back (a worker that panicked took its
+        // buffers with it: count them as gone and make new ones).
+        match self.returned.recv() {
+            Ok(buf) => buf,
+            Err(_) => vec![0; self.frame_capacity].into_boxed_slice(),
+        }
+    }
+
+    /// Takes back a buffer [`buffer`](Self::buffer) gave and [`submit`](Self::submit) did not.
+    pub fn give_back(&mut self, buffer: Box<[u8]>) {
+        self.spare.push(buffer);
+    }
+
+    /// Has a worker do `io` on `backend` and send the answer `answer` holds
+    /// ([`SectorIo::complete`]). Waits while that worker has a full queue.
+    pub fn submit(&mut self, backend: Arc<B>, io: SectorIo, answer: Box<[u8]>) {
+        let worker = match io.op {
+            SectorOp::Flush => {
+                self.next_flush = (self.next_flush + 1) % self.queues.len();
+                self.next_flush
+            }
+            SectorOp::Read | SectorOp::Write => worker_for(io.offset, self.queues.len()),
+        };
+        if let Err(mpsc::SendError(job)) = self.queues[worker].send(Job { backend, io, answer }) {
+            // The worker is gone (it panicked): the request goes unanswered, as if lost, and
+            // the initiator sends it again.
+            self.buffers -= 1;
+            drop(job);
+        }
+    }
+}
+
+impl<B> Drop for IoWorkers<B> {
+    /// Lets every worker finish the jobs it has, then joins it.
+    fn drop(&mut self) {
+        self.queues.clear();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The worker for I/O at byte `offset`: the same for the same offset, spread evenly over
+/// sequential requests.
+fn worker_for(offset: u64, workers: usize) -> usize {
+    let sector = offset / aoe_proto::SECTOR_SIZE as u64;
+    let mixed = sector.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    (mixed % workers as u64) as usize
+}
+
+/// A worker: does each job's I/O, sends its answer (those that are ready together, in one
+/// call) and gives the buffer back, until the server drops its queue.
+fn work<B: Backend>(
+    jobs: Receiver<Job<B>>,
+    mut link: Box<dyn Transport>,
+    give_back: Sender<Box<[u8]>>,
+    frame_capacity: usize,
+) {
+    let mut answers = FrameBatch::new(SEND_BATCH, frame_capacity);
+    while let Ok(first) = jobs.recv() {
+        let mut next = Some(first);
+        while let Some(mut job) = next.take() {
+            match job.io.op {
+                // Read straight into the frame that is sent.
+                SectorOp::Read => answers.push_with(|slot| {
+                    slot[..ATA_DATA_OFFSET].copy_from_slice(&job.answer[..ATA_DATA_OFFSET]);
+                    job.io.complete(job.backend.as_ref(), slot).unwrap_or(0)
+                }),
+                SectorOp::Write | SectorOp::Flush => {
+                    match job.io.complete(job.backend.as_ref(), &mut job.answer) {
+                        Some(len) => answers.push(&job.answer[..len]),
+                        None => true,
+                    }
+                }
+            };
+            let _ = give_back.send(job.answer);
+            if !answers.is_full() {
+                next = jobs.try_recv().ok();
+            }
+        }
+        if let Err(e) = link.send_batch(&answers) {
+            tracing::debug!(link = link.name(), lost = answers.len(), "answers not sent: {e}");
+        }
+        answers.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_offset_goes_to_the_same_worker_and_sequential_ones_spread() {
+        for workers in 1..=16 {
+            for offset in [0u64, 512, 8704, 1 << 40] {
+                assert_eq!(worker_for(offset, workers), worker_for(offset, workers));
+                assert!(worker_for(offset, workers) < workers);
+            }
+        }
+        let mut used = [0usize; 8];
+        for i in 0..800u64 {
+            used[worker_for(i * 17 * 512, 8)] += 1;
+        }
+        assert!(used.iter().all(|&n| (50..=150).contains(&n)), "sequential requests spread: {used:?}");
+    }
+}
