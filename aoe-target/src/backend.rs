@@ -224,6 +224,12 @@ pub struct FileBackend {
 const DIRECT_ALIGN: usize = 4096;
 
 impl FileBackend {
+    /// True when the file is a block device (a disk, not a file the page cache holds).
+    pub fn is_block_device(&self) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        self.file.metadata().is_ok_and(|m| m.file_type().is_block_device())
+    }
+
     /// Opens `path`; the size comes from the file or device itself.
     pub fn open(path: &Path, options: FileOptions) -> io::Result<Self> {
         let mut flags = 0;

@@ -74,39 +74,54 @@ pub fn open_backend(settings: &Settings, index: usize) -> Result<FileExport, Set
     })
 }
 
-/// Exports with their settings, and the interfaces (name, index of the first export that
-/// names it, the exports offered on it) in the order they are first named.
-type Prepared =
-    (Vec<(ExportSettings, SharedExport<FileExport>)>, Vec<(String, usize, Vec<SharedExport<FileExport>>)>);
+/// Exports with their settings, and the interfaces in the order they are first named.
+type Prepared = (Vec<(ExportSettings, SharedExport<FileExport>)>, Vec<Interface>);
+
+/// An interface to serve, and what it serves.
+struct Interface {
+    name: String,
+    /// Indices of the exports offered on it, into the settings' exports.
+    exports: Vec<usize>,
+    /// How many of them are block devices.
+    block_devices: usize,
+}
 
 /// Validates, opens every file and checks every interface.
 fn prepare(settings: &Settings) -> Result<Prepared, SettingsError> {
     settings.validate()?;
     let mut exports = Vec::with_capacity(settings.exports.len());
+    let mut block_device = Vec::with_capacity(settings.exports.len());
     for (index, export) in settings.exports.iter().enumerate() {
         let backend = open_backend(settings, index)?;
+        block_device.push(backend.inner().is_block_device());
         let mut config = ExportConfig::new(export.shelf, export.slot);
         config.buffer_count = export.buffer_count;
         config.read_only = export.read_only;
         config.mask = export.mask.clone();
         exports.push((export.clone(), Arc::new(Mutex::new(Export::new(config, backend)))));
     }
-    let mut interfaces: Vec<(String, usize, Vec<SharedExport<FileExport>>)> = Vec::new();
-    for (index, (export, shared)) in exports.iter().enumerate() {
+    let mut interfaces: Vec<Interface> = Vec::new();
+    for (index, (export, _)) in exports.iter().enumerate() {
         for name in &export.interfaces {
-            match interfaces.iter_mut().find(|(n, _, _)| n == name) {
-                Some((_, _, list)) => list.push(Arc::clone(shared)),
-                None => interfaces.push((name.clone(), index, vec![Arc::clone(shared)])),
-            }
+            let interface = match interfaces.iter().position(|i| &i.name == name) {
+                Some(at) => &mut interfaces[at],
+                None => {
+                    interfaces.push(Interface { name: name.clone(), exports: Vec::new(), block_devices: 0 });
+                    interfaces.last_mut().expect("just pushed")
+                }
+            };
+            interface.exports.push(index);
+            interface.block_devices += usize::from(block_device[index]);
         }
     }
     // Every interface is checked before any raw socket is opened, so that a typo is reported
     // as such even without the privilege to open one.
-    for (name, index, _) in &interfaces {
-        let info = afpacket::interface_info(name).map_err(|e| settings.error(Some(*index), e.into()))?;
+    for Interface { name, exports, .. } in &interfaces {
+        let index = exports[0];
+        let info = afpacket::interface_info(name).map_err(|e| settings.error(Some(index), e.into()))?;
         if !info.up {
             let down = afpacket::OpenError::InterfaceDown(info.name);
-            return Err(settings.error(Some(*index), down.into()));
+            return Err(settings.error(Some(index), down.into()));
         }
     }
     Ok((exports, interfaces))
@@ -118,14 +133,23 @@ impl Service {
     pub fn open(settings: &Settings) -> Result<Service, SettingsError> {
         let (exports, interfaces) = prepare(settings)?;
         let mut servers = Vec::with_capacity(interfaces.len());
-        for (name, index, list) in interfaces {
+        for Interface { name, exports: served, block_devices } in interfaces {
+            let index = served[0];
             let options = AfPacketOptions { rx_ring: settings.rx_ring, ..AfPacketOptions::default() };
             let socket = AfPacket::open(&name, options).map_err(|e| settings.error(Some(index), e.into()))?;
             if let Some(e) = socket.rx_ring_refused() {
                 tracing::warn!("{name}: the kernel refused a receive ring ({e}); receiving with recvmmsg");
             }
+            let list = served.iter().map(|&i| Arc::clone(&exports[i].1)).collect();
             let mut server = Server::new(socket, list);
             server.set_busy_poll(settings.busy_poll);
+            let threads = settings.io_threads_for(&served, block_devices);
+            if threads > 0 {
+                tracing::info!("{name}: {threads} I/O threads");
+            }
+            server
+                .set_io_threads(threads)
+                .map_err(|source| settings.error(Some(index), Problem::IoThreads { threads, source }))?;
             servers.push(server);
         }
         Ok(Service { exports, servers })

@@ -53,7 +53,16 @@ pub struct Settings {
     /// Receive through a ring shared with the kernel rather than with `recvmmsg`
     /// ([`AfPacketOptions::rx_ring`](aoe_transport::afpacket::AfPacketOptions::rx_ring)).
     pub rx_ring: bool,
+    /// Threads per interface that do sector I/O
+    /// ([`Server::set_io_threads`](crate::server::Server::set_io_threads)); `None` chooses
+    /// ([`Settings::io_threads_for`]).
+    pub io_threads: Option<usize>,
 }
+
+/// Most I/O threads per interface.
+pub const MAX_IO_THREADS: usize = 256;
+/// I/O threads per interface chosen for exports of block devices and `O_DIRECT` files.
+pub const DEFAULT_IO_THREADS: usize = 16;
 
 /// One exported disk: its address, where its sectors live and who may reach it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -116,6 +125,8 @@ struct ConfigFile {
     busy_poll_us: Option<u64>,
     /// See [`Settings::rx_ring`].
     rx_ring: Option<bool>,
+    /// See [`Settings::io_threads`].
+    io_threads: Option<usize>,
     #[serde(default)]
     export: Vec<ExportSettings>,
 }
@@ -147,7 +158,28 @@ impl ExportSettings {
 impl Settings {
     /// Settings for one export given on the command line.
     pub fn single(export: ExportSettings) -> Self {
-        Settings { exports: vec![export], source: None, busy_poll: DEFAULT_BUSY_POLL, rx_ring: true }
+        Settings {
+            exports: vec![export],
+            source: None,
+            busy_poll: DEFAULT_BUSY_POLL,
+            rx_ring: true,
+            io_threads: None,
+        }
+    }
+
+    /// The I/O threads for an interface that serves exports `exports` (indices into
+    /// [`exports`](Self::exports)), of which `block_devices` are block devices: as set, else
+    /// [`DEFAULT_IO_THREADS`] when one of them is a block device or opened with `O_DIRECT`
+    /// (reads and writes that wait on a disk), else none (files whose sectors the page cache
+    /// holds are served fastest by the serving thread itself).
+    pub fn io_threads_for(&self, exports: &[usize], block_devices: usize) -> usize {
+        match self.io_threads {
+            Some(threads) => threads,
+            None if block_devices > 0 || exports.iter().any(|&i| self.exports[i].direct) => {
+                DEFAULT_IO_THREADS
+            }
+            None => 0,
+        }
     }
 
     /// Parses a configuration file's text; `name` is used in error messages. Unknown keys are
@@ -171,7 +203,8 @@ impl Settings {
         })?;
         let busy_poll = file.busy_poll_us.map_or(DEFAULT_BUSY_POLL, Duration::from_micros);
         let rx_ring = file.rx_ring.unwrap_or(true);
-        let settings = Settings { exports: file.export, source: Some(name), busy_poll, rx_ring };
+        let io_threads = file.io_threads;
+        let settings = Settings { exports: file.export, source: Some(name), busy_poll, rx_ring, io_threads };
         settings.validate()?;
         Ok(settings)
     }
@@ -187,6 +220,9 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         if self.exports.is_empty() {
             return Err(self.error(None, Problem::NoExports));
+        }
+        if let Some(threads) = self.io_threads.filter(|&t| t > MAX_IO_THREADS) {
+            return Err(self.error(None, Problem::TooManyIoThreads(threads)));
         }
         let mut seen: HashMap<(u16, u8), usize> = HashMap::new();
         for (index, export) in self.exports.iter().enumerate() {
@@ -299,6 +335,9 @@ pub enum Problem {
     /// The same interface twice.
     #[error("interfaces lists {0} twice")]
     RepeatedInterface(String),
+    /// `io_threads` above [`MAX_IO_THREADS`].
+    #[error("io_threads = {0} is more than {MAX_IO_THREADS}")]
+    TooManyIoThreads(usize),
     /// `buffer_count = 0`.
     #[error("buffer_count must be at least 1")]
     ZeroBufferCount,
@@ -354,6 +393,14 @@ pub enum Problem {
     /// The interface is unknown, down, not Ethernet, or the raw socket cannot be opened.
     #[error("interfaces: {0}")]
     Interface(#[from] aoe_transport::afpacket::OpenError),
+    /// The I/O threads (or their sockets) cannot be started.
+    #[error("starting {threads} I/O threads: {source}")]
+    IoThreads {
+        /// How many were asked for.
+        threads: usize,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Why the settings cannot be used. The message is one line that says where and what.
@@ -434,6 +481,21 @@ file = "/srv/disk0.img"
         assert_eq!(s.source.as_deref(), Some(Path::new("exports.toml")));
         assert_eq!(s.busy_poll, DEFAULT_BUSY_POLL);
         assert!(s.rx_ring);
+        assert_eq!(s.io_threads, None);
+    }
+
+    #[test]
+    fn io_threads_are_chosen_for_disks_unless_set() {
+        let mut s = parse(&format!("{ONE}{}", ONE.replace("slot = 0", "slot = 1"))).unwrap();
+        assert_eq!(s.io_threads_for(&[0, 1], 0), 0, "files the page cache holds");
+        assert_eq!(s.io_threads_for(&[0, 1], 1), DEFAULT_IO_THREADS, "a block device");
+        s.exports[1].direct = true;
+        assert_eq!(s.io_threads_for(&[0], 0), 0);
+        assert_eq!(s.io_threads_for(&[0, 1], 0), DEFAULT_IO_THREADS, "O_DIRECT");
+        s.io_threads = Some(0);
+        assert_eq!(s.io_threads_for(&[0, 1], 1), 0, "as set");
+        s.io_threads = Some(3);
+        assert_eq!(s.io_threads_for(&[0], 0), 3, "as set");
     }
 
     #[test]
@@ -442,6 +504,7 @@ file = "/srv/disk0.img"
             r#"
 busy_poll_us = 0
 rx_ring = false
+io_threads = 4
 
 [[export]]
 shelf = 7
@@ -474,6 +537,7 @@ file = "/srv/b.img"
         assert_eq!(s.exports[1].name(), "e7.4");
         assert_eq!(s.busy_poll, Duration::ZERO);
         assert!(!s.rx_ring);
+        assert_eq!(s.io_threads, Some(4));
     }
 
     #[test]
@@ -509,6 +573,7 @@ file = "/srv/b.img"
                 "export[1] (e1.0): shelf and slot: e1.0 is already exported by export[0]",
             ),
             (String::new(), "exports.toml: no [[export]] table"),
+            (format!("io_threads = 257\n{ONE}"), "exports.toml: io_threads = 257 is more than 256"),
         ];
         for (text, want) in cases {
             let err = parse(&text).unwrap_err();

@@ -361,7 +361,8 @@ fn aoecfg_at_mtu_9000() {
 // ---- raw frames: writes, windows, masks, reservations, read-only ----------------------------
 
 /// Writes through the network land in the file at the offset, reads return them, and
-/// nothing outside the window changes. `options` are more options (-d, -s, --no-rx-ring).
+/// nothing outside the window changes. `options` are more options (-d, -s, --no-rx-ring,
+/// --io-threads).
 fn writes_reach_the_file(mtu: u32, options: &[&str]) {
     let started = Instant::now();
     let link = Link::new("tgwr", mtu).unwrap();
@@ -379,6 +380,14 @@ fn writes_reach_the_file(mtu: u32, options: &[&str]) {
         true => "(read-write, O_DIRECT, O_SYNC, offset 8 sectors)",
     };
     assert!(target.stderr().contains(mode), "{}", target.stderr());
+    // I/O threads: as asked, else 16 for O_DIRECT, else none.
+    let threads = match options.iter().position(|&o| o == "--io-threads") {
+        Some(at) => options[at + 1],
+        None if options.contains(&"-d") => "16",
+        None => "0",
+    };
+    let says_threads = target.stderr().contains(&format!("{}: {threads} I/O threads", link.target_if()));
+    assert_eq!(says_threads, threads != "0", "{}", target.stderr());
     let mut ini = Initiator::open(&link, link.initiator_if(), MacAddr(link.veth.a_mac()));
     let n = aoe_proto::max_sectors(mtu as usize);
     let mut expect = pattern(SEED, FILE_SECTORS * 512);
@@ -426,6 +435,20 @@ fn writes_reach_the_file_at_mtu_1500() {
 fn writes_reach_the_file_at_mtu_9000_with_o_direct_and_o_sync() {
     if gate("writes_reach_the_file_at_mtu_9000_with_o_direct_and_o_sync", &[]) {
         writes_reach_the_file(9000, &["-d", "-s"]);
+    }
+}
+
+#[test]
+fn writes_reach_the_file_through_io_threads() {
+    if gate("writes_reach_the_file_through_io_threads", &[]) {
+        writes_reach_the_file(1500, &["--io-threads", "3"]);
+    }
+}
+
+#[test]
+fn writes_reach_the_file_through_io_threads_received_with_recvmmsg() {
+    if gate("writes_reach_the_file_through_io_threads_received_with_recvmmsg", &[]) {
+        writes_reach_the_file(9000, &["--io-threads", "2", "--no-rx-ring"]);
     }
 }
 
