@@ -283,7 +283,9 @@ impl Drop for Running {
     }
 }
 
-fn start_process(
+/// Starts `program` (vblade, or the aoe-target binary) with `flags` on the target end of
+/// `link`, exporting `file` as shelf 1 slot 0 with buffer count `buffer_count`.
+pub fn start_process(
     link: &Link,
     program: &str,
     flags: &[&str],

@@ -12,12 +12,15 @@
 //! - [`alloc_count`]: a counting global allocator, to show a path allocates nothing.
 //! - [`compare`]: the `compare` tool: vblade and aoe-target side by side over veth pairs in
 //!   private network namespaces, and aoe-initiator's `Device` beside the raw client.
+//! - [`disk`]: the `disk` tool: vblade and aoe-target exporting a file on a real disk with
+//!   `O_DIRECT`, aoe-target with and without I/O threads.
 
 pub mod alloc_count;
 pub mod ceiling;
 pub mod client;
 pub mod compare;
 pub mod cpu;
+pub mod disk;
 pub mod engine;
 pub mod initiator;
 pub mod report;
