@@ -216,12 +216,23 @@ pub struct FileOptions {
 pub struct FileBackend {
     file: File,
     len: u64,
-    direct: bool,
+    /// With O_DIRECT: the alignment in bytes the file wants of offsets and lengths.
+    direct: Option<usize>,
+    /// Held exclusively by a write that reads, changes and writes back a span wider than
+    /// itself (O_DIRECT with a block wider than a sector), shared by every other write, so
+    /// that no write lands inside that span meanwhile and is undone by its write-back.
+    widened_writes: RwLock<()>,
     map: Option<Arc<MappedFile>>,
 }
 
-/// Alignment O_DIRECT transfers get (the logical block size of nearly every device).
+/// Alignment of the buffers O_DIRECT transfers go through, and of offsets and lengths when
+/// the kernel does not say what the file needs: the largest logical block size in use.
 const DIRECT_ALIGN: usize = 4096;
+
+thread_local! {
+    /// Each thread's O_DIRECT bounce buffer, kept between calls.
+    static BOUNCE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 impl FileBackend {
     /// True when the file is a block device (a disk, not a file the page cache holds).
@@ -246,26 +257,60 @@ impl FileBackend {
         // Direct I/O bypasses the page cache, which is what a mapping shows. Files that cannot
         // be mapped are still served, through pread.
         let map = if options.direct { None } else { MappedFile::map(&file, len).ok() };
-        Ok(FileBackend { file, len, direct: options.direct, map })
+        let direct = options.direct.then(|| direct_alignment(&file));
+        Ok(FileBackend { file, len, direct, widened_writes: RwLock::new(()), map })
     }
 
+    /// With O_DIRECT, the alignment in bytes of the file offsets and lengths transfers use:
+    /// what the kernel says the file needs (a sector, on most disks), else 4096.
+    pub fn direct_alignment(&self) -> Option<usize> {
+        self.direct
+    }
+
+    /// Runs `f` on an aligned buffer spanning `[offset, offset + len)` widened to multiples
+    /// of `align`, with the span's start and where the asked bytes begin within it.
     fn bounce<R>(
-        &self,
+        align: usize,
         offset: u64,
         len: usize,
         f: impl FnOnce(&mut [u8], u64, usize) -> io::Result<R>,
     ) -> io::Result<R> {
-        // O_DIRECT wants the buffer, offset and length aligned: widen to aligned bounds
-        // and go through an aligned bounce buffer.
-        let align = DIRECT_ALIGN as u64;
-        let start = offset / align * align;
-        let end = (offset + len as u64).div_ceil(align) * align;
+        let wide = align as u64;
+        let start = offset / wide * wide;
+        let end = (offset + len as u64).div_ceil(wide) * wide;
         let span = (end - start) as usize;
-        let mut raw = vec![0u8; span + DIRECT_ALIGN];
-        let skew = raw.as_ptr().align_offset(DIRECT_ALIGN);
-        let aligned = &mut raw[skew..skew + span];
-        f(aligned, start, (offset - start) as usize)
+        BOUNCE.with_borrow_mut(|raw| {
+            if raw.len() < span + DIRECT_ALIGN {
+                raw.resize(span + DIRECT_ALIGN, 0);
+            }
+            let skew = raw.as_ptr().align_offset(DIRECT_ALIGN);
+            f(&mut raw[skew..skew + span], start, (offset - start) as usize)
+        })
     }
+}
+
+/// The alignment O_DIRECT needs of `file`'s offsets and lengths: `statx`'s
+/// `STATX_DIOALIGN`, else a block device's logical block size, else [`DIRECT_ALIGN`].
+fn direct_alignment(file: &File) -> usize {
+    use std::os::fd::AsRawFd;
+    let usable = |a: u64| a.is_power_of_two() && a as usize <= DIRECT_ALIGN;
+    // SAFETY: all zeros is a valid statx; the kernel fills it for the descriptor (empty path
+    // with AT_EMPTY_PATH) and reads nothing from it.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor, a NUL-terminated empty path and a live statx to fill.
+    let r = unsafe {
+        libc::statx(file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_DIOALIGN, &mut stx)
+    };
+    if r == 0 && stx.stx_mask & libc::STATX_DIOALIGN != 0 && usable(u64::from(stx.stx_dio_offset_align)) {
+        return stx.stx_dio_offset_align as usize;
+    }
+    let mut logical: libc::c_int = 0;
+    // SAFETY: BLKSSZGET writes one int; a file that is not a block device refuses it.
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), libc::BLKSSZGET, &mut logical) };
+    if r == 0 && usable(logical as u64) {
+        return logical as usize;
+    }
+    DIRECT_ALIGN
 }
 
 impl Backend for FileBackend {
@@ -274,10 +319,10 @@ impl Backend for FileBackend {
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         check_range(offset, buf.len(), self.len)?;
-        if !self.direct {
+        let Some(align) = self.direct else {
             return self.file.read_exact_at(buf, offset);
-        }
-        self.bounce(offset, buf.len(), |aligned, start, skip| {
+        };
+        Self::bounce(align, offset, buf.len(), |aligned, start, skip| {
             read_direct(&self.file, aligned, start, self.len)?;
             buf.copy_from_slice(&aligned[skip..skip + buf.len()]);
             Ok(())
@@ -285,12 +330,17 @@ impl Backend for FileBackend {
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         check_range(offset, buf.len(), self.len)?;
-        if !self.direct {
+        let Some(align) = self.direct else {
             return self.file.write_all_at(buf, offset);
-        }
-        self.bounce(offset, buf.len(), |aligned, start, skip| {
-            let partial = skip != 0 || aligned.len() != buf.len();
-            if partial {
+        };
+        Self::bounce(align, offset, buf.len(), |aligned, start, skip| {
+            let widened = skip != 0 || aligned.len() != buf.len();
+            // A poisoned lock guards nothing but the order of writes: go on.
+            let _order = match widened {
+                true => Err(self.widened_writes.write().unwrap_or_else(|e| e.into_inner())),
+                false => Ok(self.widened_writes.read().unwrap_or_else(|e| e.into_inner())),
+            };
+            if widened {
                 read_direct(&self.file, aligned, start, self.len)?;
             }
             aligned[skip..skip + buf.len()].copy_from_slice(buf);
@@ -358,6 +408,45 @@ mod tests {
             Window::new(MemoryBackend::new(10), 5, Some(6)),
             Err(WindowError::LengthBeyondEnd { .. })
         ));
+    }
+
+    /// Regression: with O_DIRECT and a block wider than a sector, a write reads its block,
+    /// changes its sectors and writes the block back; two such writes to one block at once
+    /// (I/O threads) lost one of them.
+    #[test]
+    fn widened_direct_writes_to_one_block_do_not_undo_each_other() {
+        let path = std::env::temp_dir().join(format!("aoe-backend-widened-{}", std::process::id()));
+        std::fs::write(&path, vec![0u8; 32 * 1024]).unwrap();
+        let opts = FileOptions { direct: true, ..Default::default() };
+        let mut f = match FileBackend::open(&path, opts) {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                std::fs::remove_file(&path).unwrap();
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        // As on a disk with 4 KiB logical blocks: every sector write is widened.
+        f.direct = Some(4096);
+        let sectors = 64u64;
+        let rounds = 40u8;
+        std::thread::scope(|scope| {
+            for parity in 0..2u64 {
+                let f = &f;
+                scope.spawn(move || {
+                    for round in 1..=rounds {
+                        for sector in (parity..sectors).step_by(2) {
+                            f.write_at(&[round; 512], sector * 512).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        let mut all = vec![0u8; (sectors * 512) as usize];
+        f.read_at(&mut all, 0).unwrap();
+        let lost: Vec<usize> = (0..sectors as usize).filter(|&i| all[i * 512] != rounds).collect();
+        std::fs::remove_file(&path).unwrap();
+        assert!(lost.is_empty(), "sectors whose last write was undone: {lost:?}");
     }
 
     #[test]
