@@ -190,28 +190,8 @@ impl<T: Transport, B: Backend> Server<T, B> {
     /// Answers the frames in `rx`, sending answers whenever a batch of them is full; hands
     /// sector I/O to the I/O threads when there are some.
     fn answer_received(&mut self) -> io::Result<()> {
-        if let Some(workers) = self.workers.as_mut() {
-            for frame in self.rx.iter() {
-                for export in &self.exports {
-                    let mut export = lock(export);
-                    let mut answer = workers.buffer();
-                    let mut io = None;
-                    let len = export.handle_deferred(&self.port, frame, &mut answer, &mut io);
-                    match (len, io) {
-                        (Some(_), Some(io)) => {
-                            workers.submit(Arc::clone(export.shared_backend()), io, answer);
-                            continue;
-                        }
-                        (Some(len), None) => self.tx.push(&mut self.transport, |slot, _| {
-                            slot[..len].copy_from_slice(&answer[..len]);
-                            len
-                        })?,
-                        (None, _) => {}
-                    }
-                    workers.give_back(answer);
-                }
-            }
-            return Ok(());
+        if self.workers.is_some() {
+            return self.answer_received_with_workers();
         }
         for frame in self.rx.iter() {
             // Read answers not sent yet take their sectors as they are when sent: send them
@@ -224,6 +204,40 @@ impl<T: Transport, B: Backend> Server<T, B> {
                 self.tx.push(&mut self.transport, |slot, tail| {
                     export.handle_with_tail(&self.port, frame, slot, tail).unwrap_or(0)
                 })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// As [`answer_received`](Self::answer_received), with I/O threads: each read, write
+    /// and flush goes to them, except a lone request they would only be slower with
+    /// ([`IoWorkers::better_done_here`]).
+    fn answer_received_with_workers(&mut self) -> io::Result<()> {
+        let Some(workers) = self.workers.as_mut() else { return Ok(()) };
+        let lone = self.rx.len() == 1;
+        for frame in self.rx.iter() {
+            for export in &self.exports {
+                let mut export = lock(export);
+                let mut answer = workers.buffer();
+                let mut io = None;
+                let len = export.handle_deferred(&self.port, frame, &mut answer, &mut io);
+                let len = match (len, io) {
+                    (Some(_), Some(io)) if lone && workers.better_done_here() => {
+                        workers.complete(&io, export.backend(), &mut answer)
+                    }
+                    (Some(_), Some(io)) => {
+                        workers.submit(Arc::clone(export.shared_backend()), io, answer);
+                        continue;
+                    }
+                    (len, _) => len,
+                };
+                if let Some(len) = len {
+                    self.tx.push(&mut self.transport, |slot, _| {
+                        slot[..len].copy_from_slice(&answer[..len]);
+                        len
+                    })?;
+                }
+                workers.give_back(answer);
             }
         }
         Ok(())

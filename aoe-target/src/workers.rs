@@ -11,9 +11,11 @@
 //! [`Export::handle_deferred`]: crate::export::Export::handle_deferred
 
 use std::io;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use aoe_proto::sizing::ATA_DATA_OFFSET;
 use aoe_transport::{FrameBatch, Transport};
@@ -25,6 +27,12 @@ use crate::export::{SectorIo, SectorOp};
 const SEND_BATCH: usize = 16;
 /// Jobs waiting for one worker, at most; past that, the server waits.
 const QUEUE_PER_WORKER: usize = 64;
+/// Backend I/O quicker than this, on average, is done by the serving thread itself when a
+/// request comes alone and no other is in progress ([`IoWorkers::better_done_here`]): that
+/// holds later requests up for about this long at most, and spares the wake-up of a worker
+/// (tens of microseconds on a virtual machine), which a request at queue depth 1 would pay
+/// every time. Solid-state disks answer within it; spinning disks do not.
+pub const QUICK_IO: Duration = Duration::from_micros(200);
 
 /// A deferred request: the I/O, the backend it is for, and the buffer holding the answer's
 /// headers (and a write's sectors).
@@ -49,6 +57,36 @@ pub struct IoWorkers<B> {
     frame_capacity: usize,
     /// Where the next flush goes.
     next_flush: usize,
+    /// Jobs submitted whose I/O is not done yet.
+    in_flight: Arc<AtomicUsize>,
+    /// How long backend I/O has taken of late.
+    io_time: Arc<IoTime>,
+}
+
+/// A moving average of how long backend I/O takes, kept by every thread that does some.
+#[derive(Debug, Default)]
+pub struct IoTime {
+    /// Nanoseconds; 0 until the first I/O.
+    average_ns: AtomicU64,
+}
+
+impl IoTime {
+    /// Adds one I/O that took `took` (weight 1/8).
+    pub fn record(&self, took: Duration) {
+        let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+        // Racing updates may lose a sample; the average only steers a choice.
+        let old = self.average_ns.load(Ordering::Relaxed);
+        let new = if old == 0 { sample } else { old - old / 8 + sample / 8 };
+        self.average_ns.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// The average so far; `None` before the first I/O.
+    pub fn average(&self) -> Option<Duration> {
+        match self.average_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
 }
 
 impl<B> std::fmt::Debug for IoWorkers<B> {
@@ -76,15 +114,19 @@ impl<B: Backend + 'static> IoWorkers<B> {
             max_buffers: count * QUEUE_PER_WORKER + SEND_BATCH,
             frame_capacity,
             next_flush: 0,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            io_time: Arc::new(IoTime::default()),
         };
         for i in 0..count {
             let sender = link.sender()?;
             let (queue, jobs) = mpsc::sync_channel(QUEUE_PER_WORKER);
             let give_back: Sender<Box<[u8]>> = give_back.clone();
+            let in_flight = Arc::clone(&workers.in_flight);
+            let io_time = Arc::clone(&workers.io_time);
             let name = format!("aoe-io-{}-{i}", link.name());
             let thread = thread::Builder::new()
                 .name(name)
-                .spawn(move || work(jobs, sender, give_back, frame_capacity))?;
+                .spawn(move || work(jobs, sender, give_back, &in_flight, &io_time, frame_capacity))?;
             // Pushed together, so that dropping the workers (on an error too) stops every
             // thread started so far.
             workers.queues.push(queue);
@@ -117,6 +159,24 @@ impl<B> IoWorkers<B> {
         }
     }
 
+    /// True when a request that came alone is answered sooner by the serving thread than
+    /// by a worker: no job is waiting or in progress, and backend I/O has been [`QUICK_IO`]
+    /// of late. The serving thread then does it with [`complete`](Self::complete).
+    pub fn better_done_here(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && self.io_time.average().is_some_and(|t| t < QUICK_IO)
+    }
+
+    /// Does `io` on `backend` in this thread, as a worker would, and returns the answer's
+    /// length ([`SectorIo::complete`]).
+    pub fn complete<T: Backend + ?Sized>(
+        &self,
+        io: &SectorIo,
+        backend: &T,
+        answer: &mut [u8],
+    ) -> Option<usize> {
+        timed(&self.io_time, || io.complete(backend, answer))
+    }
+
     /// Takes back a buffer [`buffer`](Self::buffer) gave and [`submit`](Self::submit) did not.
     pub fn give_back(&mut self, buffer: Box<[u8]>) {
         self.spare.push(buffer);
@@ -132,9 +192,11 @@ impl<B> IoWorkers<B> {
             }
             SectorOp::Read | SectorOp::Write => worker_for(io.offset, self.queues.len()),
         };
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         if let Err(mpsc::SendError(job)) = self.queues[worker].send(Job { backend, io, answer }) {
             // The worker is gone (it panicked): the request goes unanswered, as if lost, and
             // the initiator sends it again.
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
             self.buffers -= 1;
             drop(job);
         }
@@ -151,6 +213,14 @@ impl<B> Drop for IoWorkers<B> {
     }
 }
 
+/// Runs `f`, adding the time it took to `io_time`.
+fn timed<R>(io_time: &IoTime, f: impl FnOnce() -> R) -> R {
+    let start = Instant::now();
+    let r = f();
+    io_time.record(start.elapsed());
+    r
+}
+
 /// The worker for I/O at byte `offset`: the same for the same offset, spread evenly over
 /// sequential requests.
 fn worker_for(offset: u64, workers: usize) -> usize {
@@ -165,9 +235,12 @@ fn work<B: Backend>(
     jobs: Receiver<Job<B>>,
     mut link: Box<dyn Transport>,
     give_back: Sender<Box<[u8]>>,
+    in_flight: &AtomicUsize,
+    io_time: &IoTime,
     frame_capacity: usize,
 ) {
     let mut answers = FrameBatch::new(SEND_BATCH, frame_capacity);
+    let mut done = 0;
     while let Ok(first) = jobs.recv() {
         let mut next = Some(first);
         while let Some(mut job) = next.take() {
@@ -175,20 +248,24 @@ fn work<B: Backend>(
                 // Read straight into the frame that is sent.
                 SectorOp::Read => answers.push_with(|slot| {
                     slot[..ATA_DATA_OFFSET].copy_from_slice(&job.answer[..ATA_DATA_OFFSET]);
-                    job.io.complete(job.backend.as_ref(), slot).unwrap_or(0)
+                    timed(io_time, || job.io.complete(job.backend.as_ref(), slot)).unwrap_or(0)
                 }),
                 SectorOp::Write | SectorOp::Flush => {
-                    match job.io.complete(job.backend.as_ref(), &mut job.answer) {
+                    match timed(io_time, || job.io.complete(job.backend.as_ref(), &mut job.answer)) {
                         Some(len) => answers.push(&job.answer[..len]),
                         None => true,
                     }
                 }
             };
             let _ = give_back.send(job.answer);
+            done += 1;
             if !answers.is_full() {
                 next = jobs.try_recv().ok();
             }
         }
+        // Their I/O is done: the serving thread may do the next itself.
+        in_flight.fetch_sub(done, Ordering::AcqRel);
+        done = 0;
         if let Err(e) = link.send_batch(&answers) {
             tracing::debug!(link = link.name(), lost = answers.len(), "answers not sent: {e}");
         }
@@ -199,6 +276,21 @@ fn work<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_time_is_a_moving_average() {
+        let t = IoTime::default();
+        assert_eq!(t.average(), None);
+        t.record(Duration::from_micros(800));
+        assert_eq!(t.average(), Some(Duration::from_micros(800)));
+        for _ in 0..100 {
+            t.record(Duration::from_micros(40));
+        }
+        let settled = t.average().unwrap();
+        assert!(settled > Duration::from_micros(39) && settled < Duration::from_micros(42), "{settled:?}");
+        t.record(Duration::from_millis(10));
+        assert!(t.average().unwrap() > QUICK_IO, "one slow I/O is enough to stop doing them here");
+    }
 
     #[test]
     fn the_same_offset_goes_to_the_same_worker_and_sequential_ones_spread() {

@@ -1,6 +1,7 @@
 //! A server with I/O threads (`Server::set_io_threads`) over the in-memory link: requests
 //! behind one the backend is slow with are answered meanwhile, a retransmitted write waits
-//! for the copy in progress, and every answer matches what the server answers by itself.
+//! for the copy in progress, a lone request on a quick backend is done by the serving thread,
+//! and every answer matches what the server answers by itself.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -253,4 +254,68 @@ fn io_threads_answer_as_the_server_does_by_itself() {
     assert_eq!(alone.len(), 128);
     assert!(alone == threaded, "the same answers");
     assert!(alone_bytes == threaded_bytes, "the same bytes written");
+}
+
+/// Memory that notes which thread does each read, and takes `delay` over each.
+struct Noting {
+    inner: MemoryBackend,
+    threads: Mutex<Vec<String>>,
+    delay: Mutex<Duration>,
+}
+
+impl Backend for Noting {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let name = std::thread::current().name().unwrap_or("").to_owned();
+        self.threads.lock().unwrap().push(name);
+        std::thread::sleep(*self.delay.lock().unwrap());
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_at(buf, offset)
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// At queue depth 1 on a quick backend the serving thread does the I/O itself, sparing the
+/// wake-up of a worker; a slow I/O sends the next ones back to the workers.
+#[test]
+fn a_lone_request_on_a_quick_backend_is_done_by_the_serving_thread() {
+    let noting = Arc::new(Noting {
+        inner: MemoryBackend::new(1 << 20),
+        threads: Mutex::new(Vec::new()),
+        delay: Mutex::new(Duration::ZERO),
+    });
+    let (target, mut host) = memory::pair(9000, T, I);
+    let export = Arc::new(Mutex::new(Export::new(ExportConfig::new(1, 0), Arc::clone(&noting))));
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = std::thread::Builder::new()
+        .name("serving".into())
+        .spawn({
+            let stop = Arc::clone(&stop);
+            move || {
+                let mut server = Server::new(target, vec![export]);
+                server.set_io_threads(2).unwrap();
+                server.run(&stop).unwrap();
+            }
+        })
+        .unwrap();
+    let mut read_alone = |tag: u32| {
+        send(&mut host, vec![Box::new(ata(tag, AtaRepr::read(u64::from(tag), 1, true), &[]))]);
+        assert_eq!(answers(&mut host, 1, Duration::from_secs(3)).len(), 1);
+        noting.threads.lock().unwrap().last().cloned().unwrap()
+    };
+    assert!(read_alone(1).starts_with("aoe-io-"), "a worker, while I/O time is unknown");
+    for tag in 2..10 {
+        assert_eq!(read_alone(tag), "serving", "quick I/O, nothing else in progress");
+    }
+    *noting.delay.lock().unwrap() = Duration::from_millis(5);
+    assert_eq!(read_alone(10), "serving");
+    assert!(read_alone(11).starts_with("aoe-io-"), "I/O is slow now");
+    stop.store(true, Ordering::Relaxed);
+    thread.join().unwrap();
 }
