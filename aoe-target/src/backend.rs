@@ -216,8 +216,8 @@ pub struct FileOptions {
 pub struct FileBackend {
     file: File,
     len: u64,
-    /// With O_DIRECT: the alignment in bytes the file wants of offsets and lengths.
-    direct: Option<usize>,
+    /// With O_DIRECT: the alignment the file wants.
+    direct: Option<DirectAlignment>,
     /// Held exclusively by a write that reads, changes and writes back a span wider than
     /// itself (O_DIRECT with a block wider than a sector), shared by every other write, so
     /// that no write lands inside that span meanwhile and is undone by its write-back.
@@ -225,9 +225,21 @@ pub struct FileBackend {
     map: Option<Arc<MappedFile>>,
 }
 
-/// Alignment of the buffers O_DIRECT transfers go through, and of offsets and lengths when
-/// the kernel does not say what the file needs: the largest logical block size in use.
+/// Alignment of offsets, lengths and buffers of O_DIRECT transfers when the kernel does not
+/// say what the file needs: the largest logical block size in use. Buffers are always
+/// aligned at least this much.
 const DIRECT_ALIGN: usize = 4096;
+/// Largest alignment taken from the kernel; a larger figure is not believed.
+const MAX_DIRECT_ALIGN: usize = 1 << 20;
+
+/// What O_DIRECT needs of a file's transfers, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectAlignment {
+    /// Of file offsets and lengths.
+    pub offset: usize,
+    /// Of memory buffers.
+    pub memory: usize,
+}
 
 thread_local! {
     /// Each thread's O_DIRECT bounce buffer, kept between calls.
@@ -261,56 +273,65 @@ impl FileBackend {
         Ok(FileBackend { file, len, direct, widened_writes: RwLock::new(()), map })
     }
 
-    /// With O_DIRECT, the alignment in bytes of the file offsets and lengths transfers use:
-    /// what the kernel says the file needs (a sector, on most disks), else 4096.
-    pub fn direct_alignment(&self) -> Option<usize> {
+    /// With O_DIRECT, the alignment transfers use: what the kernel says the file needs (a
+    /// sector of offset and length, on most disks), else 4096 bytes.
+    pub fn direct_alignment(&self) -> Option<DirectAlignment> {
         self.direct
     }
 
     /// Runs `f` on an aligned buffer spanning `[offset, offset + len)` widened to multiples
-    /// of `align`, with the span's start and where the asked bytes begin within it.
+    /// of `align.offset`, with the span's start and where the asked bytes begin within it.
     fn bounce<R>(
-        align: usize,
+        align: DirectAlignment,
         offset: u64,
         len: usize,
         f: impl FnOnce(&mut [u8], u64, usize) -> io::Result<R>,
     ) -> io::Result<R> {
-        let wide = align as u64;
+        let wide = align.offset as u64;
         let start = offset / wide * wide;
         let end = (offset + len as u64).div_ceil(wide) * wide;
         let span = (end - start) as usize;
+        let memory = align.memory.max(align.offset).max(DIRECT_ALIGN);
         BOUNCE.with_borrow_mut(|raw| {
-            if raw.len() < span + DIRECT_ALIGN {
-                raw.resize(span + DIRECT_ALIGN, 0);
+            if raw.len() < span + memory {
+                raw.resize(span + memory, 0);
             }
-            let skew = raw.as_ptr().align_offset(DIRECT_ALIGN);
+            let skew = raw.as_ptr().align_offset(memory);
             f(&mut raw[skew..skew + span], start, (offset - start) as usize)
         })
     }
 }
 
-/// The alignment O_DIRECT needs of `file`'s offsets and lengths: `statx`'s
-/// `STATX_DIOALIGN`, else a block device's logical block size, else [`DIRECT_ALIGN`].
-fn direct_alignment(file: &File) -> usize {
+/// What O_DIRECT needs of `file`: `statx`'s `STATX_DIOALIGN`, else, for a block device, its
+/// logical block size, else [`DIRECT_ALIGN`].
+fn direct_alignment(file: &File) -> DirectAlignment {
     use std::os::fd::AsRawFd;
-    let usable = |a: u64| a.is_power_of_two() && a as usize <= DIRECT_ALIGN;
+    let usable = |a: u32| a.is_power_of_two() && a as usize <= MAX_DIRECT_ALIGN;
+    let fallback = DirectAlignment { offset: DIRECT_ALIGN, memory: DIRECT_ALIGN };
     // SAFETY: all zeros is a valid statx; the kernel fills it for the descriptor (empty path
     // with AT_EMPTY_PATH) and reads nothing from it.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let mask = libc::STATX_DIOALIGN | libc::STATX_TYPE;
     // SAFETY: a valid descriptor, a NUL-terminated empty path and a live statx to fill.
-    let r = unsafe {
-        libc::statx(file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_DIOALIGN, &mut stx)
-    };
-    if r == 0 && stx.stx_mask & libc::STATX_DIOALIGN != 0 && usable(u64::from(stx.stx_dio_offset_align)) {
-        return stx.stx_dio_offset_align as usize;
+    let r = unsafe { libc::statx(file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, mask, &mut stx) };
+    if r != 0 {
+        return fallback;
     }
+    let (offset, memory) = (stx.stx_dio_offset_align, stx.stx_dio_mem_align);
+    if stx.stx_mask & libc::STATX_DIOALIGN != 0 && usable(offset) && usable(memory) {
+        return DirectAlignment { offset: offset as usize, memory: memory as usize };
+    }
+    let block_device = u32::from(stx.stx_mode) & libc::S_IFMT == libc::S_IFBLK;
     let mut logical: libc::c_int = 0;
-    // SAFETY: BLKSSZGET writes one int; a file that is not a block device refuses it.
-    let r = unsafe { libc::ioctl(file.as_raw_fd(), libc::BLKSSZGET, &mut logical) };
-    if r == 0 && usable(logical as u64) {
-        return logical as usize;
+    // SAFETY: BLKSSZGET on a block device writes one int, to the live `logical`.
+    if block_device && unsafe { libc::ioctl(file.as_raw_fd(), libc::BLKSSZGET, &mut logical) } == 0 {
+        if let Ok(logical) = u32::try_from(logical) {
+            if usable(logical) {
+                return DirectAlignment { offset: logical as usize, memory: logical as usize };
+            }
+        }
     }
-    DIRECT_ALIGN
+    fallback
 }
 
 impl Backend for FileBackend {
@@ -336,9 +357,9 @@ impl Backend for FileBackend {
         Self::bounce(align, offset, buf.len(), |aligned, start, skip| {
             let widened = skip != 0 || aligned.len() != buf.len();
             // A poisoned lock guards nothing but the order of writes: go on.
-            let _order = match widened {
-                true => Err(self.widened_writes.write().unwrap_or_else(|e| e.into_inner())),
-                false => Ok(self.widened_writes.read().unwrap_or_else(|e| e.into_inner())),
+            let (_alone, _beside) = match widened {
+                true => (Some(self.widened_writes.write().unwrap_or_else(|e| e.into_inner())), None),
+                false => (None, Some(self.widened_writes.read().unwrap_or_else(|e| e.into_inner()))),
             };
             if widened {
                 read_direct(&self.file, aligned, start, self.len)?;
@@ -427,7 +448,7 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         // As on a disk with 4 KiB logical blocks: every sector write is widened.
-        f.direct = Some(4096);
+        f.direct = Some(DirectAlignment { offset: 4096, memory: 4096 });
         let sectors = 64u64;
         let rounds = 40u8;
         std::thread::scope(|scope| {
@@ -447,6 +468,18 @@ mod tests {
         let lost: Vec<usize> = (0..sectors as usize).filter(|&i| all[i * 512] != rounds).collect();
         std::fs::remove_file(&path).unwrap();
         assert!(lost.is_empty(), "sectors whose last write was undone: {lost:?}");
+    }
+
+    #[test]
+    fn direct_alignment_is_what_the_kernel_says_or_4096() {
+        let path = std::env::temp_dir().join(format!("aoe-backend-align-{}", std::process::id()));
+        std::fs::write(&path, vec![0u8; 8192]).unwrap();
+        let file = File::open(&path).unwrap();
+        let a = direct_alignment(&file);
+        std::fs::remove_file(&path).unwrap();
+        eprintln!("O_DIRECT alignment of {}: {a:?}", path.display());
+        assert!(a.offset.is_power_of_two() && a.offset >= 1 && a.offset <= MAX_DIRECT_ALIGN, "{a:?}");
+        assert!(a.memory.is_power_of_two() && a.memory <= MAX_DIRECT_ALIGN, "{a:?}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use aoe_transport::Tail;
 use zerocopy::FromBytes;
 
 use crate::backend::Backend;
+use crate::ordering::IoOrder;
 
 /// Firmware version reported in query-config answers.
 pub const FIRMWARE_VERSION: u16 = 0x4100;
@@ -163,6 +164,8 @@ pub struct Export<B> {
     config: ExportConfig,
     /// Shared with whoever completes deferred I/O ([`Export::handle_deferred`]).
     backend: Arc<B>,
+    /// The order deferred I/O runs in.
+    io_order: Arc<IoOrder>,
     sectors: u64,
     identify: [u8; IDENTIFY_LEN],
     config_string: Vec<u8>,
@@ -184,8 +187,17 @@ impl<B: Backend> Export<B> {
         let mut identify = [0u8; IDENTIFY_LEN];
         Identify::new(&config.model, &config.serial, env!("CARGO_PKG_VERSION"), sectors).emit(&mut identify);
         let mask = config.mask.clone();
-        let backend = Arc::new(backend);
-        Export { config, backend, sectors, identify, config_string: Vec::new(), mask, reserve: Vec::new() }
+        let (backend, io_order) = (Arc::new(backend), Arc::default());
+        Export {
+            config,
+            backend,
+            io_order,
+            sectors,
+            identify,
+            config_string: Vec::new(),
+            mask,
+            reserve: Vec::new(),
+        }
     }
 
     /// The configuration.
@@ -200,6 +212,12 @@ impl<B: Backend> Export<B> {
     /// ([`handle_deferred`](Self::handle_deferred)).
     pub fn shared_backend(&self) -> &Arc<B> {
         &self.backend
+    }
+    /// The order this export's deferred I/O runs in: whoever takes a [`SectorIo`] from
+    /// [`handle_deferred`](Self::handle_deferred) enters it there before letting go of the
+    /// export, and runs it in its turn.
+    pub fn io_order(&self) -> &Arc<IoOrder> {
+        &self.io_order
     }
     /// Exported capacity in sectors.
     pub fn sectors(&self) -> u64 {
@@ -272,8 +290,8 @@ impl<B: Backend> Export<B> {
     /// [`SectorIo::complete`] on this export's backend. `io` is `None` after every other
     /// answer, which is complete.
     ///
-    /// I/O done this way may complete in any order, as it would on a disk with a queue: the
-    /// caller keeps requests for the same sectors in order where that matters.
+    /// I/O done this way may complete in any order, as it would on a disk with a queue,
+    /// except as [`io_order`](Self::io_order) says.
     pub fn handle_deferred(
         &mut self,
         port: &Port,

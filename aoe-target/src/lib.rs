@@ -4,6 +4,7 @@
 //! - [`backend`]: where the sectors live (files, block devices, memory, windows of them).
 //! - [`server`]: the loop that joins a transport, the engine and the backends.
 //! - [`workers`]: threads that do sector I/O for a server, for backends slow enough to wait on.
+//! - [`ordering`]: the order in which an export's I/O on those threads may run.
 //!
 //! ```
 //! use aoe_proto::{AtaRepr, BodyRepr, Frame, FrameRepr, HeaderRepr, MacAddr, Body};
@@ -35,6 +36,7 @@
 pub mod backend;
 pub mod cli;
 pub mod export;
+pub mod ordering;
 pub mod server;
 pub mod service;
 pub mod settings;

@@ -9,7 +9,7 @@ use aoe_transport::{FrameBatch, Tail, Transport};
 
 use crate::backend::Backend;
 use crate::export::{writes_sectors, Export, Port};
-use crate::workers::IoWorkers;
+use crate::workers::{IoWorkers, Job};
 
 /// Frames received or sent per system call.
 pub const BATCH_FRAMES: usize = 64;
@@ -217,19 +217,26 @@ impl<T: Transport, B: Backend> Server<T, B> {
         let lone = self.rx.len() == 1;
         for frame in self.rx.iter() {
             for export in &self.exports {
-                let mut export = lock(export);
                 let mut answer = workers.buffer();
                 let mut io = None;
+                let mut export = lock(export);
                 let len = export.handle_deferred(&self.port, frame, &mut answer, &mut io);
-                let len = match (len, io) {
-                    (Some(_), Some(io)) if lone && workers.better_done_here() => {
-                        workers.complete(&io, export.backend(), &mut answer)
-                    }
+                let (len, answer) = match (len, io) {
                     (Some(_), Some(io)) => {
-                        workers.submit(Arc::clone(export.shared_backend()), io, answer);
-                        continue;
+                        // Its turn is taken while the export is held: in the order requests
+                        // come, through every interface.
+                        let ticket = export.io_order().enter(&io);
+                        let backend = Arc::clone(export.shared_backend());
+                        drop(export);
+                        let job = Job { io, ticket, backend, answer };
+                        if !(lone && workers.better_done_here()) {
+                            workers.submit(job);
+                            continue;
+                        }
+                        // A lone request, with no other in progress, on a quick backend.
+                        workers.complete(job)
                     }
-                    (len, _) => len,
+                    (len, _) => (len, answer),
                 };
                 if let Some(len) = len {
                     self.tx.push(&mut self.transport, |slot, _| {

@@ -2,13 +2,14 @@
 //! with one request does not hold up the requests behind it.
 //!
 //! The server hands each read, write or flush its export defers ([`Export::handle_deferred`])
-//! to [`IoWorkers::submit`]; a worker does the I/O, finishes the answer and sends it on a
-//! handle of its own ([`Transport::sender`]). Requests that start at the same sector go to the
-//! same worker, in the order they came: a retransmitted write then waits behind the copy the
-//! target is still busy with, so an old copy cannot land after a newer write the initiator
-//! sent once the retransmission was answered.
+//! to [`IoWorkers::submit`], with its place in the export's [`IoOrder`]; a worker waits for
+//! its turn, does the I/O, finishes the answer and sends it on a handle of its own
+//! ([`Transport::sender`]). Requests that start at the same sector go to the same worker, in
+//! the order they came, so that one sent again queues behind the copy still in progress
+//! rather than holding up another worker.
 //!
 //! [`Export::handle_deferred`]: crate::export::Export::handle_deferred
+//! [`IoOrder`]: crate::ordering::IoOrder
 
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,6 +23,7 @@ use aoe_transport::{FrameBatch, Transport};
 
 use crate::backend::Backend;
 use crate::export::{SectorIo, SectorOp};
+use crate::ordering::Ticket;
 
 /// Answers a worker sends per system call, at most.
 const SEND_BATCH: usize = 16;
@@ -34,12 +36,18 @@ const QUEUE_PER_WORKER: usize = 64;
 /// every time. Solid-state disks answer within it; spinning disks do not.
 pub const QUICK_IO: Duration = Duration::from_micros(200);
 
-/// A deferred request: the I/O, the backend it is for, and the buffer holding the answer's
-/// headers (and a write's sectors).
-struct Job<B> {
-    backend: Arc<B>,
-    io: SectorIo,
-    answer: Box<[u8]>,
+/// A deferred request: the I/O, its place in its export's order, the backend it is for,
+/// and the buffer holding the answer's headers (and a write's sectors).
+pub struct Job<B> {
+    /// What to do.
+    pub io: SectorIo,
+    /// When it may run.
+    pub ticket: Ticket,
+    /// On what.
+    pub backend: Arc<B>,
+    /// The answer as [`Export::handle_deferred`](crate::export::Export::handle_deferred)
+    /// wrote it, in a buffer from [`IoWorkers::buffer`].
+    pub answer: Box<[u8]>,
 }
 
 /// A fixed set of I/O threads, each with its own sending handle on the link, and the answer
@@ -151,8 +159,7 @@ impl<B> IoWorkers<B> {
             self.buffers += 1;
             return vec![0; self.frame_capacity].into_boxed_slice();
         }
-        // Every buffer is with a worker, so one comes back (a worker that panicked took its
-        // buffers with it: count them as gone and make new ones).
+        // Every buffer is with a worker, so one comes back (unless every worker ended).
         match self.returned.recv() {
             Ok(buf) => buf,
             Err(_) => vec![0; self.frame_capacity].into_boxed_slice(),
@@ -166,15 +173,15 @@ impl<B> IoWorkers<B> {
         self.in_flight.load(Ordering::Acquire) == 0 && self.io_time.average().is_some_and(|t| t < QUICK_IO)
     }
 
-    /// Does `io` on `backend` in this thread, as a worker would, and returns the answer's
-    /// length ([`SectorIo::complete`]).
-    pub fn complete<T: Backend + ?Sized>(
-        &self,
-        io: &SectorIo,
-        backend: &T,
-        answer: &mut [u8],
-    ) -> Option<usize> {
-        timed(&self.io_time, || io.complete(backend, answer))
+    /// Does `job` in this thread, as a worker would, in its turn; returns its answer's
+    /// length ([`SectorIo::complete`]) and buffer.
+    pub fn complete(&self, mut job: Job<B>) -> (Option<usize>, Box<[u8]>)
+    where
+        B: Backend,
+    {
+        job.ticket.wait_turn();
+        let len = timed(&self.io_time, || job.io.complete(job.backend.as_ref(), &mut job.answer)).0;
+        (len, job.answer)
     }
 
     /// Takes back a buffer [`buffer`](Self::buffer) gave and [`submit`](Self::submit) did not.
@@ -182,23 +189,22 @@ impl<B> IoWorkers<B> {
         self.spare.push(buffer);
     }
 
-    /// Has a worker do `io` on `backend` and send the answer `answer` holds
-    /// ([`SectorIo::complete`]). Waits while that worker has a full queue.
-    pub fn submit(&mut self, backend: Arc<B>, io: SectorIo, answer: Box<[u8]>) {
-        let worker = match io.op {
+    /// Has a worker do `job` in its turn and send its answer. Waits while that worker has a
+    /// full queue.
+    pub fn submit(&mut self, job: Job<B>) {
+        let worker = match job.io.op {
             SectorOp::Flush => {
                 self.next_flush = (self.next_flush + 1) % self.queues.len();
                 self.next_flush
             }
-            SectorOp::Read | SectorOp::Write => worker_for(io.offset, self.queues.len()),
+            SectorOp::Read | SectorOp::Write => worker_for(job.io.offset, self.queues.len()),
         };
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        if let Err(mpsc::SendError(job)) = self.queues[worker].send(Job { backend, io, answer }) {
-            // The worker is gone (it panicked): the request goes unanswered, as if lost, and
-            // the initiator sends it again.
+        if let Err(mpsc::SendError(job)) = self.queues[worker].send(job) {
+            // Only a worker that ended takes no more jobs, and workers catch panics: this is
+            // unreachable, but the request then goes unanswered rather than stop the target.
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            self.buffers -= 1;
-            drop(job);
+            self.give_back(job.answer);
         }
     }
 }
@@ -213,24 +219,10 @@ impl<B> Drop for IoWorkers<B> {
     }
 }
 
-/// Runs `f`, adding the time it took to `io_time`.
-fn timed<R>(io_time: &IoTime, f: impl FnOnce() -> R) -> R {
-    let start = Instant::now();
-    let r = f();
-    io_time.record(start.elapsed());
-    r
-}
-
-/// The worker for I/O at byte `offset`: the same for the same offset, spread evenly over
-/// sequential requests.
-fn worker_for(offset: u64, workers: usize) -> usize {
-    let sector = offset / aoe_proto::SECTOR_SIZE as u64;
-    let mixed = sector.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
-    (mixed % workers as u64) as usize
-}
-
-/// A worker: does each job's I/O, sends its answer (those that are ready together, in one
-/// call) and gives the buffer back, until the server drops its queue.
+/// A worker: does each job's I/O in its turn and sends its answer, until the server drops
+/// its queue. Answers to quick I/O that find more jobs queued wait for those, to go out
+/// together in one call; after slow I/O they go at once, so that no answer waits on another
+/// request's disk time.
 fn work<B: Backend>(
     jobs: Receiver<Job<B>>,
     mut link: Box<dyn Transport>,
@@ -240,37 +232,68 @@ fn work<B: Backend>(
     frame_capacity: usize,
 ) {
     let mut answers = FrameBatch::new(SEND_BATCH, frame_capacity);
-    let mut done = 0;
     while let Ok(first) = jobs.recv() {
         let mut next = Some(first);
-        while let Some(mut job) = next.take() {
-            match job.io.op {
+        let mut done = 0;
+        while let Some(Job { io, ticket, backend, mut answer }) = next.take() {
+            ticket.wait_turn();
+            let (_, took) = match io.op {
                 // Read straight into the frame that is sent.
-                SectorOp::Read => answers.push_with(|slot| {
-                    slot[..ATA_DATA_OFFSET].copy_from_slice(&job.answer[..ATA_DATA_OFFSET]);
-                    timed(io_time, || job.io.complete(job.backend.as_ref(), slot)).unwrap_or(0)
-                }),
+                SectorOp::Read => {
+                    let mut took = Duration::ZERO;
+                    answers.push_with(|slot| {
+                        slot[..ATA_DATA_OFFSET].copy_from_slice(&answer[..ATA_DATA_OFFSET]);
+                        let (len, t) = timed(io_time, || io.complete(backend.as_ref(), slot));
+                        took = t;
+                        len.unwrap_or(0)
+                    });
+                    ((), took)
+                }
                 SectorOp::Write | SectorOp::Flush => {
-                    match timed(io_time, || job.io.complete(job.backend.as_ref(), &mut job.answer)) {
-                        Some(len) => answers.push(&job.answer[..len]),
-                        None => true,
+                    let (len, took) = timed(io_time, || io.complete(backend.as_ref(), &mut answer));
+                    if let Some(len) = len {
+                        answers.push(&answer[..len]);
                     }
+                    ((), took)
                 }
             };
-            let _ = give_back.send(job.answer);
+            // Done: overlapping I/O that came later may run.
+            drop(ticket);
+            let _ = give_back.send(answer);
             done += 1;
-            if !answers.is_full() {
+            if took < QUICK_IO && !answers.is_full() {
                 next = jobs.try_recv().ok();
             }
         }
         // Their I/O is done: the serving thread may do the next itself.
         in_flight.fetch_sub(done, Ordering::AcqRel);
-        done = 0;
         if let Err(e) = link.send_batch(&answers) {
             tracing::debug!(link = link.name(), lost = answers.len(), "answers not sent: {e}");
         }
         answers.clear();
     }
+}
+
+/// Runs `f`, adding the time it took to `io_time`; returns its answer length and the time.
+/// A backend that panics fails the I/O (no answer; the initiator asks again) rather than the
+/// worker, which goes on with the next job.
+fn timed(io_time: &IoTime, f: impl FnOnce() -> Option<usize>) -> (Option<usize>, Duration) {
+    let start = Instant::now();
+    let len = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        tracing::error!("backend I/O panicked; the request goes unanswered");
+        None
+    });
+    let took = start.elapsed();
+    io_time.record(took);
+    (len, took)
+}
+
+/// The worker for I/O at byte `offset`: the same for the same offset, spread evenly over
+/// sequential requests.
+fn worker_for(offset: u64, workers: usize) -> usize {
+    let sector = offset / aoe_proto::SECTOR_SIZE as u64;
+    let mixed = sector.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    (mixed % workers as u64) as usize
 }
 
 #[cfg(test)]

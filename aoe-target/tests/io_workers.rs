@@ -319,3 +319,47 @@ fn a_lone_request_on_a_quick_backend_is_done_by_the_serving_thread() {
     stop.store(true, Ordering::Relaxed);
     thread.join().unwrap();
 }
+
+/// The same write sent again through another interface (as the Linux driver does with a
+/// target it finds slow) waits for the copy still being written through the first: once
+/// answered, the initiator may write those sectors anew, and the old copy must not land on
+/// top.
+#[test]
+fn a_write_sent_again_through_another_interface_waits_for_the_first_copy() {
+    let gated = Arc::new(Gated::new(1 << 20, 8 * 512));
+    let export = Arc::new(Mutex::new(Export::new(ExportConfig::new(1, 0), Arc::clone(&gated))));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut hosts = Vec::new();
+    let mut threads = Vec::new();
+    for _ in 0..2 {
+        let (target, host) = memory::pair(9000, T, I);
+        hosts.push(host);
+        let (export, stop) = (Arc::clone(&export), Arc::clone(&stop));
+        threads.push(std::thread::spawn(move || {
+            let mut server = Server::new(target, vec![export]);
+            server.set_io_threads(4).unwrap();
+            server.run(&stop).unwrap();
+        }));
+    }
+    let old = vec![0x0Au8; 4 * 512];
+    send(&mut hosts[0], vec![Box::new(ata(1, AtaRepr::write(8, 4, true), &old))]);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !gated.waiting.load(Ordering::SeqCst) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    send(&mut hosts[1], vec![Box::new(ata(1, AtaRepr::write(8, 4, true), &old))]);
+    assert!(answers(&mut hosts[1], 1, Duration::from_millis(300)).is_empty(), "the copy waits its turn");
+    gated.open();
+    assert_eq!(answers(&mut hosts[0], 1, Duration::from_secs(3)).len(), 1);
+    assert_eq!(answers(&mut hosts[1], 1, Duration::from_secs(3)).len(), 1);
+    let new = vec![0x0Bu8; 4 * 512];
+    send(&mut hosts[1], vec![Box::new(ata(2, AtaRepr::write(8, 4, true), &new))]);
+    assert_eq!(answers(&mut hosts[1], 1, Duration::from_secs(3)).len(), 1);
+    send(&mut hosts[0], vec![Box::new(ata(3, AtaRepr::read(8, 4, true), &[]))]);
+    let read = answers(&mut hosts[0], 1, Duration::from_secs(3));
+    assert!(read[0].2 == new, "the newer write stays");
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+}

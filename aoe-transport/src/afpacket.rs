@@ -151,6 +151,8 @@ pub struct AfPacket {
     /// When a receive from the ring last asked the socket for a pending error.
     ring_error_checked: Option<Instant>,
     tx: TxVectors,
+    /// The send buffer asked for at open ([`AfPacketOptions::send_buffer`]).
+    send_buffer: usize,
     wait: WaitState,
     /// Shared by every handle on the socket ([`try_clone`](Self::try_clone)): the receive
     /// timeout belongs to the socket, so only a handle alone on it may rely on or change it.
@@ -225,6 +227,7 @@ impl AfPacket {
             ring_refused,
             ring_error_checked: None,
             tx: TxVectors::new(vnet),
+            send_buffer: opts.send_buffer,
             wait: WaitState::default(),
             handles: Arc::new(()),
         })
@@ -248,6 +251,7 @@ impl AfPacket {
             ring_refused: None,
             ring_error_checked: None,
             tx: TxVectors::new(self.tx.vnet),
+            send_buffer: self.send_buffer,
             wait: WaitState { socket_timeout: self.wait.socket_timeout, ..WaitState::default() },
             handles: Arc::clone(&self.handles),
         })
@@ -261,8 +265,7 @@ impl AfPacket {
         let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
         let vnet =
             self.tx.vnet && setsockopt_int(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1).is_ok();
-        let send_buffer = AfPacketOptions::default().send_buffer;
-        set_buffer(fd.as_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, send_buffer)?;
+        set_buffer(fd.as_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, self.send_buffer)?;
         // EtherType 0: the kernel hands this socket no frame.
         bind(fd.as_fd(), self.info.index, 0)?;
         Ok(AfPacket {
@@ -273,6 +276,7 @@ impl AfPacket {
             ring_refused: None,
             ring_error_checked: None,
             tx: TxVectors::new(vnet),
+            send_buffer: self.send_buffer,
             wait: WaitState::default(),
             handles: Arc::new(()),
         })
