@@ -237,26 +237,25 @@ fn work<B: Backend>(
         let mut done = 0;
         while let Some(Job { io, ticket, backend, mut answer }) = next.take() {
             ticket.wait_turn();
-            let (_, took) = match io.op {
+            let mut took = Duration::ZERO;
+            match io.op {
                 // Read straight into the frame that is sent.
                 SectorOp::Read => {
-                    let mut took = Duration::ZERO;
                     answers.push_with(|slot| {
                         slot[..ATA_DATA_OFFSET].copy_from_slice(&answer[..ATA_DATA_OFFSET]);
-                        let (len, t) = timed(io_time, || io.complete(backend.as_ref(), slot));
-                        took = t;
+                        let len;
+                        (len, took) = timed(io_time, || io.complete(backend.as_ref(), slot));
                         len.unwrap_or(0)
                     });
-                    ((), took)
                 }
                 SectorOp::Write | SectorOp::Flush => {
-                    let (len, took) = timed(io_time, || io.complete(backend.as_ref(), &mut answer));
+                    let len;
+                    (len, took) = timed(io_time, || io.complete(backend.as_ref(), &mut answer));
                     if let Some(len) = len {
                         answers.push(&answer[..len]);
                     }
-                    ((), took)
                 }
-            };
+            }
             // Done: overlapping I/O that came later may run.
             drop(ticket);
             let _ = give_back.send(answer);
