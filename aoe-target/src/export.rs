@@ -397,14 +397,12 @@ impl<B: Backend> Export<B> {
         // Sector data in `out` after the headers, and sector data left in a tail.
         let mut data_len = 0;
         let mut tail_len = 0;
-        // The I/O left to the caller (`Sectors::Defer`), if any.
-        let mut deferred = None;
         let (status, error) = match command {
             AtaCommand::ReadSectors | AtaCommand::ReadSectorsExt => match self.io_range(port, ata) {
                 Err(fail) => fail,
                 Ok((offset, len)) => match (self.mapped_for(&sectors, offset, len), &mut sectors) {
-                    (_, Sectors::Defer(_)) => {
-                        deferred = Some(SectorIo { op: SectorOp::Read, offset, len });
+                    (_, Sectors::Defer(io)) => {
+                        **io = Some(SectorIo { op: SectorOp::Read, offset, len });
                         ATA_OK
                     }
                     (Some(mapped), Sectors::Tail(tail)) => {
@@ -429,11 +427,11 @@ impl<B: Backend> Export<B> {
                 Ok(_) if self.config.read_only || !ata.flags().contains(AtaFlags::WRITE) => {
                     ata_fail(AtaError::ABRT)
                 }
-                Ok((offset, len)) => match (data.get(..len), &sectors) {
+                Ok((offset, len)) => match (data.get(..len), &mut sectors) {
                     (None, _) => ata_fail(AtaError::ABRT),
-                    (Some(data), Sectors::Defer(_)) => {
+                    (Some(data), Sectors::Defer(io)) => {
                         out.get_mut(ATA_DATA_OFFSET..ATA_DATA_OFFSET + len)?.copy_from_slice(data);
-                        deferred = Some(SectorIo { op: SectorOp::Write, offset, len });
+                        **io = Some(SectorIo { op: SectorOp::Write, offset, len });
                         ATA_OK
                     }
                     (Some(data), _) => match self.backend.write_at(data, offset) {
@@ -447,9 +445,9 @@ impl<B: Backend> Export<B> {
                 data_len = IDENTIFY_LEN;
                 ATA_OK
             }
-            AtaCommand::FlushCache | AtaCommand::FlushCacheExt => match sectors {
-                Sectors::Defer(_) => {
-                    deferred = Some(SectorIo { op: SectorOp::Flush, offset: 0, len: 0 });
+            AtaCommand::FlushCache | AtaCommand::FlushCacheExt => match &mut sectors {
+                Sectors::Defer(io) => {
+                    **io = Some(SectorIo { op: SectorOp::Flush, offset: 0, len: 0 });
                     ATA_OK
                 }
                 _ => match self.backend.flush() {
@@ -482,9 +480,8 @@ impl<B: Backend> Export<B> {
             // At least a sector follows: the frame is past the Ethernet minimum.
             return Some(header_len);
         }
-        if let (Some(io), Sectors::Defer(slot)) = (deferred, sectors) {
+        if let Sectors::Defer(Some(_)) = sectors {
             // A write's sectors wait after the headers: SectorIo::complete pads the answer.
-            *slot = Some(io);
             return Some(header_len);
         }
         aoe_proto::sizing::pad_to_minimum(out, header_len + data_len)
