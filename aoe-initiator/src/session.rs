@@ -36,13 +36,28 @@
 //!
 //! The session has one frame slot per target buffer (the window cap, at most 65535). A slot
 //! takes its next 16-bit generation each time it is given a new frame; a retransmission of
-//! the frame keeps the tag. The first answer to any transmission of the frame in a slot
+//! the frame keeps the tag. On the wire the tag is XORed with the session's random
+//! [`SessionConfig::tag_salt`]: every AF_PACKET socket on an interface sees every answer
+//! that reaches it, and two initiators on one host (two `aoe` processes, an `aoe attach`
+//! beside the kernel driver) would otherwise number their frames alike. The first answer to any transmission of the frame in a slot
 //! completes it, whichever transmission it answers: a target slower than the retransmission
 //! timer still gets its answers taken. Answers whose generation is not the slot's current one
 //! belong to an earlier frame of the slot and are *stale*; answers that find the slot's
 //! current frame already answered (the target answered two transmissions) are *duplicates*;
 //! both are ignored. A stale answer would have to survive 65536 further frames through the
 //! same slot to be mistaken for a fresh one.
+//!
+//! # Matching an answer to its request
+//!
+//! A tag is only a first filter: another initiator's answer can carry one of ours by chance.
+//! An answer completes a frame only when everything the target echoes matches the request
+//! (see [`Mismatches`]): it comes from the path's target MAC to its local MAC, names our
+//! shelf.slot with the response flag, answers the same command; for reads and writes the
+//! ATA flags (write, LBA48) are echoed, the LBA lies between the request's first sector and
+//! the sector after its last (targets echo it; a disk's registers would have advanced), and
+//! the data length is what the request expects: n × 512 bytes for a read of n sectors, no
+//! sectors for a write, 512 bytes for IDENTIFY. The sector count register is not checked:
+//! vblade answers a complete transfer with 0. Anything else is counted and ignored.
 //!
 //! # Window
 //!
@@ -79,6 +94,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use aoe_proto::ata::{LBA28_LIMIT, LBA48_LIMIT};
+use aoe_proto::identify::IDENTIFY_LEN;
 use aoe_proto::sizing::ATA_DATA_OFFSET;
 use aoe_proto::{
     AtaCommand, AtaError, AtaFlags, AtaRepr, AtaStatus, Body, BodyRepr, Command, ConfigCommand, ConfigRepr,
@@ -156,6 +172,10 @@ pub struct SessionConfig {
     pub path_down_after: u32,
     /// How long a path stays down before it is tried again.
     pub path_retry: Duration,
+    /// XORed into every tag on the wire, so that initiators sharing an interface (several
+    /// processes, or sessions of one) draw different tags. [`SessionConfig::new`] picks it at
+    /// random; tests may set it.
+    pub tag_salt: u32,
 }
 
 impl SessionConfig {
@@ -176,6 +196,7 @@ impl SessionConfig {
             dead_timeout: DEFAULT_DEAD_TIMEOUT,
             path_down_after: DEFAULT_PATH_DOWN_AFTER,
             path_retry: DEFAULT_PATH_RETRY,
+            tag_salt: random_salt(),
         }
     }
 
@@ -197,6 +218,20 @@ impl SessionConfig {
         }
         Ok(())
     }
+}
+
+/// 32 random bits for [`SessionConfig::tag_salt`]: std's `RandomState` is seeded from the
+/// operating system's random source once per thread and gives every new instance other keys,
+/// so each call differs, within a process and across processes.
+fn random_salt() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    let x = h.finish();
+    (x ^ (x >> 32)) as u32
 }
 
 /// Identifies a submitted op in events and [`IoBuffers`] calls. Never reused by a session.
@@ -408,11 +443,56 @@ pub struct SessionStats {
     pub duplicates: u64,
     /// Answers carrying the tag of an earlier frame of the slot, or of no slot.
     pub stale: u64,
-    /// Frames that are not answers from this target on one of the session's paths (requests,
-    /// other shelf.slot, wrong MAC, other command).
+    /// Frames that are not answers from this target: requests, or another shelf.slot.
     pub foreign: u64,
+    /// Answers that carry the tag of an outstanding frame but do not match its request, by
+    /// reason. They may belong to another initiator on the same host.
+    pub mismatched: Mismatches,
     /// Frames that do not parse.
     pub malformed: u64,
+}
+
+/// Answers with an outstanding frame's tag that did not match its request, by the first
+/// field that differed (see the [module docs](self#matching-an-answer-to-its-request)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mismatches {
+    /// From another MAC than the path's target, or to another MAC than its local one.
+    pub mac: u64,
+    /// Another AoE command (query config for an ATA request, ...).
+    pub command: u64,
+    /// ATA flags: the write or LBA48 flag differs from the request's.
+    pub flags: u64,
+    /// An LBA outside the request's range.
+    pub lba: u64,
+    /// Data of another length than the request expects.
+    pub length: u64,
+}
+
+impl Mismatches {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.mac + self.command + self.flags + self.lba + self.length
+    }
+
+    fn count(&mut self, m: Mismatch) {
+        *match m {
+            Mismatch::Mac => &mut self.mac,
+            Mismatch::Command => &mut self.command,
+            Mismatch::Flags => &mut self.flags,
+            Mismatch::Lba => &mut self.lba,
+            Mismatch::Length => &mut self.length,
+        } += 1;
+    }
+}
+
+/// Why an answer does not match the request whose tag it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mismatch {
+    Mac,
+    Command,
+    Flags,
+    Lba,
+    Length,
 }
 
 /// The protocol engine for one target. See the [module docs](self).
@@ -473,6 +553,8 @@ struct InFlight {
     deadline: Option<Instant>,
     retries: u32,
     seq: u64,
+    /// The frame went out with LBA48 addressing (reads and writes).
+    extended: bool,
 }
 
 #[derive(Debug)]
@@ -817,6 +899,7 @@ impl Session {
                 deadline: None,
                 retries: 0,
                 seq: 0,
+                extended: self.cfg.lba48,
             });
             if let Some(t) = self.send(now, slot, path, buf, data) {
                 self.stats.sent += 1;
@@ -839,7 +922,7 @@ impl Session {
             self.stats.foreign += 1;
             return false;
         }
-        let tag = h.tag();
+        let tag = h.tag() ^ self.cfg.tag_salt;
         let index = (tag & 0xFFFF) as usize;
         let generation = (tag >> TAG_SLOT_BITS) as u16;
         let Some(slot) = self.slots.get(index) else {
@@ -867,14 +950,18 @@ impl Session {
         };
         // The answer may be to an earlier transmission of the frame, sent on another path:
         // the path it came back on is the one that works.
-        let Some(via) = self.answer_path(fl.path, f.ethernet.src, f.ethernet.dst) else {
-            self.stats.foreign += 1;
-            return false;
+        let via = self.answer_path(fl.path, f.ethernet.src, f.ethernet.dst);
+        let checked = via.ok_or(Mismatch::Mac).and_then(|via| {
+            let carried = frame.get(ATA_DATA_OFFSET..).unwrap_or_default();
+            matches_request(&f, carried, &fl, op).map(|()| via)
+        });
+        let via = match checked {
+            Ok(via) => via,
+            Err(m) => {
+                self.stats.mismatched.count(m);
+                return false;
+            }
         };
-        if h.command() != op.kind.command() {
-            self.stats.foreign += 1;
-            return false;
-        }
 
         // Accepted: the slot is free again, the target is alive, the path works.
         self.stats.answers += 1;
@@ -1014,7 +1101,7 @@ impl Session {
         let index = usize::from(slot);
         let s = &self.slots[index];
         let mut frame = s.frame?;
-        let tag = u32::from(s.generation) << TAG_SLOT_BITS | u32::from(slot);
+        let tag = (u32::from(s.generation) << TAG_SLOT_BITS | u32::from(slot)) ^ self.cfg.tag_salt;
         let op = self.ops[frame.op as usize].as_ref()?;
         let p = self.paths[path].path;
         match emit(&self.cfg, p, tag, op, &frame, buf, data) {
@@ -1088,8 +1175,8 @@ fn emit(
     let header = HeaderRepr::request(cfg.shelf, cfg.slot, tag);
     let ata = |a: AtaRepr| BodyRepr::Ata { header: a, data: &[] };
     let body = match &op.kind {
-        OpKind::Read { lba } => ata(AtaRepr::read(lba + frame.offset, frame.sectors, cfg.lba48)),
-        OpKind::Write { lba } => ata(AtaRepr::write(lba + frame.offset, frame.sectors, cfg.lba48)),
+        OpKind::Read { lba } => ata(AtaRepr::read(lba + frame.offset, frame.sectors, frame.extended)),
+        OpKind::Write { lba } => ata(AtaRepr::write(lba + frame.offset, frame.sectors, frame.extended)),
         OpKind::Flush => ata(AtaRepr::command(cfg.flush_command, 0)),
         OpKind::Identify => ata(AtaRepr::command(AtaCommand::IdentifyDevice, 1)),
         OpKind::Ata(a) => BodyRepr::Ata {
@@ -1119,13 +1206,59 @@ fn emit(
     repr.emit_padded(buf).map_err(too_small)
 }
 
+/// Whether the answer `f` (with `carried`, the bytes after its ATA header) fits the request
+/// of `frame` of `op` in everything a target echoes; the tag, shelf.slot, response flag and
+/// MACs were checked before. See the [module docs](self#matching-an-answer-to-its-request).
+fn matches_request(f: &Frame<'_>, carried: &[u8], frame: &InFlight, op: &OpState) -> Result<(), Mismatch> {
+    if f.header.command() != op.kind.command() {
+        return Err(Mismatch::Command);
+    }
+    let Body::Ata { header, .. } = f.body else { return Ok(()) };
+    let failed = f.header.flags().contains(Flags::ERROR) || header.status().contains(AtaStatus::ERR);
+    let sectors = usize::from(frame.sectors);
+    let (lba, write) = match op.kind {
+        OpKind::Read { lba } => (lba + frame.offset, false),
+        OpKind::Write { lba } => (lba + frame.offset, true),
+        OpKind::Identify => {
+            let flags_ok = !header.flags().contains(AtaFlags::WRITE);
+            return match (flags_ok, failed || carried.len() >= IDENTIFY_LEN) {
+                (false, _) => Err(Mismatch::Flags),
+                (_, false) => Err(Mismatch::Length),
+                _ => Ok(()),
+            };
+        }
+        _ => return Ok(()),
+    };
+    let flags = header.flags();
+    if flags.contains(AtaFlags::WRITE) != write || flags.contains(AtaFlags::EXTENDED) != frame.extended {
+        return Err(Mismatch::Flags);
+    }
+    // Echoed as sent, or advanced past the transfer as a disk's registers would be.
+    let echoed = if frame.extended { header.lba48() } else { u64::from(header.lba28()) };
+    if !(lba..=lba + sectors as u64).contains(&echoed) {
+        return Err(Mismatch::Lba);
+    }
+    let length_ok = match (failed, write) {
+        // An error answer carries no data, and some targets do not pad it (vblade: 36 bytes).
+        (true, _) => carried.len() < SECTOR_SIZE,
+        // Headers and Ethernet padding only, never sectors.
+        (false, true) => carried.len() < SECTOR_SIZE,
+        (false, false) => carried.len() == sectors * SECTOR_SIZE,
+    };
+    if !length_ok {
+        return Err(Mismatch::Length);
+    }
+    Ok(())
+}
+
 fn too_small<E>(_: E) -> Error {
     Error::Invalid("request does not fit the transmit buffer")
 }
 
-/// The ATA command byte sent for `kind` (the answer carries the status in its place).
-fn sent_command(kind: &OpKind, cfg: &SessionConfig) -> u8 {
-    let cmd = match (kind, cfg.lba48) {
+/// The ATA command byte sent for `kind` in `frame` (the answer carries the status in its
+/// place).
+fn sent_command(kind: &OpKind, frame: &InFlight, cfg: &SessionConfig) -> u8 {
+    let cmd = match (kind, frame.extended) {
         (OpKind::Read { .. }, true) => AtaCommand::ReadSectorsExt,
         (OpKind::Read { .. }, false) => AtaCommand::ReadSectors,
         (OpKind::Write { .. }, true) => AtaCommand::WriteSectorsExt,
@@ -1172,14 +1305,15 @@ fn answer(
         (kind, Body::Ata { header, .. }) => {
             let bytes = carried;
             let status = header.status();
-            if status.intersects(AtaStatus::ERR | AtaStatus::DF) {
+            // BSY: the registers are not valid yet, so the command did not complete.
+            if status.intersects(AtaStatus::ERR | AtaStatus::DF | AtaStatus::BSY) {
                 let (lba, sectors) = match kind {
                     OpKind::Read { lba } | OpKind::Write { lba } => {
                         (lba + frame.offset, u64::from(frame.sectors))
                     }
                     _ => (0, 0),
                 };
-                let command = sent_command(kind, cfg);
+                let command = sent_command(kind, &frame, cfg);
                 return Err(Error::from_ata(command, status, header.error(), lba, sectors));
             }
             match kind {

@@ -16,15 +16,20 @@ fn path(i: usize) -> Path {
     Path { iface: i, local: mac(0x10 + i as u8), target: mac(0x20 + i as u8) }
 }
 
+/// The tag salt of the sessions under test, so that tests can read slots and generations.
+const SALT: u32 = 0x5A3C_C3A5;
+
 fn config(paths: usize) -> SessionConfig {
     let mut cfg = SessionConfig::new(SHELF, SLOT, (0..paths).map(path).collect());
+    cfg.tag_salt = SALT;
     cfg.buffer_count = 4;
     cfg.max_sectors = 2;
     cfg
 }
 
+/// The tag of `frame` without the session's salt: generation and slot.
 fn tag(frame: &[u8]) -> u32 {
-    Frame::parse(frame).unwrap().header.tag()
+    Frame::parse(frame).unwrap().header.tag() ^ SALT
 }
 
 fn slot_of(frame: &[u8]) -> u32 {
@@ -357,7 +362,8 @@ fn stale_duplicate_and_foreign_answers_are_ignored() {
     let mut request = fresh.clone();
     request[14] &= !0x08;
     assert!(!h.deliver(&request));
-    assert_eq!(h.s.stats().foreign, 4);
+    assert_eq!(h.s.stats().foreign, 2, "another shelf, and a request");
+    assert_eq!(h.s.stats().mismatched, Mismatches { mac: 2, ..Mismatches::default() });
     assert!(!h.deliver(&fresh[..20]));
     assert_eq!(h.s.stats().malformed, 1);
     assert!(h.results.is_empty(), "nothing completed yet");
@@ -649,7 +655,7 @@ fn a_late_answer_on_the_path_of_the_first_transmission_is_accepted() {
     let mut stranger = h.answer(&f).unwrap();
     stranger[..6].copy_from_slice(&mac(0x55).0);
     assert!(!h.deliver(&stranger));
-    assert_eq!(h.s.stats().foreign, 1);
+    assert_eq!(h.s.stats().mismatched.mac, 1);
     let mut crossed = h.answer(&f).unwrap();
     crossed[..6].copy_from_slice(&path(1).local.0);
     crossed[6..12].copy_from_slice(&path(0).target.0);
@@ -727,13 +733,17 @@ fn errors_are_per_op() {
     assert!(matches!(h.result(reserved), Err(Error::Aoe { code: 6 })));
     h.target.reserve.clear();
 
-    // Short read data, and an ATA error that is not IDNF.
+    // Short read data is not the answer to this read (it may be another initiator's), and
+    // an ATA error that is not IDNF.
     let r = h.read(0, 2);
     let f = h.transmit().remove(0).0;
     let mut a = h.answer(&f).unwrap();
+    let whole = a.clone();
     a.truncate(a.len() - 100);
-    assert!(h.deliver(&a));
-    assert!(matches!(h.result(r), Err(Error::ShortRead { expected: 1024, got: 924 })));
+    assert!(!h.deliver(&a));
+    assert_eq!(h.s.stats().mismatched.length, 1);
+    assert!(h.deliver(&whole));
+    assert!(h.result(r).is_ok());
     let w = h.write(0, pattern(1, 6));
     let f = h.transmit().remove(0).0;
     let mut a = h.answer(&f).unwrap();
@@ -1164,4 +1174,145 @@ fn a_host_pause_shorter_than_the_rto_floor_is_not_a_loss() {
     let a = h.answer(&again[0].0).unwrap();
     assert!(h.deliver(&a));
     assert!(!h.s.is_busy());
+}
+
+/// Issue: two initiators on one host take each other's answers. Every field a target echoes
+/// is checked: an answer that carries an outstanding frame's tag but differs from its
+/// request in any one of them is ignored and counted under its reason.
+#[test]
+fn an_answer_must_match_its_request_in_every_echoed_field() {
+    let mut h = Harness::new(config(1), 64);
+    let data = pattern(2, 21);
+    h.target.disk[8 * SECTOR..10 * SECTOR].copy_from_slice(&data);
+    let r = h.read(8, 2);
+    let f = h.transmit().remove(0).0;
+    let good = h.answer(&f).unwrap();
+    let variant = |change: &dyn Fn(&mut Vec<u8>)| {
+        let mut a = good.clone();
+        change(&mut a);
+        a
+    };
+    let set_lba = |a: &mut Vec<u8>, lba: u64| a[28..34].copy_from_slice(&lba.to_le_bytes()[..6]);
+    type Counter<'a> = &'a dyn Fn(&SessionStats) -> u64;
+    let cases: Vec<(&str, Vec<u8>, Counter)> = vec![
+        ("source MAC", variant(&|a| a[6..12].copy_from_slice(&mac(0x66).0)), &|s| s.mismatched.mac),
+        ("destination MAC", variant(&|a| a[..6].copy_from_slice(&mac(0x67).0)), &|s| s.mismatched.mac),
+        ("shelf", variant(&|a| a[16..18].copy_from_slice(&(SHELF + 1).to_be_bytes())), &|s| s.foreign),
+        ("slot", variant(&|a| a[18] = SLOT + 1), &|s| s.foreign),
+        ("response flag", variant(&|a| a[14] &= !0x08), &|s| s.foreign),
+        ("command", variant(&|a| a[19] = 1), &|s| s.mismatched.command),
+        ("write flag", variant(&|a| a[24] |= AtaFlags::WRITE.bits()), &|s| s.mismatched.flags),
+        ("LBA48 flag", variant(&|a| a[24] &= !AtaFlags::EXTENDED.bits()), &|s| s.mismatched.flags),
+        ("LBA below", variant(&|a| set_lba(a, 7)), &|s| s.mismatched.lba),
+        ("LBA beyond", variant(&|a| set_lba(a, 11)), &|s| s.mismatched.lba),
+        ("LBA high byte", variant(&|a| a[33] = 1), &|s| s.mismatched.lba),
+        ("a sector short", variant(&|a| a.truncate(a.len() - SECTOR)), &|s| s.mismatched.length),
+        ("a byte short", variant(&|a| a.truncate(a.len() - 1)), &|s| s.mismatched.length),
+        ("a sector more", variant(&|a| a.extend_from_slice(&[0; SECTOR])), &|s| s.mismatched.length),
+        ("tag", variant(&|a| a[20] ^= 0x01), &|s| s.stale),
+    ];
+    for (field, answer, counter) in cases {
+        let before = counter(&h.s.stats());
+        assert!(!h.deliver(&answer), "an answer with another {field} was taken");
+        assert_eq!(counter(&h.s.stats()), before + 1, "{field}: not counted under its reason");
+        assert!(h.results.is_empty(), "{field}: the read completed");
+        assert!(!h.bufs.stores.keys().any(|(op, _)| *op == r), "{field}: data was stored");
+    }
+    assert_eq!(h.s.stats().answers, 0);
+    // The LBA a disk's registers would hold after the transfer is taken too.
+    let advanced = variant(&|a| set_lba(a, 10));
+    assert!(h.deliver(&advanced));
+    assert_eq!(h.bufs.bufs[&r], data);
+    assert!(h.result(r).is_ok());
+
+    // A write's answer carries no sectors and echoes the write flag.
+    let w = h.write(4, pattern(1, 22));
+    let f = h.transmit().remove(0).0;
+    let good = h.answer(&f).unwrap();
+    assert_eq!(good.len(), 60, "headers and padding");
+    let mut with_data = good.clone();
+    with_data.extend_from_slice(&[0; SECTOR]);
+    assert!(!h.deliver(&with_data));
+    assert_eq!(h.s.stats().mismatched.length, 4);
+    let mut read_flags = good.clone();
+    read_flags[24] &= !AtaFlags::WRITE.bits();
+    assert!(!h.deliver(&read_flags));
+    assert_eq!(h.s.stats().mismatched.flags, 3);
+    assert!(h.deliver(&good));
+    assert!(h.result(w).is_ok());
+
+    // IDENTIFY carries its 512 bytes.
+    let id = h.s.submit(Request::Identify);
+    let f = h.transmit().remove(0).0;
+    let good = h.answer(&f).unwrap();
+    assert!(!h.deliver(&good[..ATA_DATA_OFFSET + 100]));
+    assert_eq!(h.s.stats().mismatched.length, 5);
+    assert!(h.deliver(&good));
+    assert!(matches!(h.result(id), Ok(Reply::Identify(_))));
+    assert_eq!(h.s.stats().mismatched.total(), 14);
+}
+
+/// An error answer is checked as strictly, but carries no data (vblade sends 36 bytes).
+#[test]
+fn an_error_answer_must_match_its_request_too() {
+    let mut h = Harness::new(config(1), 64);
+    let r = h.read(62, 2);
+    let f = h.transmit().remove(0).0;
+    let mut a = h.answer(&f).unwrap();
+    a[25] = (AtaError::IDNF | AtaError::ABRT).bits();
+    a[27] = (AtaStatus::DRDY | AtaStatus::ERR).bits();
+    a.truncate(ATA_DATA_OFFSET);
+    let mut other_lba = a.clone();
+    other_lba[28] = 1;
+    assert!(!h.deliver(&other_lba));
+    assert_eq!(h.s.stats().mismatched.lba, 1);
+    assert!(h.deliver(&a));
+    assert!(matches!(h.result(r), Err(Error::OutOfRange { lba: 62, sectors: 2 })));
+}
+
+/// Two sessions to one target from one host (two processes, or two sessions of one) draw
+/// different salts, so their tags differ; and when a collision happens anyway (the same
+/// salt), the other session's answer still does not complete a request it does not match.
+#[test]
+fn sessions_sharing_an_interface_do_not_take_each_others_answers() {
+    let a = SessionConfig::new(SHELF, SLOT, vec![path(0)]);
+    let b = SessionConfig::new(SHELF, SLOT, vec![path(0)]);
+    assert_ne!(a.tag_salt, b.tag_salt, "two sessions drew the same salt");
+
+    for same_salt in [false, true] {
+        let mut one = Harness::new(config(1), 64);
+        let mut cfg = config(1);
+        if !same_salt {
+            cfg.tag_salt = !SALT;
+        }
+        let mut two = Harness::new(cfg, 64);
+        two.target.disk = one.target.disk.clone();
+        two.target.disk[..2 * SECTOR].copy_from_slice(&pattern(2, 7));
+        one.target.disk[16 * SECTOR..18 * SECTOR].copy_from_slice(&pattern(2, 8));
+        let r1 = one.read(16, 2);
+        let r2 = two.read(0, 2);
+        let f1 = one.transmit().remove(0).0;
+        let f2 = two.transmit().remove(0).0;
+        assert_eq!(tag(&f1) == tag(&f2), same_salt);
+        // Each sees both answers, as every packet socket on the interface does.
+        let (a1, a2) = (one.answer(&f1).unwrap(), two.answer(&f2).unwrap());
+        assert!(!one.deliver(&a2), "salt {same_salt}: took the other session's answer");
+        assert!(!two.deliver(&a1), "salt {same_salt}: took the other session's answer");
+        assert!(one.deliver(&a1) && two.deliver(&a2));
+        assert!(one.result(r1).is_ok() && two.result(r2).is_ok());
+        assert_eq!(one.bufs.bufs[&r1], pattern(2, 8));
+        assert_eq!(two.bufs.bufs[&r2], pattern(2, 7));
+    }
+}
+
+/// BSY set means the registers are not valid yet: the command did not complete.
+#[test]
+fn a_busy_status_is_not_success() {
+    let mut h = Harness::new(config(1), 64);
+    let w = h.write(0, pattern(1, 3));
+    let f = h.transmit().remove(0).0;
+    let mut a = h.answer(&f).unwrap();
+    a[27] = (AtaStatus::BSY | AtaStatus::DRDY).bits();
+    assert!(h.deliver(&a));
+    assert!(matches!(h.result(w), Err(Error::Ata { command: 0x34, status: 0xC0, .. })), "{:?}", h.results);
 }
