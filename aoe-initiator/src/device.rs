@@ -99,25 +99,25 @@ impl Device {
         opts: &DeviceOptions,
     ) -> Result<Device, Error> {
         let found = discover::probe(&mut links, Some((shelf, slot)), &opts.discover)?;
-        let Some(a) = found.into_iter().next() else {
+        if found.is_empty() {
             let ifaces = links.iter().map(|l| l.name()).collect::<Vec<_>>().join(", ");
             return Err(Error::NoSuchDisk { shelf, slot, ifaces });
-        };
-        let cfg = Self::session_config(&links, &a, opts);
-        let placeholder = TargetInfo::new(a, &Identify::new("", "", "", 0));
-        let mut dev = Device::build(links, cfg, placeholder, opts)?;
-        let id = dev.identify()?;
-        dev.learn(&id);
-        Ok(dev)
+        }
+        let mut identify_opts = opts.discover.clone();
+        identify_opts.identify_timeout = opts.dead_timeout;
+        let info = discover::identify(&mut links, &found, &identify_opts)?.remove(0)?;
+        Device::with_target(links, info, opts)
     }
 
     /// A device for a target [`discover`](crate::discover::discover) found on the same
-    /// `links` (in the same order). Sends no query and no IDENTIFY.
+    /// `links` (in the same order). Sends no query and no IDENTIFY. Fails with
+    /// [`Error::Conflict`] when another disk answers at the same address.
     pub fn with_target(
         links: Vec<Box<dyn Transport>>,
         info: TargetInfo,
         opts: &DeviceOptions,
     ) -> Result<Device, Error> {
+        info.check_conflicts()?;
         let mut cfg = Self::session_config(&links, &info.announcement(), opts);
         cfg.lba48 = info.lba48;
         if let Some(command) = info.flush_command {
@@ -155,18 +155,6 @@ impl Device {
         let session = Session::new(cfg)?;
         let driver = Driver::new(&links, opts.batch_frames);
         Ok(Device { links, driver, session, info, edges: Box::new([0; 2 * SECTOR_SIZE]) })
-    }
-
-    fn learn(&mut self, id: &Identify) {
-        self.info.sectors = id.sectors;
-        self.info.lba48 = id.lba48;
-        self.info.flush_command = discover::flush_command(id);
-        self.info.model = id.model().to_owned();
-        self.info.serial = id.serial().to_owned();
-        self.session.set_lba48(id.lba48);
-        if let Some(command) = self.info.flush_command {
-            self.session.set_flush_command(command);
-        }
     }
 
     /// What is known about the target.

@@ -2,6 +2,11 @@
 //! bounded time, merge them by shelf.slot (one target may answer from several MACs and on
 //! several interfaces), then IDENTIFY each target to learn its size.
 //!
+//! IDENTIFY goes out on every path. Paths whose answers disagree on the capacity or the
+//! serial number are not one disk reached twice but two disks that claim one shelf.slot (a
+//! misconfigured target, or two of them): such paths are kept apart as
+//! [`TargetInfo::conflicts`], and [`Device`](crate::Device) refuses the disk.
+//!
 //! ```no_run
 //! use aoe_initiator::discover::{discover, DiscoverOptions};
 //! use aoe_transport::afpacket::{AfPacket, AfPacketOptions};
@@ -117,6 +122,21 @@ pub struct TargetInfo {
     pub model: String,
     /// Serial number, trimmed.
     pub serial: String,
+    /// Paths that answer as this shelf.slot but IDENTIFY as another disk (another capacity
+    /// or serial): empty unless two disks claim one address.
+    pub conflicts: Vec<PathConflict>,
+}
+
+/// A path that answers as a target's shelf.slot but whose IDENTIFY data differs from that of
+/// the target's [`paths`](TargetInfo::paths): another disk at the same address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathConflict {
+    /// The path.
+    pub path: TargetPath,
+    /// The capacity it reports, in 512-byte sectors.
+    pub sectors: u64,
+    /// The serial number it reports, trimmed.
+    pub serial: String,
 }
 
 /// The FLUSH command a disk with this IDENTIFY data takes.
@@ -146,6 +166,7 @@ impl TargetInfo {
             flush_command: flush_command(id),
             model: id.model().to_owned(),
             serial: id.serial().to_owned(),
+            conflicts: Vec::new(),
         }
     }
 
@@ -171,13 +192,37 @@ impl TargetInfo {
     pub fn name(&self) -> String {
         format!("e{}.{}", self.shelf, self.slot)
     }
+
+    /// [`Error::Conflict`] naming the first path and the first conflicting one, if another
+    /// disk answers at this address.
+    pub fn check_conflicts(&self) -> Result<(), Error> {
+        match (self.paths.first(), self.conflicts.first()) {
+            (Some(one), Some(other)) => Err(Error::Conflict {
+                shelf: self.shelf,
+                slot: self.slot,
+                first: one.mac,
+                other: other.path.mac,
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Finds every target reachable through `links` and identifies it. Targets that answer the
 /// query but not IDENTIFY are left out (and logged). Sorted by shelf, then slot.
 pub fn discover(links: &mut [Box<dyn Transport>], opts: &DiscoverOptions) -> Result<Vec<TargetInfo>, Error> {
     let found = probe(links, None, opts)?;
-    identify_all(links, found, opts)
+    let identified = identify(links, &found, opts)?;
+    Ok(found
+        .iter()
+        .zip(identified)
+        .filter_map(|(a, r)| {
+            r.map_err(|e| {
+                tracing::warn!(shelf = a.shelf, slot = a.slot, error = %e, "IDENTIFY failed; target left out")
+            })
+            .ok()
+        })
+        .collect())
 }
 
 /// Sends query configs (to every target, or to `target`'s shelf.slot only) and collects the
@@ -298,34 +343,88 @@ pub(crate) fn session_config(links: &[Box<dyn Transport>], a: &Announcement) -> 
     cfg
 }
 
-/// IDENTIFYs every announced target at once.
-fn identify_all(
+/// IDENTIFYs every announced target at once, on each of its paths, and groups the paths by
+/// what they answer (see the [module docs](self)): one result per announcement, in order.
+/// A target whose every path failed gets the first path's error.
+pub fn identify(
     links: &mut [Box<dyn Transport>],
-    found: Vec<Announcement>,
+    found: &[Announcement],
     opts: &DiscoverOptions,
-) -> Result<Vec<TargetInfo>, Error> {
-    let mut sessions = Vec::with_capacity(found.len());
-    for a in &found {
-        let mut cfg = session_config(links, a);
-        cfg.dead_timeout = opts.identify_timeout;
-        let mut s = Session::new(cfg)?;
-        s.submit(Request::Identify);
-        sessions.push(s);
+) -> Result<Vec<Result<TargetInfo, Error>>, Error> {
+    // One session per path: each path's own answer, not the first one to come back.
+    let mut sessions = Vec::new();
+    let mut owner = Vec::new();
+    for (i, a) in found.iter().enumerate() {
+        for path in &a.paths {
+            let mut cfg = session_config(links, &Announcement { paths: vec![path.clone()], ..a.clone() });
+            if cfg.paths.is_empty() {
+                continue;
+            }
+            cfg.dead_timeout = opts.identify_timeout;
+            let mut s = Session::new(cfg)?;
+            s.submit(Request::Identify);
+            sessions.push(s);
+            owner.push((i, path.clone()));
+        }
     }
-    let mut identified = vec![None; found.len()];
+    let mut answers: Vec<Option<Result<aoe_proto::Identify, Error>>> =
+        (0..sessions.len()).map(|_| None).collect();
     let mut driver = Driver::new(links, 64);
     driver.run(links, &mut sessions, &mut NoData, |i, event| {
-        match event {
-            Event::Complete { result: Ok(Reply::Identify(id)), .. } => identified[i] = Some(id),
-            Event::Complete { result: Err(e), .. } => {
-                let a = &found[i];
-                tracing::warn!(shelf = a.shelf, slot = a.slot, error = %e, "IDENTIFY failed; target left out");
-            }
-            _ => {}
+        if let Event::Complete { result, .. } = event {
+            answers[i] = Some(result.and_then(|reply| match reply {
+                Reply::Identify(id) => Ok(id),
+                _ => Err(Error::BadAnswer("IDENTIFY answered with something else")),
+            }));
         }
         false
     })?;
-    Ok(found.into_iter().zip(identified).filter_map(|(a, id)| id.map(|id| TargetInfo::new(a, &id))).collect())
+    let mut results = Vec::with_capacity(found.len());
+    for (i, a) in found.iter().enumerate() {
+        let mut first_error = None;
+        let mut agreeing = Vec::new();
+        let mut conflicts = Vec::new();
+        let mut reference: Option<aoe_proto::Identify> = None;
+        for (k, (_, path)) in owner.iter().enumerate().filter(|(_, (o, _))| *o == i) {
+            match answers[k].take() {
+                Some(Ok(id)) => match &reference {
+                    None => {
+                        agreeing.push(path.clone());
+                        reference = Some(id);
+                    }
+                    Some(r) if r.sectors == id.sectors && r.serial() == id.serial() => {
+                        agreeing.push(path.clone())
+                    }
+                    Some(_) => conflicts.push(PathConflict {
+                        path: path.clone(),
+                        sectors: id.sectors,
+                        serial: id.serial().to_owned(),
+                    }),
+                },
+                Some(Err(e)) => {
+                    tracing::warn!(shelf = a.shelf, slot = a.slot, iface = %path.iface, mac = %path.mac,
+                        error = %e, "IDENTIFY failed on this path; path left out");
+                    first_error.get_or_insert(e);
+                }
+                None => {
+                    first_error.get_or_insert(Error::BadAnswer("IDENTIFY never completed"));
+                }
+            }
+        }
+        results.push(match reference {
+            Some(id) => {
+                let mut info = TargetInfo::new(Announcement { paths: agreeing, ..a.clone() }, &id);
+                info.conflicts = conflicts;
+                Ok(info)
+            }
+            None => Err(first_error.unwrap_or(Error::NoSuchDisk {
+                shelf: a.shelf,
+                slot: a.slot,
+                ifaces: String::new(),
+            })),
+        });
+    }
+    Ok(results)
 }
 
 #[cfg(test)]

@@ -19,6 +19,18 @@ pub enum Error {
         /// The interfaces searched, comma-separated.
         ifaces: String,
     },
+    /// Two different disks (other capacity or serial) answer as one shelf.slot.
+    #[error("e{shelf}.{slot} is two different disks: {first} and {other} both answer as e{shelf}.{slot}, with another capacity or serial; fix the targets' addresses")]
+    Conflict {
+        /// The shelf (major).
+        shelf: u16,
+        /// The slot (minor).
+        slot: u8,
+        /// The MAC of one of them.
+        first: aoe_proto::MacAddr,
+        /// The MAC of the other.
+        other: aoe_proto::MacAddr,
+    },
     /// The target answered nothing at all for this long while work was outstanding.
     #[error("target went silent: no answer for {after:?}, declared dead")]
     TargetDead {

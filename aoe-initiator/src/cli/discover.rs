@@ -18,6 +18,7 @@ pub(crate) fn run(cli: &Cli, args: &DiscoverArgs) -> Result<(), Failure> {
         println!("{text}");
     } else if !targets.is_empty() {
         print!("{}", table(&targets));
+        print!("{}", conflicts(&targets));
     }
     if targets.is_empty() {
         return Err(Failure::new(format!(
@@ -81,6 +82,31 @@ pub(crate) fn table(targets: &[TargetInfo]) -> String {
     t.render()
 }
 
+/// One line per disk that another disk answers for too: both identities, and that the disk
+/// is refused.
+pub(crate) fn conflicts(targets: &[TargetInfo]) -> String {
+    let mut out = String::new();
+    for t in targets.iter().filter(|t| !t.conflicts.is_empty()) {
+        let others: Vec<String> = t
+            .conflicts
+            .iter()
+            .map(|c| {
+                let size = format::bytes(c.sectors * aoe_proto::SECTOR_SIZE as u64);
+                format!("{}→{} ({size}, serial {:?})", c.path.iface, c.path.mac, c.serial)
+            })
+            .collect();
+        out.push_str(&format!(
+            "conflict: {} is answered by different disks: {} ({}, serial {:?}) and {}; reads and writes refuse it\n",
+            t.name(),
+            paths(t),
+            format::bytes(t.size_bytes()),
+            t.serial,
+            others.join(", "),
+        ));
+    }
+    out
+}
+
 /// One disk in `aoe discover --json`.
 #[derive(Debug, Serialize)]
 struct DiskJson {
@@ -97,12 +123,23 @@ struct DiskJson {
     model: String,
     serial: String,
     config: String,
+    /// Paths that answer as this disk but IDENTIFY as another one.
+    conflicts: Vec<ConflictJson>,
 }
 
 #[derive(Debug, Serialize)]
 struct PathJson {
     iface: String,
     mac: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ConflictJson {
+    iface: String,
+    mac: String,
+    bytes: u64,
+    sectors: u64,
+    serial: String,
 }
 
 fn json(targets: &[TargetInfo]) -> Vec<DiskJson> {
@@ -126,6 +163,17 @@ fn json(targets: &[TargetInfo]) -> Vec<DiskJson> {
             model: t.model.clone(),
             serial: t.serial.clone(),
             config: String::from_utf8_lossy(&t.config_string).into_owned(),
+            conflicts: t
+                .conflicts
+                .iter()
+                .map(|c| ConflictJson {
+                    iface: c.path.iface.clone(),
+                    mac: c.path.mac.to_string(),
+                    bytes: c.sectors * aoe_proto::SECTOR_SIZE as u64,
+                    sectors: c.sectors,
+                    serial: c.serial.clone(),
+                })
+                .collect(),
         })
         .collect()
 }
@@ -153,6 +201,7 @@ mod tests {
             flush_command: Some(aoe_proto::AtaCommand::FlushCacheExt),
             model: "Rust AoE target".into(),
             serial: "e1.0".into(),
+            conflicts: Vec::new(),
         }
     }
 
@@ -173,5 +222,28 @@ mod tests {
         assert_eq!(v[0]["paths"][1]["mac"], "02:00:00:00:00:02");
         assert_eq!(v[0]["sectors_per_frame"], 17);
         assert_eq!(v[0]["config"], "host=a");
+        assert_eq!(v[0]["conflicts"], serde_json::json!([]));
+        assert_eq!(conflicts(&[disk()]), "");
+    }
+
+    #[test]
+    fn a_conflict_is_shown_with_both_identities() {
+        let mut d = disk();
+        let other = d.paths.pop().unwrap();
+        d.conflicts.push(crate::discover::PathConflict {
+            path: other,
+            sectors: 8192,
+            serial: "other".into(),
+        });
+        assert_eq!(
+            conflicts(&[d.clone()]),
+            "conflict: e1.0 is answered by different disks: eth1→02:00:00:00:00:01 (256 MiB, serial \"e1.0\") \
+             and eth2→02:00:00:00:00:02 (4 MiB, serial \"other\"); reads and writes refuse it\n"
+        );
+        let v: serde_json::Value = serde_json::to_value(json(&[d.clone()])).unwrap();
+        assert_eq!(v[0]["conflicts"][0]["mac"], "02:00:00:00:00:02");
+        assert_eq!(v[0]["conflicts"][0]["bytes"], 4u64 << 20);
+        let e = d.check_conflicts().unwrap_err().to_string();
+        assert!(e.contains("02:00:00:00:00:01") && e.contains("02:00:00:00:00:02"), "{e}");
     }
 }

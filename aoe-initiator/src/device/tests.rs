@@ -122,7 +122,8 @@ fn pipelines_up_to_the_window() {
     let mut back = vec![0u8; data.len()];
     dev.read_at(&mut back, 0).unwrap();
     assert!(back == data);
-    assert_eq!(dev.stats().sent, 2 * (1 << 20) / 1024 + 1, "two frames per KiB and the IDENTIFY");
+    // IDENTIFY went out on a session of each path before the device's own session began.
+    assert_eq!(dev.stats().sent, 2 * (1 << 20) / 1024, "two frames per KiB");
 }
 
 #[test]

@@ -115,3 +115,58 @@ fn session_config_takes_the_smallest_limits() {
     assert_eq!(cfg.max_sectors, 2, "the 1500-byte segment limits every frame");
     assert_eq!(cfg.paths[1], Path { iface: 1, local: mac(2), target: mac(0x81) });
 }
+
+/// Regression: two different disks claiming one shelf.slot were merged into one disk with
+/// two paths, and reads mixed their sectors. Paths that IDENTIFY differently are a conflict,
+/// and a device refuses the disk.
+#[test]
+fn two_disks_at_one_address_are_a_conflict_not_two_paths() {
+    let hub = MemoryHub::new(1500);
+    let mut lab = Lab::default();
+    let big = shared(FakeTarget::new(mac(0x80), 4, 2, 16384));
+    let small = shared(FakeTarget::new(mac(0x81), 4, 2, 8192));
+    lab.serve(&big, hub.port(mac(0x80)));
+    lab.serve(&small, hub.port(mac(0x81)));
+    // The same disk through a second MAC of its own is still one disk with two paths.
+    let other = shared(FakeTarget::new(mac(0x90), 5, 0, 100));
+    lab.serve(&other, hub.port(mac(0x90)));
+    lab.serve(&other, hub.port(mac(0x91)));
+
+    let mut links: Vec<Box<dyn Transport>> = vec![Box::new(hub.port(mac(1)))];
+    let found = discover(&mut links, &opts()).unwrap();
+    assert_eq!(found.len(), 2, "{found:#?}");
+    let e42 = &found[0];
+    assert_eq!(e42.paths.iter().map(|p| p.mac).collect::<Vec<_>>(), vec![mac(0x80)]);
+    assert_eq!(e42.sectors, 16384);
+    assert_eq!(e42.conflicts.len(), 1);
+    assert_eq!((e42.conflicts[0].path.mac, e42.conflicts[0].sectors), (mac(0x81), 8192));
+    let e = e42.check_conflicts().unwrap_err();
+    assert!(
+        matches!(e, Error::Conflict { shelf: 4, slot: 2, first, other } if first == mac(0x80) && other == mac(0x81))
+    );
+    assert_eq!(found[1].paths.len(), 2);
+    assert!(found[1].conflicts.is_empty());
+
+    let opts = crate::DeviceOptions { discover: opts(), ..crate::DeviceOptions::default() };
+    let refused = crate::Device::with_target(links, e42.clone(), &opts).err();
+    assert!(matches!(refused, Some(Error::Conflict { .. })), "{refused:?}");
+    let links: Vec<Box<dyn Transport>> = vec![Box::new(hub.port(mac(2)))];
+    let refused = crate::Device::open(links, 4, 2, &opts).err();
+    assert!(matches!(refused, Some(Error::Conflict { .. })), "{refused:?}");
+}
+
+/// Two disks with the same serial (every fake target has one) but another capacity are two
+/// disks all the same.
+#[test]
+fn a_serial_shared_by_two_sizes_is_still_a_conflict() {
+    let hub = MemoryHub::new(1500);
+    let mut lab = Lab::default();
+    let a = shared(FakeTarget::new(mac(0x80), 6, 0, 100));
+    let b = shared(FakeTarget::new(mac(0x81), 6, 0, 101));
+    lab.serve(&a, hub.port(mac(0x80)));
+    lab.serve(&b, hub.port(mac(0x81)));
+    let mut links: Vec<Box<dyn Transport>> = vec![Box::new(hub.port(mac(1)))];
+    let found = discover(&mut links, &opts()).unwrap();
+    assert_eq!(found[0].paths.len() + found[0].conflicts.len(), 2);
+    assert_eq!(found[0].conflicts.len(), 1);
+}
