@@ -419,6 +419,7 @@ impl Cli {
 
 /// The whole program: parse the process's arguments, run the command, report.
 pub fn main() -> ExitCode {
+    sys::default_sigpipe();
     let argv: Vec<OsString> = std::env::args_os().collect();
     let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,

@@ -19,6 +19,9 @@ pub(crate) fn read(cli: &Cli, args: &ReadArgs) -> Result<(), Failure> {
             "not writing disk contents to a terminal: redirect stdout or name a FILE (see aoe read --help)",
         ));
     }
+    if is_dash(&args.file) && super::sys::stdout_was_closed() {
+        return Err(Failure::new(format!("stdout is closed: nowhere to write {disk}'s data")));
+    }
     let mut dev = cli.open_device(disk)?;
     let (offset, length) = range(disk, dev.size_bytes(), args.offset, args.length)?;
     let name = display_name(&args.file, "stdout");
