@@ -20,7 +20,7 @@ pub enum Error {
         ifaces: String,
     },
     /// Two different disks (other capacity or serial) answer as one shelf.slot.
-    #[error("e{shelf}.{slot} is two different disks: {first} and {other} both answer as e{shelf}.{slot}, with another capacity or serial; fix the targets' addresses")]
+    #[error("e{shelf}.{slot} is two different disks: {first} and {other} both answer as e{shelf}.{slot} with another capacity or serial; give one of them another shelf.slot")]
     Conflict {
         /// The shelf (major).
         shelf: u16,

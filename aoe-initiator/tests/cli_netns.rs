@@ -667,3 +667,114 @@ fn demo_needs_root() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// Regression: `aoe bench ... | grep -q read` panicked with "failed printing to stdout:
+/// Broken pipe" (exit 101), and `aoe read ... >&-` exited 0 having written nothing.
+#[test]
+fn a_closed_pipe_or_stdout_is_handled() {
+    use std::os::unix::process::ExitStatusExt;
+    let Some(s) = Setup::new("a_closed_pipe_or_stdout_is_handled") else { return };
+    for args in [&["read", "e1.0", "-"][..], &["discover"], &["bench", "--size", "1M", "e1.0"]] {
+        let mut cmd = s.link.initiator.command(AOE);
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        // The reader goes away before the tool writes anything.
+        drop(child.stdout.take());
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || tx.send(child.wait_with_output()));
+        let out = match rx.recv_timeout(LIMIT) {
+            Ok(out) => out.unwrap(),
+            Err(_) => {
+                signal(pid, "KILL");
+                panic!("aoe {args:?} did not finish within {LIMIT:?}");
+            }
+        };
+        let err = text(&out.stderr);
+        assert!(!err.contains("panicked") && out.status.code() != Some(101), "aoe {args:?}: {err}");
+        assert_eq!(err, "", "aoe {args:?}: quiet, as other tools");
+        assert!(
+            out.status.signal() == Some(libc::SIGPIPE) || out.status.success(),
+            "aoe {args:?}: {:?}",
+            out.status
+        );
+    }
+    // No standard output at all: a failure, not a silent success.
+    let out = s
+        .link
+        .initiator
+        .run("sh", &["-c", &format!("exec {AOE} read --length 64K e1.0 - >&-")], LIMIT)
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end(), "aoe: stdout is closed: nowhere to write e1.0's data");
+    // Explicitly to /dev/null is still fine.
+    let out = s
+        .link
+        .initiator
+        .run("sh", &["-c", &format!("exec {AOE} read --length 64K e1.0 - >/dev/null")], LIMIT)
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Regression: two different disks (16 MiB and 4 MiB) that both answer as e1.0 were merged
+/// into one disk with two paths, and a read mixed the sectors of both. Now discover shows a
+/// conflict and read and write refuse the disk, naming both MACs.
+#[test]
+fn two_disks_at_one_address_are_refused() {
+    if !netns_available("two_disks_at_one_address_are_refused") {
+        return;
+    }
+    let link = Link::new("aoeconf", 9000).unwrap();
+    let second = aoe_testkit::netns::Veth::new(&link.target, &link.initiator, 9000).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let servers: Vec<JoinHandle<()>> =
+        [(link.target_if().to_owned(), DISK_BYTES), (second.a_name().to_owned(), 4 << 20)]
+            .into_iter()
+            .map(|(ifname, bytes)| {
+                let backend = Arc::new(MemoryBackend::new(bytes));
+                let export: SharedExport =
+                    Arc::new(Mutex::new(Export::new(ExportConfig::new(1, 0), backend)));
+                let s = Arc::clone(&stop);
+                let (tx, rx) = mpsc::channel();
+                let handle = link.target.spawn_thread(move || {
+                    let transport = AfPacket::open(&ifname, AfPacketOptions::default()).unwrap();
+                    tx.send(()).unwrap();
+                    let mut server = Server::new(transport, vec![export]);
+                    server.run(&s).unwrap();
+                });
+                rx.recv_timeout(Duration::from_secs(10)).unwrap();
+                handle
+            })
+            .collect();
+    let run = |args: &[&str]| {
+        let out = link.initiator.run(AOE, args, LIMIT).unwrap();
+        eprintln!("$ aoe {}\n{:?}\n{}{}", args.join(" "), out.status, text(&out.stdout), text(&out.stderr));
+        out
+    };
+    let (one, two) = (mac(link.veth.a_mac()), mac(second.a_mac()));
+
+    let out = run(&["discover"]);
+    assert!(out.status.success());
+    let table = text(&out.stdout);
+    let conflict =
+        table.lines().find(|l| l.starts_with("conflict: e1.0")).unwrap_or_else(|| panic!("{table}"));
+    assert!(conflict.contains(&one) && conflict.contains(&two), "{conflict}");
+    assert!(conflict.contains("16 MiB") && conflict.contains("4 MiB"), "{conflict}");
+    let v: serde_json::Value = serde_json::from_str(&text(&run(&["discover", "--json"]).stdout)).unwrap();
+    assert_eq!(v[0]["paths"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v[0]["conflicts"].as_array().unwrap().len(), 1, "{v}");
+
+    let out_file = Scratch::new("conflict");
+    for args in [&["read", "--length", "64K", "e1.0", out_file.path()][..], &["write", "e1.0", "/dev/null"]] {
+        let out = run(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "aoe {args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("aoe: e1.0") && err.contains(&one) && err.contains(&two), "{err}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for s in servers {
+        s.join().unwrap();
+    }
+}

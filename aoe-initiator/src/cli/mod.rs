@@ -381,7 +381,8 @@ impl Failure {
     /// An initiator error talking to `disk`, named unless the message names it already.
     pub(crate) fn disk(disk: DiskName, error: Error) -> Self {
         match error {
-            Error::NoSuchDisk { .. } => Failure::new(error.to_string()),
+            // They name the disk themselves.
+            Error::NoSuchDisk { .. } | Error::Conflict { .. } => Failure::new(error.to_string()),
             e => Failure::new(format!("{disk}: {e}")),
         }
     }
