@@ -7,6 +7,11 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::testing::{mac, FakeTarget, MapBuffers, Rng};
+use aoe_proto::sizing::ATA_DATA_OFFSET;
+use aoe_proto::{
+    AtaError, AtaFlags, AtaStatus, Body, ConfigCommand, Directive, DirectiveCommand, MaskCommand,
+    ReserveCommand, SECTOR_SIZE,
+};
 
 const SHELF: u16 = 3;
 const SLOT: u8 = 1;
@@ -527,7 +532,7 @@ fn a_target_slower_than_the_rto_still_completes_every_op() {
     let mut late: Vec<(Instant, Vec<u8>)> = Vec::new();
     let slow_round = |h: &mut Harness, late: &mut Vec<(Instant, Vec<u8>)>| {
         for (f, _) in h.transmit() {
-            let frame = h.s.slots[slot_of(&f) as usize].frame.expect("just sent");
+            let frame = h.s.tags.slots[slot_of(&f) as usize].frame.expect("just sent");
             let timer = frame.deadline.expect("armed") - h.now;
             let due = h.now + timer.mul_f64(1.5);
             late.push((due, h.answer(&f).expect("answered")));

@@ -1,0 +1,62 @@
+//! The retransmission timer: RFC 6298's estimate with Karn's rule and back-off.
+
+use std::time::Duration;
+
+#[derive(Debug)]
+pub(super) struct RttEstimator {
+    /// Smoothed round-trip time and mean deviation in nanoseconds: integers, because a
+    /// sample is taken per answer and `Duration` arithmetic normalises at every step.
+    pub(super) srtt: Option<u64>,
+    pub(super) rttvar: u64,
+    pub(super) rto: Duration,
+    pub(super) min: Duration,
+    pub(super) max: Duration,
+    /// Karn's back-off kept for new frames: doublings since the last clean sample.
+    pub(super) shift: u32,
+}
+
+/// Most doublings kept for new frames after losses (`rto_max` caps the wait anyway).
+const MAX_KEPT_BACKOFF: u32 = 6;
+
+impl RttEstimator {
+    pub(super) fn new(initial: Duration, min: Duration, max: Duration) -> Self {
+        RttEstimator { srtt: None, rttvar: 0, rto: initial.clamp(min, max), min, max, shift: 0 }
+    }
+
+    /// A flight lost frames: until a frame is answered without having been sent again, new
+    /// frames wait twice as long (Karn's algorithm, second half). Without this, a target that
+    /// slows down past the RTO would have every frame sent twice and, the samples of
+    /// retransmitted frames being ambiguous, the estimate would never learn its new pace.
+    pub(super) fn timed_out(&mut self) {
+        self.shift = (self.shift + 1).min(MAX_KEPT_BACKOFF);
+    }
+
+    /// RFC 6298 section 2, with K = 4 and the clock granularity left to `min`.
+    pub(super) fn sample(&mut self, r: Duration) {
+        let r = u64::try_from(r.as_nanos()).unwrap_or(u64::MAX);
+        let srtt = match self.srtt {
+            None => {
+                self.rttvar = r / 2;
+                r
+            }
+            Some(s) => {
+                self.rttvar = self.rttvar.saturating_mul(3).saturating_add(s.abs_diff(r)) / 4;
+                s.saturating_mul(7).saturating_add(r) / 8
+            }
+        };
+        self.srtt = Some(srtt);
+        let rto = srtt.saturating_add(self.rttvar.saturating_mul(4));
+        self.rto = Duration::from_nanos(rto).clamp(self.min, self.max);
+        self.shift = 0;
+    }
+
+    pub(super) fn srtt(&self) -> Option<Duration> {
+        self.srtt.map(Duration::from_nanos)
+    }
+
+    /// The wait before the `retries`-th retransmission of a frame is declared lost: the
+    /// frame's own back-off, or the back-off kept from lost flights if that is longer.
+    pub(super) fn backoff(&self, retries: u32) -> Duration {
+        self.rto.saturating_mul(1u32 << retries.max(self.shift).min(20)).min(self.max)
+    }
+}
