@@ -69,7 +69,10 @@ pub(super) fn matches_request(
         return Err(Mismatch::Command);
     }
     let Body::Ata { header, .. } = f.body else { return Ok(()) };
-    let failed = f.header.flags().contains(Flags::ERROR) || header.status().contains(AtaStatus::ERR);
+    // An AoE error answer may echo the whole request, write data included (aoe-target
+    // does): only its headers are checked.
+    let aoe_error = f.header.flags().contains(Flags::ERROR);
+    let failed = aoe_error || header.status().contains(AtaStatus::ERR);
     let sectors = usize::from(frame.sectors);
     let (lba, write) = match op.kind {
         OpKind::Read { lba } => (lba + frame.offset, false),
@@ -94,7 +97,9 @@ pub(super) fn matches_request(
         return Err(Mismatch::Lba);
     }
     let length_ok = match (failed, write) {
-        // An error answer carries no data, and some targets do not pad it (vblade: 36 bytes).
+        _ if aoe_error => true,
+        // An ATA error answer carries no data, and some targets do not pad it (vblade: 36
+        // bytes).
         (true, _) => carried.len() < SECTOR_SIZE,
         // Headers and Ethernet padding only, never sectors.
         (false, true) => carried.len() < SECTOR_SIZE,
