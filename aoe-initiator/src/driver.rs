@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use aoe_transport::{wait_readable, FrameBatch, Transport, MAX_WAIT_FDS};
 
+use crate::endpoint::Endpoint;
 use crate::session::{Event, IoBuffers, Session};
 use crate::Error;
 
@@ -22,6 +23,7 @@ pub(crate) struct Driver {
     out: Vec<FrameBatch>,
     inbox: FrameBatch,
     turn: usize,
+    endpoint: Endpoint,
 }
 
 impl Driver {
@@ -30,7 +32,7 @@ impl Driver {
         let frames = frames.max(1);
         let out = links.iter().map(|l| FrameBatch::new(frames, frame_capacity(l.as_ref()))).collect();
         let inbox_cap = links.iter().map(|l| frame_capacity(l.as_ref())).max().unwrap_or(0);
-        Driver { out, inbox: FrameBatch::new(frames, inbox_cap), turn: 0 }
+        Driver { out, inbox: FrameBatch::new(frames, inbox_cap), turn: 0, endpoint: Endpoint::default() }
     }
 
     /// The send batch of link `i`.
@@ -153,14 +155,14 @@ impl Driver {
             // `now` is as old as the transmission: the wait ends that much late at most.
             let wait = next_timeout.map_or(IDLE_WAIT, |t| t.saturating_duration_since(now));
             let mut arrived = None;
-            let n = self.receive(links, wait, |_, at, frame| {
+            // Out of `self` while `receive` borrows it; put back before any error returns.
+            let mut endpoint = std::mem::take(&mut self.endpoint);
+            let received = self.receive(links, wait, |_, at, frame| {
                 arrived = Some(at);
-                for s in sessions.iter_mut() {
-                    if s.handle_frame(at, frame, data) {
-                        break;
-                    }
-                }
-            })?;
+                endpoint.route(sessions, at, frame, data);
+            });
+            self.endpoint = endpoint;
+            let n = received?;
             tracing::trace!(frames = n, "received");
             if drain(sessions) {
                 return Ok(());

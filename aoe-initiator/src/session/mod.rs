@@ -97,6 +97,7 @@ use aoe_proto::ata::{LBA28_LIMIT, LBA48_LIMIT};
 use aoe_proto::sizing::ATA_DATA_OFFSET;
 use aoe_proto::{AtaCommand, Command, Frame, MacAddr};
 
+use crate::endpoint::Received;
 use crate::Error;
 
 mod codec;
@@ -440,16 +441,33 @@ impl Session {
         None
     }
 
-    /// Takes a received frame. Returns true when it was accepted as the answer to an
-    /// outstanding frame; anything else (duplicates, stale tags, other targets, requests,
-    /// garbage) is counted in [`stats`](Self::stats) and ignored.
+    /// Whether `frame` names this session's target: a frame for another shelf.slot can be
+    /// routed elsewhere without being offered (see [`crate::endpoint`]).
+    pub fn is_for(&self, frame: &Frame<'_>) -> bool {
+        frame.header.shelf() == self.cfg.shelf && frame.header.slot() == self.cfg.slot
+    }
+
+    /// Parses a received frame and takes it as [`handle_answer`](Self::handle_answer) does.
+    /// For callers with one session; an [`Endpoint`](crate::endpoint::Endpoint) parses each
+    /// frame once for many.
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8], data: &mut dyn IoBuffers) -> bool {
-        let Ok(f) = Frame::parse(frame) else {
-            self.stats.malformed += 1;
-            return false;
-        };
+        match Received::parse(frame) {
+            Ok(received) => self.handle_answer(now, &received, data),
+            Err(_) => {
+                self.stats.malformed += 1;
+                false
+            }
+        }
+    }
+
+    /// Takes a received frame, parsed once by the caller. Returns true when it was accepted
+    /// as the answer to an outstanding frame; anything else (duplicates, stale tags, other
+    /// targets, requests, answers that do not match their request) is counted in
+    /// [`stats`](Self::stats) and ignored.
+    pub fn handle_answer(&mut self, now: Instant, received: &Received<'_>, data: &mut dyn IoBuffers) -> bool {
+        let f = &received.frame;
         let h = f.header;
-        if !h.is_response() || h.shelf() != self.cfg.shelf || h.slot() != self.cfg.slot {
+        if !h.is_response() || !self.is_for(f) {
             self.stats.foreign += 1;
             return false;
         }
@@ -476,11 +494,10 @@ impl Session {
         };
         // The answer may be to an earlier transmission of the frame, sent on another path:
         // the path it came back on is the one that works.
+        let carried = received.bytes.get(ATA_DATA_OFFSET..).unwrap_or_default();
         let via = self.answer_path(fl.path, f.ethernet.src, f.ethernet.dst);
-        let checked = via.ok_or(Mismatch::Mac).and_then(|via| {
-            let carried = frame.get(ATA_DATA_OFFSET..).unwrap_or_default();
-            matches_request(&f, carried, &fl, op).map(|()| via)
-        });
+        let checked =
+            via.ok_or(Mismatch::Mac).and_then(|via| matches_request(f, carried, &fl, op).map(|()| via));
         let via = match checked {
             Ok(via) => via,
             Err(m) => {
@@ -506,8 +523,7 @@ impl Session {
         }
         self.window.answered();
 
-        let carried = frame.get(ATA_DATA_OFFSET..).unwrap_or_default();
-        let outcome = answer(&f, carried, fl, op, &self.cfg, data);
+        let outcome = answer(f, carried, fl, op, &self.cfg, data);
         self.finish_frame(fl.op, outcome);
         true
     }

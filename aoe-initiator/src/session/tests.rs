@@ -1321,3 +1321,19 @@ fn a_busy_status_is_not_success() {
     assert!(h.deliver(&a));
     assert!(matches!(h.result(w), Err(Error::Ata { command: 0x34, status: 0xC0, .. })), "{:?}", h.results);
 }
+
+/// An AoE error answer (here: the target is reserved) may echo the whole request, a
+/// write's sectors included, as aoe-target's does: it still answers the write.
+#[test]
+fn an_aoe_error_answer_that_echoes_write_data_is_taken() {
+    let mut h = Harness::new(config(1), 64);
+    let w = h.write(0, pattern(1, 9));
+    let f = h.transmit().remove(0).0;
+    let mut a = f.clone();
+    a[..6].copy_from_slice(&f[6..12]);
+    a[6..12].copy_from_slice(&f[..6]);
+    a[14] |= 0x08 | 0x04; // response, error
+    a[15] = 6; // target is reserved
+    assert!(h.deliver(&a));
+    assert!(matches!(h.result(w), Err(Error::Aoe { code: 6 })));
+}
