@@ -1,7 +1,41 @@
-//! The loop that joins transports and sessions: send a batch, receive a batch with the
-//! session's timeout, feed the frames in, repeat. Used by [`crate::device`] and
-//! [`crate::discover`]; the batches are allocated once and reused.
+//! The blocking runtime: the loop that joins transports and sessions. Send a batch,
+//! receive a batch with the sessions' earliest timeout, route the frames to their sessions
+//! (an [`Endpoint`] parses each once), hand out events, repeat. [`crate::device`] and
+//! [`crate::discover`] run on it; the batches are allocated once and reused.
+//!
+//! A [`Wake`] lets another thread interrupt a driver that waits for frames, so that a
+//! thread owning the transports can take new work from a queue (see [`crate::shared`]).
+//!
+//! ```
+//! use std::time::Duration;
+//! use aoe_initiator::driver::{Driver, RunEnd};
+//! use aoe_initiator::session::{NoData, Path, Request, Session, SessionConfig};
+//! use aoe_transport::{memory, MacAddr, Transport};
+//!
+//! // No target on the other end: the IDENTIFY is retransmitted until the target is
+//! // declared dead.
+//! let (a, _b) = memory::pair(1500, MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+//! let mut links: Vec<Box<dyn Transport>> = vec![Box::new(a)];
+//! let path = Path { iface: 0, local: links[0].mac(), target: MacAddr([2, 0, 0, 0, 0, 2]) };
+//! let mut cfg = SessionConfig::new(1, 0, vec![path]);
+//! cfg.dead_timeout = Duration::from_millis(50);
+//! let mut sessions = vec![Session::new(cfg)?];
+//! sessions[0].submit(Request::Identify);
+//! let mut driver = Driver::new(&links, 16);
+//! let mut failed = false;
+//! let end = driver.run(&mut links, &mut sessions, &mut NoData, |_, event| {
+//!     failed |= matches!(event, aoe_initiator::Event::Complete { result: Err(_), .. });
+//!     false
+//! })?;
+//! assert!(failed && end == RunEnd::Idle);
+//! # Ok::<(), aoe_initiator::Error>(())
+//! ```
 
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aoe_transport::{wait_readable, FrameBatch, Transport, MAX_WAIT_FDS};
@@ -17,31 +51,105 @@ const MULTI_LINK_SLICE: Duration = Duration::from_millis(1);
 /// The longest a receive blocks when no session has a timer armed.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
-/// Send and receive batches for a set of transports.
+/// Why [`Driver::run_until`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The event handler asked to stop.
+    Stopped,
+    /// No session has work left.
+    Idle,
+    /// The deadline passed.
+    Deadline,
+    /// Another thread called [`Wake::wake`].
+    Woken,
+}
+
+/// Lets another thread interrupt a [`Driver`] waiting for frames. Cheap to call often: only
+/// the first call after the driver last looked writes anything.
 #[derive(Debug)]
-pub(crate) struct Driver {
+pub struct Wake {
+    rx: UnixStream,
+    tx: UnixStream,
+    pending: AtomicBool,
+}
+
+impl Wake {
+    /// A new signal, for [`Driver::set_wake`].
+    pub fn new() -> io::Result<Arc<Wake>> {
+        let (rx, tx) = UnixStream::pair()?;
+        rx.set_nonblocking(true)?;
+        tx.set_nonblocking(true)?;
+        Ok(Arc::new(Wake { rx, tx, pending: AtomicBool::new(false) }))
+    }
+
+    /// Makes the driver's current or next wait return [`RunEnd::Woken`].
+    pub fn wake(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            // A full socket buffer already holds a wake-up.
+            let _ = (&self.tx).write(&[1]);
+        }
+    }
+
+    /// True (once) if [`wake`](Self::wake) was called since the last look.
+    fn take(&self) -> bool {
+        if !self.pending.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        let mut sink = [0u8; 64];
+        while matches!((&self.rx).read(&mut sink), Ok(n) if n > 0) {}
+        true
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.rx.as_fd()
+    }
+}
+
+/// Send and receive batches for a set of transports, and the loop that drives sessions over
+/// them. See the [module docs](self).
+#[derive(Debug)]
+pub struct Driver {
     out: Vec<FrameBatch>,
     inbox: FrameBatch,
     turn: usize,
     endpoint: Endpoint,
+    wake: Option<Arc<Wake>>,
+    woken: bool,
 }
 
 impl Driver {
     /// Batches of `frames` frames for each of `links`.
-    pub(crate) fn new(links: &[Box<dyn Transport>], frames: usize) -> Self {
+    pub fn new(links: &[Box<dyn Transport>], frames: usize) -> Self {
         let frames = frames.max(1);
         let out = links.iter().map(|l| FrameBatch::new(frames, frame_capacity(l.as_ref()))).collect();
         let inbox_cap = links.iter().map(|l| frame_capacity(l.as_ref())).max().unwrap_or(0);
-        Driver { out, inbox: FrameBatch::new(frames, inbox_cap), turn: 0, endpoint: Endpoint::default() }
+        Driver {
+            out,
+            inbox: FrameBatch::new(frames, inbox_cap),
+            turn: 0,
+            endpoint: Endpoint::default(),
+            wake: None,
+            woken: false,
+        }
+    }
+
+    /// Lets `wake` interrupt the waits of [`run_until`](Self::run_until).
+    pub fn set_wake(&mut self, wake: Arc<Wake>) {
+        self.wake = Some(wake);
+    }
+
+    /// Counters of the frames no session was offered.
+    pub fn endpoint_stats(&self) -> crate::endpoint::EndpointStats {
+        self.endpoint.stats()
     }
 
     /// The send batch of link `i`.
-    pub(crate) fn out(&mut self, i: usize) -> &mut FrameBatch {
+    pub fn out(&mut self, i: usize) -> &mut FrameBatch {
         &mut self.out[i]
     }
 
     /// Sends and clears every non-empty send batch.
-    pub(crate) fn flush(&mut self, links: &mut [Box<dyn Transport>]) -> Result<(), Error> {
+    pub fn flush(&mut self, links: &mut [Box<dyn Transport>]) -> Result<(), Error> {
         for (i, link) in links.iter_mut().enumerate() {
             send(link.as_mut(), &mut self.out[i])?;
         }
@@ -53,13 +161,17 @@ impl Driver {
     ///
     /// The clock is read once per batch, not per frame: the frames of a batch arrived
     /// together, and on a fast link a batch holds many of them.
-    pub(crate) fn receive(
+    ///
+    /// With a [`Wake`] set, a wake-up ends the wait early (the next
+    /// [`run_until`](Self::run_until) then returns [`RunEnd::Woken`]).
+    pub fn receive(
         &mut self,
         links: &mut [Box<dyn Transport>],
         wait: Duration,
         mut handle: impl FnMut(usize, Instant, &[u8]),
     ) -> Result<usize, Error> {
         let count = links.len();
+        let wait = self.wait_for_wake(links, wait)?;
         let mut recv =
             |links: &mut [Box<dyn Transport>], i: usize, inbox: &mut FrameBatch, wait: Duration| {
                 let link = &mut links[i];
@@ -114,17 +226,59 @@ impl Driver {
         }
     }
 
+    /// With a [`Wake`] set and a wait ahead: waits for a frame or the wake-up, whichever
+    /// comes first, and returns how long the receive may still block (zero once either
+    /// came). Without one, `wait` as it is.
+    fn wait_for_wake(&mut self, links: &[Box<dyn Transport>], wait: Duration) -> Result<Duration, Error> {
+        let Some(wake) = self.wake.clone() else { return Ok(wait) };
+        if wake.take() {
+            self.woken = true;
+            return Ok(Duration::ZERO);
+        }
+        if wait.is_zero() {
+            return Ok(wait);
+        }
+        let n = links.len();
+        if n < MAX_WAIT_FDS && links.iter().all(|l| l.readiness_fd().is_some()) {
+            let fds = links.iter().filter_map(|l| l.readiness_fd()).chain([wake.fd()]);
+            let mut ready = [false; MAX_WAIT_FDS];
+            wait_readable(fds, &mut ready[..n + 1], wait)
+                .map_err(|e| Error::io("waiting for frames".to_string(), e))?;
+            if wake.take() {
+                self.woken = true;
+            }
+            return Ok(Duration::ZERO);
+        }
+        // A link without a descriptor (the in-memory one): block in slices, looking at the
+        // wake-up between them.
+        Ok(wait.min(MULTI_LINK_SLICE))
+    }
+
     /// Drives `sessions` until `on_event` returns true for an event (every event pending at
     /// that moment is still handed out) or no session is busy any more.
     ///
     /// `on_event` gets the index of the session and the event.
-    pub(crate) fn run(
+    pub fn run(
         &mut self,
         links: &mut [Box<dyn Transport>],
         sessions: &mut [Session],
         data: &mut dyn IoBuffers,
+        on_event: impl FnMut(usize, Event) -> bool,
+    ) -> Result<RunEnd, Error> {
+        self.run_until(links, sessions, data, None, on_event)
+    }
+
+    /// As [`run`](Self::run), but returns at `deadline` too, and when a [`Wake`] set with
+    /// [`set_wake`](Self::set_wake) is woken. With nothing to do and a wake-up set, it waits
+    /// for the wake-up (or the deadline) instead of returning [`RunEnd::Idle`].
+    pub fn run_until(
+        &mut self,
+        links: &mut [Box<dyn Transport>],
+        sessions: &mut [Session],
+        data: &mut dyn IoBuffers,
+        deadline: Option<Instant>,
         mut on_event: impl FnMut(usize, Event) -> bool,
-    ) -> Result<(), Error> {
+    ) -> Result<RunEnd, Error> {
         let mut drain = |sessions: &mut [Session]| {
             let mut stop = false;
             for (i, s) in sessions.iter_mut().enumerate() {
@@ -147,13 +301,26 @@ impl Driver {
                     }
                 }
             }
-            if drain(sessions) || !sessions.iter().any(Session::is_busy) {
-                return Ok(());
+            if drain(sessions) {
+                return Ok(RunEnd::Stopped);
+            }
+            if std::mem::take(&mut self.woken) {
+                return Ok(RunEnd::Woken);
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(RunEnd::Deadline);
+            }
+            let busy = sessions.iter().any(Session::is_busy);
+            if !busy && self.wake.is_none() {
+                return Ok(RunEnd::Idle);
             }
             self.transmit(links, sessions, data, now)?;
             next_timeout = min_timeout(sessions);
             // `now` is as old as the transmission: the wait ends that much late at most.
-            let wait = next_timeout.map_or(IDLE_WAIT, |t| t.saturating_duration_since(now));
+            let mut wait = next_timeout.map_or(IDLE_WAIT, |t| t.saturating_duration_since(now));
+            if let Some(d) = deadline {
+                wait = wait.min(d.saturating_duration_since(now));
+            }
             let mut arrived = None;
             // Out of `self` while `receive` borrows it; put back before any error returns.
             let mut endpoint = std::mem::take(&mut self.endpoint);
@@ -165,7 +332,7 @@ impl Driver {
             let n = received?;
             tracing::trace!(frames = n, "received");
             if drain(sessions) {
-                return Ok(());
+                return Ok(RunEnd::Stopped);
             }
             // The time the last batch came in serves as the present while acting on it.
             now = arrived.unwrap_or_else(Instant::now);
@@ -243,7 +410,7 @@ fn min_timeout(sessions: &[Session]) -> Option<Instant> {
 }
 
 /// Bytes a frame buffer needs for `link`: the Ethernet header plus the MTU.
-pub(crate) fn frame_capacity(link: &dyn Transport) -> usize {
+pub fn frame_capacity(link: &dyn Transport) -> usize {
     aoe_proto::ethernet::HEADER_LEN + link.mtu()
 }
 

@@ -4,6 +4,7 @@
 //!   estimate, retransmission, multipath), driven frame by frame with time as an argument.
 //! - [`device`]: a blocking disk (`read_at`, `write_at`, `flush`, config, mask, reserve)
 //!   over one or more [`aoe_transport::Transport`]s.
+//! - [`driver`]: the blocking runtime that drives sessions over transports.
 //! - [`endpoint`]: received frames parsed once and routed to the session of their target.
 //! - [`mod@discover`]: find targets with a broadcast query config, then IDENTIFY them.
 //! - [`error`]: what can go wrong, one line each.
@@ -11,7 +12,7 @@
 pub mod cli;
 pub mod device;
 pub mod discover;
-mod driver;
+pub mod driver;
 pub mod endpoint;
 pub mod error;
 pub mod session;
