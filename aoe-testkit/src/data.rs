@@ -4,34 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// The splitmix64 generator (Steele, Lea, Flood 2014), as used to seed
-/// xorshift-family generators. Tiny, fast and fully deterministic.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Fills `buf` with successive outputs in little-endian byte order. Only
-    /// the last call of a sequence may pass a length that is not a multiple
-    /// of 8 (the rest of the last word is discarded).
-    fn fill(&mut self, buf: &mut [u8]) {
-        let mut chunks = buf.chunks_exact_mut(8);
-        for chunk in &mut chunks {
-            chunk.copy_from_slice(&self.next_u64().to_le_bytes());
-        }
-        let rest = chunks.into_remainder();
-        if !rest.is_empty() {
-            let word = self.next_u64().to_le_bytes();
-            rest.copy_from_slice(&word[..rest.len()]);
-        }
-    }
-}
+use aoe_transport::rng::SplitMix64;
 
 /// Deterministic pseudo-random bytes for test payloads.
 ///

@@ -10,6 +10,9 @@
 //! * [`data`] makes deterministic test payloads and disk images.
 //! * [`packet`] is a small raw Ethernet socket to inject and observe frames
 //!   independently of the code under test.
+//! * [`relay`] puts a fault-injecting AoE forwarder between an initiator's
+//!   namespace and a target's: loss, duplication, reordering, delay,
+//!   corruption and partitions on real interfaces.
 //!
 //! The only process-wide state is a counter used to make names unique.
 //!
@@ -36,6 +39,7 @@ pub mod netns;
 pub mod packet;
 pub mod privilege;
 pub mod process;
+pub mod relay;
 
 /// Process-wide counter: together with the pid it makes every name this
 /// crate invents unique on the machine.

@@ -69,6 +69,31 @@ impl PacketSocket {
         netns.enter(|| PacketSocket::open(ifname, ethertype))
     }
 
+    /// Asks for a receive buffer of `bytes` (`SO_RCVBUFFORCE`, which needs `CAP_NET_ADMIN`,
+    /// else `SO_RCVBUF`, capped by `net.core.rmem_max`), so that a burst of frames waits
+    /// for the reader rather than being dropped.
+    pub fn set_recv_buffer(&self, bytes: usize) -> io::Result<()> {
+        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        let set = |option| {
+            // SAFETY: `value` is a c_int that outlives the call; its size is given.
+            let rc = unsafe {
+                libc::setsockopt(
+                    self.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    option,
+                    (&value as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        };
+        set(libc::SO_RCVBUFFORCE).or_else(|_| set(libc::SO_RCVBUF))
+    }
+
     /// Index of the interface the socket is bound to (in its namespace).
     pub fn ifindex(&self) -> u32 {
         self.ifindex

@@ -8,6 +8,10 @@
 //! - [`memory::MemoryPort`]: a port on an in-process [`memory::MemoryHub`], for tests and
 //!   benchmarks, optionally lossy.
 //!
+//! [`fault::FaultInjector`] wraps either (or any transport) to lose, duplicate, reorder, delay
+//! and corrupt frames, and to cut the link for a while, with a seed; [`rng::SplitMix64`] is the
+//! generator behind it, shared by the workspace's tests and benchmarks.
+//!
 //! ```
 //! use std::time::Duration;
 //! use aoe_transport::{memory, FrameBatch, MacAddr, Transport};
@@ -43,8 +47,10 @@ use std::time::Duration;
 pub use aoe_proto::ethernet::MacAddr;
 
 mod batch;
+pub mod fault;
 pub mod mapped;
 pub mod memory;
+pub mod rng;
 
 #[cfg(target_os = "linux")]
 pub mod afpacket;

@@ -10,8 +10,10 @@
 //! in another), and receivers block on a condition variable, honouring their timeout.
 //!
 //! [`Impairments`] make the segment lossy in a reproducible way: each frame put on a port's
-//! queue may be dropped, duplicated or reordered, decided by a small PRNG seeded per hub, so
-//! the same seed and the same sequence of sends give the same losses.
+//! queue may be dropped, duplicated or reordered, decided by a [`Pipe`] per receiving
+//! port seeded from the hub's seed, so the same seed and the same sequence of sends give the
+//! same losses. For more (delay, corruption, partitions) or for one port only, wrap the port
+//! in a [`FaultInjector`](crate::fault::FaultInjector).
 
 use std::collections::VecDeque;
 use std::io;
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use aoe_proto::ethernet::{MacAddr, ETHERTYPE_AOE, HEADER_LEN};
 
+use crate::fault::{Pipe, Plan};
 use crate::{FrameBatch, Transport};
 
 /// Frames a port queues before further frames to it are dropped (see [`MemoryHub::set_queue_limit`]).
@@ -31,7 +34,8 @@ pub const DEFAULT_QUEUE_LIMIT: usize = 65_536;
 /// Probabilities are clamped to `0.0..=1.0` (NaN counts as 0). A reordered frame is held back and delivered right
 /// after the next frame for the same port, or as soon as that port's receiver finds its queue
 /// otherwise empty: reordering delays frames but never loses them. At most one frame per port is
-/// held back at a time.
+/// held back at a time. These are the [`Plan`] of every port's [`Pipe`]
+/// ([`Plan::from`]).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Impairments {
     /// Probability that a frame is lost.
@@ -47,6 +51,19 @@ pub struct Impairments {
 impl Impairments {
     /// A perfect link.
     pub const NONE: Impairments = Impairments { drop: 0.0, duplicate: 0.0, reorder: 0.0, seed: 0 };
+
+    /// The plan of the pipe into port number `port`: this seed mixed with the port number,
+    /// so that ports draw apart.
+    fn plan_for(&self, port: usize) -> Plan {
+        let seed = self.seed ^ (port as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Plan { seed, ..Plan::from(*self) }
+    }
+}
+
+impl From<Impairments> for Plan {
+    fn from(imp: Impairments) -> Plan {
+        Plan { drop: imp.drop, duplicate: imp.duplicate, reorder: imp.reorder, seed: imp.seed, ..Plan::NONE }
+    }
 }
 
 /// Frame counters of a hub, since it was created.
@@ -82,9 +99,15 @@ struct Shared {
 }
 
 struct State {
-    ports: Vec<PortState>,
+    queues: Queues,
+    /// What happens to the frames queued for each port (same index as `queues.ports`).
+    pipes: Vec<Pipe>,
     impairments: Impairments,
-    rng: SplitMix64,
+}
+
+/// The ports' receive queues.
+struct Queues {
+    ports: Vec<PortState>,
     stats: HubStats,
     queue_limit: usize,
     /// Frame buffers to reuse, so a warmed-up hub does not allocate per frame.
@@ -95,7 +118,6 @@ struct PortState {
     mac: MacAddr,
     down: bool,
     queue: VecDeque<Vec<u8>>,
-    held: Option<Vec<u8>>,
     ready: Arc<Condvar>,
 }
 
@@ -107,17 +129,18 @@ impl MemoryHub {
 
     /// A segment that loses, duplicates and reorders frames as `impairments` says.
     pub fn with_impairments(mtu: usize, impairments: Impairments) -> Self {
-        let impairments = clamp(impairments);
         MemoryHub {
             shared: Arc::new(Shared {
                 mtu,
                 state: Mutex::new(State {
-                    ports: Vec::new(),
-                    impairments,
-                    rng: SplitMix64(impairments.seed),
-                    stats: HubStats::default(),
-                    queue_limit: DEFAULT_QUEUE_LIMIT,
-                    spare: Vec::new(),
+                    queues: Queues {
+                        ports: Vec::new(),
+                        stats: HubStats::default(),
+                        queue_limit: DEFAULT_QUEUE_LIMIT,
+                        spare: Vec::new(),
+                    },
+                    pipes: Vec::new(),
+                    impairments: clamp(impairments),
                 }),
             }),
         }
@@ -128,18 +151,20 @@ impl MemoryHub {
         self.shared.mtu
     }
 
-    /// Replaces the impairments and reseeds the PRNG from `impairments.seed`.
+    /// Replaces the impairments and reseeds the decisions from `impairments.seed`.
     pub fn set_impairments(&self, impairments: Impairments) {
         let impairments = clamp(impairments);
         let mut st = self.lock();
         st.impairments = impairments;
-        st.rng = SplitMix64(impairments.seed);
+        for (port, pipe) in st.pipes.iter_mut().enumerate() {
+            pipe.set_plan(impairments.plan_for(port));
+        }
     }
 
     /// Caps every port's receive queue at `frames`; frames beyond it are dropped and counted
     /// in [`HubStats::overflowed`]. The default is [`DEFAULT_QUEUE_LIMIT`].
     pub fn set_queue_limit(&self, frames: usize) {
-        self.lock().queue_limit = frames;
+        self.lock().queues.queue_limit = frames;
     }
 
     /// Plugs a new port with address `mac` into the hub. Ports sharing a MAC all receive the
@@ -147,14 +172,10 @@ impl MemoryHub {
     pub fn port(&self, mac: MacAddr) -> MemoryPort {
         let ready = Arc::new(Condvar::new());
         let mut st = self.lock();
-        let id = st.ports.len();
-        st.ports.push(PortState {
-            mac,
-            down: false,
-            queue: VecDeque::new(),
-            held: None,
-            ready: ready.clone(),
-        });
+        let id = st.queues.ports.len();
+        st.queues.ports.push(PortState { mac, down: false, queue: VecDeque::new(), ready: ready.clone() });
+        let pipe = Pipe::new(st.impairments.plan_for(id), HEADER_LEN + self.shared.mtu);
+        st.pipes.push(pipe);
         MemoryPort { hub: self.clone(), id, mac, name: format!("mem{id}"), ready }
     }
 
@@ -162,7 +183,7 @@ impl MemoryHub {
     /// see [`MemoryPort::set_down`].
     pub fn set_down(&self, mac: MacAddr, down: bool) {
         let mut st = self.lock();
-        let ids: Vec<usize> = (0..st.ports.len()).filter(|&i| st.ports[i].mac == mac).collect();
+        let ids: Vec<usize> = (0..st.queues.ports.len()).filter(|&i| st.queues.ports[i].mac == mac).collect();
         for id in ids {
             st.set_port_down(id, down);
         }
@@ -170,7 +191,15 @@ impl MemoryHub {
 
     /// The counters so far.
     pub fn stats(&self) -> HubStats {
-        self.lock().stats
+        let st = self.lock();
+        let mut stats = st.queues.stats;
+        for pipe in &st.pipes {
+            let faults = pipe.stats();
+            stats.dropped += faults.dropped;
+            stats.duplicated += faults.duplicated;
+            stats.reordered += faults.reordered;
+        }
+        stats
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -184,103 +213,89 @@ impl core::fmt::Debug for MemoryHub {
         let st = self.lock();
         f.debug_struct("MemoryHub")
             .field("mtu", &self.shared.mtu)
-            .field("ports", &st.ports.len())
+            .field("ports", &st.queues.ports.len())
             .field("impairments", &st.impairments)
-            .field("stats", &st.stats)
             .finish()
     }
 }
 
 impl State {
     fn set_port_down(&mut self, id: usize, down: bool) {
-        let port = &mut self.ports[id];
+        let q = &mut self.queues;
+        let port = &mut q.ports[id];
         port.down = down;
         if down {
             // Frames in flight on a pulled cable are gone.
-            let queued = port.queue.drain(..).chain(port.held.take());
-            self.spare.extend(queued);
+            q.spare.extend(port.queue.drain(..));
+            self.pipes[id].discard_held();
         }
     }
 
     /// Routes one frame sent by port `from`.
     fn route(&mut self, from: usize, frame: &[u8], mtu: usize) {
+        let q = &mut self.queues;
         if frame.len() < HEADER_LEN || frame[12..14] != ETHERTYPE_AOE.to_be_bytes() {
-            self.stats.filtered += 1;
+            q.stats.filtered += 1;
             return;
         }
         if frame.len() > HEADER_LEN + mtu {
-            self.stats.oversized += 1;
+            q.stats.oversized += 1;
             return;
         }
+        // A perfect hub never asks the time.
+        let now = (self.impairments != Impairments::NONE).then(Instant::now);
         let mut taken = false;
-        if !self.ports[from].down {
+        if !q.ports[from].down {
             let dst = MacAddr([frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]]);
-            for to in 0..self.ports.len() {
-                let port = &self.ports[to];
+            for to in 0..q.ports.len() {
+                let port = &q.ports[to];
                 if to != from && !port.down && (dst.is_multicast() || port.mac == dst) {
-                    self.impair_and_queue(to, frame);
+                    match now {
+                        None => q.enqueue(to, frame),
+                        Some(now) => self.pipes[to].offer(now, frame, &mut |f| {
+                            q.enqueue(to, f);
+                            true
+                        }),
+                    }
                     taken = true;
                 }
             }
         }
         if !taken {
-            self.stats.unroutable += 1;
+            q.stats.unroutable += 1;
         }
     }
 
-    fn impair_and_queue(&mut self, to: usize, frame: &[u8]) {
-        let imp = self.impairments;
-        if self.rng.chance(imp.drop) {
-            self.stats.dropped += 1;
-            return;
+    /// Moves queued frames of port `id` into `batch`; returns how many.
+    fn take(&mut self, id: usize, batch: &mut FrameBatch) -> usize {
+        let q = &mut self.queues;
+        if q.ports[id].queue.is_empty() && self.pipes[id].held() > 0 {
+            // The receiver found nothing else: a reordered frame goes now.
+            self.pipes[id].release_idle(Instant::now(), &mut |f| {
+                q.enqueue(id, f);
+                true
+            });
         }
-        if self.rng.chance(imp.duplicate) {
-            self.stats.duplicated += 1;
-            self.enqueue(to, frame);
-        }
-        if self.ports[to].held.is_none() && self.rng.chance(imp.reorder) {
-            self.stats.reordered += 1;
-            let buf = self.buffer(frame);
-            self.ports[to].held = Some(buf);
-            return;
-        }
-        self.enqueue(to, frame);
-        if let Some(held) = self.ports[to].held.take() {
-            self.enqueue_buf(to, held);
-        }
+        q.take(id, batch)
     }
+}
 
-    fn buffer(&mut self, frame: &[u8]) -> Vec<u8> {
-        let mut buf = self.spare.pop().unwrap_or_default();
-        buf.clear();
-        buf.extend_from_slice(frame);
-        buf
-    }
-
+impl Queues {
     fn enqueue(&mut self, to: usize, frame: &[u8]) {
-        let buf = self.buffer(frame);
-        self.enqueue_buf(to, buf);
-    }
-
-    fn enqueue_buf(&mut self, to: usize, buf: Vec<u8>) {
         let port = &mut self.ports[to];
         if port.queue.len() >= self.queue_limit {
             self.stats.overflowed += 1;
-            self.spare.push(buf);
             return;
         }
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(frame);
         port.queue.push_back(buf);
         port.ready.notify_one();
         self.stats.delivered += 1;
     }
 
-    /// Moves queued frames of port `id` into `batch`; returns how many.
     fn take(&mut self, id: usize, batch: &mut FrameBatch) -> usize {
-        if self.ports[id].queue.is_empty() {
-            if let Some(held) = self.ports[id].held.take() {
-                self.enqueue_buf(id, held);
-            }
-        }
         while !batch.is_full() {
             let Some(buf) = self.ports[id].queue.pop_front() else {
                 break;
@@ -319,7 +334,7 @@ impl MemoryPort {
 
     /// True while the link is down.
     pub fn is_down(&self) -> bool {
-        self.hub.lock().ports[self.id].down
+        self.hub.lock().queues.ports[self.id].down
     }
 }
 
@@ -395,28 +410,6 @@ fn clamp(mut imp: Impairments) -> Impairments {
         *p = if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
     }
     imp
-}
-
-/// splitmix64: tiny, fast, and good enough to decide which frames to mangle.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// True with probability `p`; draws nothing when `p` is 0, so a perfect link stays cheap.
-    fn chance(&mut self, p: f64) -> bool {
-        if p <= 0.0 {
-            return false;
-        }
-        // 53 random bits as a float in [0, 1).
-        ((self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)) < p
-    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@ use aoe_proto::{
     AtaRepr, Body, BodyRepr, ConfigCommand, ConfigRepr, Flags, Frame, FrameRepr, HeaderRepr, MacAddr,
     SECTOR_SIZE, SHELF_BROADCAST, SLOT_BROADCAST,
 };
+use aoe_transport::rng::SplitMix64;
 use aoe_transport::{FrameBatch, Transport};
 
 /// How often discovery and IDENTIFY repeat an unanswered request.
@@ -245,7 +246,7 @@ struct Addresses {
     units: u64,
     sectors: u64,
     next: u64,
-    rng: u64,
+    rng: SplitMix64,
 }
 
 impl Addresses {
@@ -268,7 +269,14 @@ impl Addresses {
             Pattern::Random { seed } => seed,
             Pattern::Sequential => 0,
         };
-        Ok(Addresses { pattern: work.pattern, start: work.start_lba, units, sectors, next: 0, rng: seed })
+        Ok(Addresses {
+            pattern: work.pattern,
+            start: work.start_lba,
+            units,
+            sectors,
+            next: 0,
+            rng: SplitMix64(seed),
+        })
     }
 
     fn next_lba(&mut self) -> u64 {
@@ -278,18 +286,10 @@ impl Addresses {
                 self.next = (self.next + 1) % self.units;
                 u
             }
-            Pattern::Random { .. } => splitmix64(&mut self.rng) % self.units,
+            Pattern::Random { .. } => self.rng.next_u64() % self.units,
         };
         self.start + unit * self.sectors
     }
-}
-
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// The content written to sector `lba`: its LBA in the first 8 bytes (little-endian), then a
