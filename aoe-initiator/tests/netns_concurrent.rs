@@ -6,6 +6,9 @@
 //! every answer checked against its request). Every byte is compared: what readers wrote to
 //! their files against the image, and what writers wrote against the image file.
 //!
+//! The writers also run through a relay that drops and duplicates frames both ways, so that
+//! retransmissions and duplicate answers of every process cross on the one interface.
+//!
 //! Needs root (and vblade for its half); skipped otherwise, unless AOE_REQUIRE_NETNS /
 //! AOE_REQUIRE_PEERS say a skip is a failure. Every process is bounded in time.
 
@@ -17,6 +20,8 @@ use std::time::{Duration, Instant};
 use aoe_testkit::data::{pattern, TempImage};
 use aoe_testkit::netns::{Link, Netns};
 use aoe_testkit::privilege::{netns_available, tool_available};
+use aoe_testkit::relay::Relay;
+use aoe_transport::fault::Plan;
 
 use netns_common::{file_export, vblade, Targets, MIB};
 
@@ -35,31 +40,63 @@ enum Peer {
     Vblade,
 }
 
-/// A link with `peer` serving `image` as e1.0 in the target namespace.
+/// What joins the initiator to the target.
+enum Net {
+    /// A veth pair.
+    Link(Link),
+    /// Two veth pairs and a relay between them that drops and duplicates frames.
+    Relay(Relay),
+}
+
+impl Net {
+    fn initiator(&self) -> &Netns {
+        match self {
+            Net::Link(l) => &l.initiator,
+            Net::Relay(r) => &r.initiator,
+        }
+    }
+
+    fn target(&self) -> (&Netns, &str) {
+        match self {
+            Net::Link(l) => (&l.target, l.target_if()),
+            Net::Relay(r) => (&r.target, r.target_if()),
+        }
+    }
+}
+
+/// `peer` serving `image` as e1.0 in the target namespace of `net`. The servers stop
+/// before the namespaces go (fields drop in order).
 struct Setup {
-    link: Link,
     _targets: Targets,
     _vblade: Option<aoe_testkit::process::Guarded>,
+    net: Net,
 }
 
 impl Setup {
-    fn new(test: &str, peer: Peer, mtu: u32, image: &TempImage) -> Option<Setup> {
+    /// On a plain veth link, or through a lossy relay when `lossy` is given.
+    fn new(test: &str, peer: Peer, mtu: u32, image: &TempImage, lossy: Option<Plan>) -> Option<Setup> {
         if !netns_available(test) {
             return None;
         }
         if matches!(peer, Peer::Vblade) && !tool_available(test, "vblade") {
             return None;
         }
-        let link = Link::new("aoeconc", mtu).unwrap();
+        let net = match lossy {
+            None => Net::Link(Link::new("aoeconc", mtu).unwrap()),
+            Some(plan) => {
+                Net::Relay(Relay::new("aoeclos", mtu, plan, Plan { seed: plan.seed + 1, ..plan }).unwrap())
+            }
+        };
+        let (ns, ifname) = net.target();
         let mut targets = Targets::default();
         let vblade = match peer {
             Peer::Engine => {
-                targets.serve(&link.target, link.target_if(), vec![file_export(1, 0, image.path())]);
+                targets.serve(ns, ifname, vec![file_export(1, 0, image.path())]);
                 None
             }
-            Peer::Vblade => Some(vblade(&link.target, 1, 0, link.target_if(), image.path())),
+            Peer::Vblade => Some(vblade(ns, 1, 0, ifname, image.path())),
         };
-        Some(Setup { link, _targets: targets, _vblade: vblade })
+        Some(Setup { _targets: targets, _vblade: vblade, net })
     }
 }
 
@@ -103,7 +140,7 @@ fn region_args(i: usize) -> [String; 4] {
 /// compared with the image.
 fn concurrent_readers(test: &str, peer: Peer, mtu: u32, runs: usize) {
     let image = TempImage::new(PROCESSES * REGION, 0xC0FFEE).unwrap();
-    let Some(setup) = Setup::new(test, peer, mtu, &image) else { return };
+    let Some(setup) = Setup::new(test, peer, mtu, &image, None) else { return };
     let expected = pattern(0xC0FFEE, PROCESSES * REGION);
     for run in 0..runs {
         let outputs: Vec<TempImage> = (0..PROCESSES).map(|_| TempImage::zeroed(0).unwrap()).collect();
@@ -115,7 +152,7 @@ fn concurrent_readers(test: &str, peer: Peer, mtu: u32, runs: usize) {
                 args.extend(region_args(i));
                 args.push("e1.0".into());
                 args.push(out.path().to_str().unwrap().into());
-                (format!("run {run}: aoe {}", args.join(" ")), spawn(&setup.link.initiator, &args))
+                (format!("run {run}: aoe {}", args.join(" ")), spawn(&setup.net.initiator(), &args))
             })
             .collect();
         let start = Instant::now();
@@ -135,31 +172,31 @@ fn concurrent_readers(test: &str, peer: Peer, mtu: u32, runs: usize) {
     }
 }
 
-/// `runs` rounds of PROCESSES concurrent `aoe write`s of disjoint regions, each from its
-/// own file, then the image file compared with what each wrote.
-fn concurrent_writers(test: &str, peer: Peer, mtu: u32, runs: usize) {
-    let image = TempImage::zeroed(PROCESSES * REGION).unwrap();
-    let Some(setup) = Setup::new(test, peer, mtu, &image) else { return };
+/// `runs` rounds of PROCESSES concurrent `aoe write`s of disjoint regions of `region`
+/// bytes, each from its own file, then the image file compared with what each wrote.
+fn concurrent_writers(test: &str, peer: Peer, mtu: u32, runs: usize, region: usize, lossy: Option<Plan>) {
+    let image = TempImage::zeroed(PROCESSES * region).unwrap();
+    let Some(setup) = Setup::new(test, peer, mtu, &image, lossy) else { return };
     for run in 0..runs {
         let seeds: Vec<u64> = (0..PROCESSES).map(|i| (run * PROCESSES + i) as u64 + 1).collect();
-        let inputs: Vec<TempImage> = seeds.iter().map(|&s| TempImage::new(REGION, s).unwrap()).collect();
+        let inputs: Vec<TempImage> = seeds.iter().map(|&s| TempImage::new(region, s).unwrap()).collect();
         let children = inputs
             .iter()
             .enumerate()
             .map(|(i, input)| {
-                let mut args = vec!["write".to_string(), "--offset".into(), (i * REGION).to_string()];
+                let mut args = vec!["write".to_string(), "--offset".into(), (i * region).to_string()];
                 args.push("e1.0".into());
                 args.push(input.path().to_str().unwrap().into());
-                (format!("run {run}: aoe {}", args.join(" ")), spawn(&setup.link.initiator, &args))
+                (format!("run {run}: aoe {}", args.join(" ")), spawn(&setup.net.initiator(), &args))
             })
             .collect();
         let start = Instant::now();
         wait_all(children);
         for (i, &seed) in seeds.iter().enumerate() {
-            let got = image.read_at((i * REGION) as u64, REGION).unwrap();
-            let want = pattern(seed, REGION);
+            let got = image.read_at((i * region) as u64, region).unwrap();
+            let want = pattern(seed, region);
             if let Some(at) = got.iter().zip(&want).position(|(a, b)| a != b) {
-                let sector = (i * REGION + at) / 512;
+                let sector = (i * region + at) / 512;
                 panic!("{peer:?} run {run}: writer {i}'s region differs from byte {at} (sector {sector})");
             }
         }
@@ -167,6 +204,11 @@ fn concurrent_writers(test: &str, peer: Peer, mtu: u32, runs: usize) {
             "{peer:?} MTU {mtu} run {run}: {PROCESSES} writers in {:.2} s, image right",
             start.elapsed().as_secs_f64()
         );
+        if let Net::Relay(relay) = &setup.net {
+            let (there, back) = (relay.to_target().stats(), relay.to_initiator().stats());
+            eprintln!("relay: to the target {there:?}; to the initiators {back:?}");
+            assert!(there.dropped > 0 && there.duplicated > 0 && back.dropped > 0 && back.duplicated > 0);
+        }
     }
 }
 
@@ -182,15 +224,32 @@ fn four_readers_at_once_against_vblade() {
 
 #[test]
 fn four_writers_at_once_against_aoe_target() {
-    concurrent_writers("four_writers_at_once_against_aoe_target", Peer::Engine, 9000, 3);
+    concurrent_writers("four_writers_at_once_against_aoe_target", Peer::Engine, 9000, 3, REGION, None);
 }
 
 #[test]
 fn four_writers_at_once_against_vblade() {
-    concurrent_writers("four_writers_at_once_against_vblade", Peer::Vblade, 9000, 3);
+    concurrent_writers("four_writers_at_once_against_vblade", Peer::Vblade, 9000, 3, REGION, None);
 }
 
 #[test]
 fn four_readers_at_once_at_mtu_1500() {
     concurrent_readers("four_readers_at_once_at_mtu_1500", Peer::Engine, 1500, 2);
+}
+
+/// 5 % of the frames dropped and 5 % duplicated, each way, in the relay.
+fn lossy() -> Plan {
+    Plan { drop: 0.05, duplicate: 0.05, seed: 11, ..Plan::NONE }
+}
+
+#[test]
+fn four_writers_at_once_through_a_lossy_link_against_aoe_target() {
+    let test = "four_writers_at_once_through_a_lossy_link_against_aoe_target";
+    concurrent_writers(test, Peer::Engine, 9000, 2, 4 * MIB, Some(lossy()));
+}
+
+#[test]
+fn four_writers_at_once_through_a_lossy_link_against_vblade() {
+    let test = "four_writers_at_once_through_a_lossy_link_against_vblade";
+    concurrent_writers(test, Peer::Vblade, 9000, 2, 4 * MIB, Some(lossy()));
 }
