@@ -1,11 +1,17 @@
 //! A blocking AoE disk over one or more transports: `read_at`, `write_at`, `flush` at any
 //! offset and length, plus the config, mask and reserve commands.
 //!
-//! Each call submits its work to a [`Session`] and drives it to completion: send a batch of
-//! frames, receive a batch with the session's timeout, feed the answers in, repeat. Frames are
-//! pipelined up to the window; data goes straight from the caller's buffer into the frames and
-//! from the answers into the caller's buffer. Unaligned edges are read, patched and written
-//! back (read-modify-write of the edge sectors).
+//! Each call submits its work to a [`Session`] and drives it to completion on the
+//! [`driver`](crate::driver): send a batch of frames, receive a batch with the session's
+//! timeout, feed the answers in, repeat. Frames are pipelined up to the window; data goes
+//! straight from the caller's buffer into the frames and from the answers into the caller's
+//! buffer. Unaligned edges are read, patched and written back (read-modify-write of the edge
+//! sectors).
+//!
+//! For many requests in flight from one event loop, [`Device::submit`] queues an [`Io`] that
+//! owns its buffer, and [`Device::poll`] drives the network until one completes and hands
+//! the buffer back in a [`Done`]. For many threads, [`SharedDevice`](crate::shared::SharedDevice)
+//! runs a device on a thread of its own.
 //!
 //! ```no_run
 //! use aoe_initiator::device::{Device, DeviceOptions};
@@ -22,7 +28,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aoe_proto::{
     ConfigCommand, Directive, DirectiveCommand, Identify, MacAddr, MaskCommand, ReserveCommand, SECTOR_SIZE,
@@ -30,7 +38,7 @@ use aoe_proto::{
 use aoe_transport::Transport;
 
 use crate::discover::{self, DiscoverOptions, TargetInfo};
-use crate::driver::Driver;
+use crate::driver::{Driver, Wake};
 use crate::session::{
     self, AtaReply, AtaRequest, ConfigReply, ConfigRequest, Event, IoBuffers, MaskRequest, OpId, Reply,
     Request, ReserveRequest, Session, SessionConfig, SessionStats,
@@ -78,6 +86,41 @@ impl Default for DeviceOptions {
     }
 }
 
+/// Sector I/O for [`Device::submit`]: whole sectors, owning its buffer, which comes back in
+/// the [`Done`].
+#[derive(Debug)]
+pub enum Io {
+    /// Fill `buf` from the disk at byte `offset`.
+    Read {
+        /// A multiple of 512.
+        offset: u64,
+        /// A multiple of 512 bytes long.
+        buf: Vec<u8>,
+    },
+    /// Write `buf` to the disk at byte `offset`.
+    Write {
+        /// A multiple of 512.
+        offset: u64,
+        /// A multiple of 512 bytes long.
+        buf: Vec<u8>,
+    },
+    /// Make every write completed before it durable (FLUSH CACHE (EXT)); sent once every op
+    /// submitted before it completed. A disk without a cache completes it at once.
+    Flush,
+}
+
+/// A submitted [`Io`] that completed.
+#[derive(Debug)]
+pub struct Done {
+    /// What [`Device::submit`] returned for it.
+    pub id: OpId,
+    /// How it went.
+    pub result: Result<(), Error>,
+    /// The buffer it was submitted with (filled, for a read that succeeded); empty for a
+    /// flush.
+    pub buf: Vec<u8>,
+}
+
 /// An AoE disk. See the [module docs](self).
 pub struct Device {
     links: Vec<Box<dyn Transport>>,
@@ -85,6 +128,11 @@ pub struct Device {
     session: Session,
     info: TargetInfo,
     edges: Box<[u8; 2 * SECTOR_SIZE]>,
+    /// Buffers of submitted ops in progress.
+    submitted: HashMap<OpId, Vec<u8>>,
+    /// Submitted ops that completed, not handed out yet.
+    done: VecDeque<Done>,
+    has_wake: bool,
 }
 
 impl Device {
@@ -154,7 +202,121 @@ impl Device {
         }
         let session = Session::new(cfg)?;
         let driver = Driver::new(&links, opts.batch_frames);
-        Ok(Device { links, driver, session, info, edges: Box::new([0; 2 * SECTOR_SIZE]) })
+        Ok(Device {
+            links,
+            driver,
+            session,
+            info,
+            edges: Box::new([0; 2 * SECTOR_SIZE]),
+            submitted: HashMap::new(),
+            done: VecDeque::new(),
+            has_wake: false,
+        })
+    }
+
+    /// Queues `io` and returns at once; [`poll`](Self::poll) drives it. Fails without
+    /// queueing for a range outside the disk or off sector boundaries.
+    pub fn submit(&mut self, io: Io) -> Result<OpId, Error> {
+        let (request, buf) = match io {
+            Io::Read { offset, buf } => {
+                (Request::Read { lba: self.lba(offset, &buf)?, sectors: sectors(&buf) }, buf)
+            }
+            Io::Write { offset, buf } => {
+                (Request::Write { lba: self.lba(offset, &buf)?, sectors: sectors(&buf) }, buf)
+            }
+            // Nothing to send: an empty read completes at once, without a frame.
+            Io::Flush if self.info.flush_command.is_none() => {
+                (Request::Read { lba: 0, sectors: 0 }, Vec::new())
+            }
+            Io::Flush => (Request::Flush, Vec::new()),
+        };
+        let id = self.session.submit(request);
+        self.submitted.insert(id, buf);
+        // Ops that fail their checks complete at once.
+        self.take_events();
+        Ok(id)
+    }
+
+    /// Submitted ops not handed out by [`poll`](Self::poll) yet.
+    pub fn pending(&self) -> usize {
+        self.submitted.len() + self.done.len()
+    }
+
+    /// The next submitted op that completed. Drives the network until one does, `deadline`
+    /// passes, or the [`Wake`] given to [`set_wake`](Self::set_wake) is woken; `None` in those
+    /// two cases, and at once when nothing is pending and no wake-up is set.
+    pub fn poll(&mut self, deadline: Option<Instant>) -> Result<Option<Done>, Error> {
+        if let Some(done) = self.done.pop_front() {
+            return Ok(Some(done));
+        }
+        if self.submitted.is_empty() && !self.has_wake {
+            return Ok(None);
+        }
+        let mut buffers = Buffers { regions: Regions::default(), submitted: &mut self.submitted };
+        let mut completed = Vec::new();
+        let result = self.driver.run_until(
+            &mut self.links,
+            std::slice::from_mut(&mut self.session),
+            &mut buffers,
+            deadline,
+            |_, event| match event {
+                Event::Complete { op, result } => {
+                    completed.push((op, result));
+                    true
+                }
+                other => {
+                    log_event(&other);
+                    false
+                }
+            },
+        );
+        for (op, result) in completed {
+            complete(&mut self.submitted, op, result, &mut self.done);
+        }
+        if let Err(e) = result {
+            self.session.abandon_all();
+            self.fail_submitted(&e);
+            return Err(e);
+        }
+        Ok(self.done.pop_front())
+    }
+
+    /// Lets `wake` interrupt [`poll`](Self::poll) from another thread: the way a thread that
+    /// owns the device learns of new work while it waits for the network.
+    pub fn set_wake(&mut self, wake: Arc<Wake>) {
+        self.driver.set_wake(wake);
+        self.has_wake = true;
+    }
+
+    /// The first sector of sector I/O at byte `offset` into `buf`, if it is whole sectors
+    /// within the disk.
+    fn lba(&self, offset: u64, buf: &[u8]) -> Result<u64, Error> {
+        if offset % SECTOR != 0 || buf.len() as u64 % SECTOR != 0 {
+            return Err(Error::Invalid("submitted I/O must start and end on 512-byte sector boundaries"));
+        }
+        self.span(offset, buf.len())?;
+        Ok(offset / SECTOR)
+    }
+
+    /// Completions the session has ready, outside a drive of the network.
+    fn take_events(&mut self) {
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                Event::Complete { op, result } => {
+                    complete(&mut self.submitted, op, result, &mut self.done);
+                }
+                other => log_event(&other),
+            }
+        }
+    }
+
+    /// After a transport error the session forgets every op: the submitted ones complete
+    /// with (a copy of) the error.
+    fn fail_submitted(&mut self, e: &Error) {
+        for (id, buf) in self.submitted.drain() {
+            let result = Err(Error::io("the transport failed", std::io::Error::other(e.to_string())));
+            self.done.push_back(Done { id, result, buf });
+        }
     }
 
     /// What is known about the target.
@@ -200,8 +362,7 @@ impl Device {
             let op = self.session.submit(Request::Read { lba: span.tail_lba(), sectors: 1 });
             regions.add(op, Region::Read(tail_edge));
         }
-        let result = run(&mut self.driver, &mut self.links, &mut self.session, &mut regions);
-        result?;
+        drive!(self).run(regions)?;
         head.copy_from_slice(&self.edges[span.skip..span.skip + span.head_len]);
         tail.copy_from_slice(&self.edges[SECTOR_SIZE..SECTOR_SIZE + span.tail_len]);
         Ok(())
@@ -234,7 +395,7 @@ impl Device {
                 let op = self.session.submit(Request::Read { lba: span.tail_lba(), sectors: 1 });
                 regions.add(op, Region::Read(tail_edge));
             }
-            run(&mut self.driver, &mut self.links, &mut self.session, &mut regions)?;
+            drive!(self).run(regions)?;
         }
         if span.head_len == 0 && span.tail_len == 0 {
             return Ok(());
@@ -251,7 +412,7 @@ impl Device {
             let op = self.session.submit(Request::Write { lba: span.tail_lba(), sectors: 1 });
             regions.add(op, Region::Write(tail_edge));
         }
-        run(&mut self.driver, &mut self.links, &mut self.session, &mut regions)
+        drive!(self).run(regions)
     }
 
     /// Asks the target to make every completed write durable.
@@ -347,7 +508,7 @@ impl Device {
         let mut reply = None;
         let mut regions = Regions::default();
         regions.add(op, Region::None);
-        run_with(&mut self.driver, &mut self.links, &mut self.session, &mut regions, |id, r| {
+        drive!(self).run_with(regions, |id, r| {
             if id == op {
                 reply = Some(r);
             }
@@ -464,54 +625,142 @@ impl IoBuffers for Regions<'_> {
     }
 }
 
-/// Drives the session until every op in `regions` completed; the first error wins.
-fn run(
-    driver: &mut Driver,
-    links: &mut [Box<dyn Transport>],
-    session: &mut Session,
-    regions: &mut Regions<'_>,
-) -> Result<(), Error> {
-    let mut first_error = None;
-    run_with(driver, links, session, regions, |_, r| {
-        if let Err(e) = r {
-            first_error.get_or_insert(e);
-        }
-    })?;
-    first_error.map_or(Ok(()), Err)
+/// The memory of a drive of the network: the regions of a blocking call, and the buffers of
+/// submitted ops.
+struct Buffers<'a, 'b> {
+    regions: Regions<'a>,
+    submitted: &'b mut HashMap<OpId, Vec<u8>>,
 }
 
-fn run_with(
-    driver: &mut Driver,
-    links: &mut [Box<dyn Transport>],
-    session: &mut Session,
-    regions: &mut Regions<'_>,
-    mut done: impl FnMut(OpId, Result<Reply, Error>),
-) -> Result<(), Error> {
-    let mut left = regions.len();
-    let ops: [Option<OpId>; 3] = std::array::from_fn(|i| regions.list[i].as_ref().map(|(id, _)| *id));
-    let sessions = std::slice::from_mut(session);
-    let result = driver.run(links, sessions, regions, |_, event| {
-        match event {
-            Event::Complete { op, result } if ops.contains(&Some(op)) => {
-                left -= 1;
-                done(op, result);
-            }
-            Event::Complete { op, .. } => tracing::debug!(?op, "completion of an op from an earlier call"),
-            Event::PathDown { path } => tracing::warn!(path, "path down"),
-            Event::PathUp { path } => tracing::info!(path, "path up"),
-            Event::TargetDead => tracing::warn!("target dead"),
+/// Hands the buffer of submitted op `op` out with its result, if it is one.
+fn complete(
+    submitted: &mut HashMap<OpId, Vec<u8>>,
+    op: OpId,
+    result: Result<Reply, Error>,
+    done: &mut VecDeque<Done>,
+) {
+    match submitted.remove(&op) {
+        Some(buf) => done.push_back(Done { id: op, result: result.map(drop), buf }),
+        None => tracing::debug!(?op, "completion of an op from an earlier call"),
+    }
+}
+
+impl IoBuffers for Buffers<'_, '_> {
+    fn load(&mut self, op: OpId, offset: usize, out: &mut [u8]) {
+        match self.submitted.get(&op) {
+            Some(buf) => match buf.get(offset..offset + out.len()) {
+                Some(src) => out.copy_from_slice(src),
+                None => debug_assert!(false, "write data out of bounds"),
+            },
+            None => self.regions.load(op, offset, out),
         }
-        left == 0
-    });
-    if result.is_err() || left > 0 {
-        // The buffers of this call are about to go away: no op of it may outlive it.
-        session.abandon_all();
     }
-    result?;
-    if left > 0 {
-        return Err(Error::BadAnswer("session went idle before every op completed"));
+
+    fn store(&mut self, op: OpId, offset: usize, data: &[u8]) {
+        match self.submitted.get_mut(&op) {
+            Some(buf) => match buf.get_mut(offset..offset + data.len()) {
+                Some(dst) => dst.copy_from_slice(data),
+                None => debug_assert!(false, "read data out of bounds"),
+            },
+            None => self.regions.store(op, offset, data),
+        }
     }
-    Ok(())
+}
+
+fn log_event(event: &Event) {
+    match event {
+        Event::Complete { op, .. } => tracing::debug!(?op, "completion nobody waits for"),
+        Event::PathDown { path } => tracing::warn!(path, "path down"),
+        Event::PathUp { path } => tracing::info!(path, "path up"),
+        Event::TargetDead => tracing::warn!("target dead"),
+    }
+}
+
+/// Sectors in a buffer of whole sectors.
+fn sectors(buf: &[u8]) -> u64 {
+    buf.len() as u64 / SECTOR
+}
+
+/// The [`Drive`] of a device, from its fields, so that the edge buffers stay borrowable.
+macro_rules! drive {
+    ($device:ident) => {
+        Drive {
+            driver: &mut $device.driver,
+            links: &mut $device.links,
+            session: &mut $device.session,
+            submitted: &mut $device.submitted,
+            done: &mut $device.done,
+        }
+    };
+}
+use drive;
+
+/// What a blocking call drives: the device's parts other than the edge buffers its regions
+/// borrow.
+struct Drive<'d> {
+    driver: &'d mut Driver,
+    links: &'d mut [Box<dyn Transport>],
+    session: &'d mut Session,
+    submitted: &'d mut HashMap<OpId, Vec<u8>>,
+    done: &'d mut VecDeque<Done>,
+}
+
+impl Drive<'_> {
+    /// Drives the session until every op in `regions` completed; the first error wins.
+    fn run(&mut self, regions: Regions<'_>) -> Result<(), Error> {
+        let mut first_error = None;
+        self.run_with(regions, |_, r| {
+            if let Err(e) = r {
+                first_error.get_or_insert(e);
+            }
+        })?;
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Drives the session until every op in `regions` completed, handing each result to
+    /// `done`. Submitted ops that complete meanwhile are kept for [`Device::poll`].
+    fn run_with(
+        &mut self,
+        regions: Regions<'_>,
+        mut done: impl FnMut(OpId, Result<Reply, Error>),
+    ) -> Result<(), Error> {
+        let mut left = regions.len();
+        let ops: [Option<OpId>; 3] = std::array::from_fn(|i| regions.list[i].as_ref().map(|(id, _)| *id));
+        let mut buffers = Buffers { regions, submitted: self.submitted };
+        let mut others = Vec::new();
+        let result =
+            self.driver.run(self.links, std::slice::from_mut(self.session), &mut buffers, |_, event| {
+                match event {
+                    Event::Complete { op, result } if ops.contains(&Some(op)) => {
+                        left -= 1;
+                        done(op, result);
+                    }
+                    Event::Complete { op, result } => others.push((op, result)),
+                    other => log_event(&other),
+                }
+                left == 0
+            });
+        for (op, result) in others {
+            complete(self.submitted, op, result, self.done);
+        }
+        if result.is_err() || left > 0 {
+            // The buffers of this call are about to go away: no op of it may outlive it.
+            self.session.abandon_all();
+            let e = match &result {
+                Err(e) => e.to_string(),
+                Ok(_) => "session went idle before every op completed".to_owned(),
+            };
+            for (id, buf) in self.submitted.drain() {
+                let result = Err(Error::io("the transport failed", std::io::Error::other(e.clone())));
+                self.done.push_back(Done { id, result, buf });
+            }
+        }
+        result?;
+        if left > 0 {
+            return Err(Error::BadAnswer("session went idle before every op completed"));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ enum Net {
     /// A veth pair.
     Link(Link),
     /// Two veth pairs and a relay between them that drops and duplicates frames.
-    Relay(Relay),
+    Relay(Box<Relay>),
 }
 
 impl Net {
@@ -83,9 +83,9 @@ impl Setup {
         }
         let net = match lossy {
             None => Net::Link(Link::new("aoeconc", mtu).unwrap()),
-            Some(plan) => {
-                Net::Relay(Relay::new("aoeclos", mtu, plan, Plan { seed: plan.seed + 1, ..plan }).unwrap())
-            }
+            Some(plan) => Net::Relay(Box::new(
+                Relay::new("aoeclos", mtu, plan, Plan { seed: plan.seed + 1, ..plan }).unwrap(),
+            )),
         };
         let (ns, ifname) = net.target();
         let mut targets = Targets::default();
@@ -152,7 +152,7 @@ fn concurrent_readers(test: &str, peer: Peer, mtu: u32, runs: usize) {
                 args.extend(region_args(i));
                 args.push("e1.0".into());
                 args.push(out.path().to_str().unwrap().into());
-                (format!("run {run}: aoe {}", args.join(" ")), spawn(&setup.net.initiator(), &args))
+                (format!("run {run}: aoe {}", args.join(" ")), spawn(setup.net.initiator(), &args))
             })
             .collect();
         let start = Instant::now();
@@ -187,7 +187,7 @@ fn concurrent_writers(test: &str, peer: Peer, mtu: u32, runs: usize, region: usi
                 let mut args = vec!["write".to_string(), "--offset".into(), (i * region).to_string()];
                 args.push("e1.0".into());
                 args.push(input.path().to_str().unwrap().into());
-                (format!("run {run}: aoe {}", args.join(" ")), spawn(&setup.net.initiator(), &args))
+                (format!("run {run}: aoe {}", args.join(" ")), spawn(setup.net.initiator(), &args))
             })
             .collect();
         let start = Instant::now();

@@ -1,5 +1,6 @@
 //! Device tests over the in-memory hub, with fake targets answering from threads.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use aoe_transport::memory::{Impairments, MemoryHub};
@@ -242,4 +243,70 @@ fn two_paths_fail_over_when_one_breaks() {
     // Still works, on the remaining path only.
     dev.read_at(&mut back, 0).unwrap();
     assert!(back == data);
+}
+
+#[test]
+fn submitted_io_completes_through_poll_with_its_buffer() {
+    let (hub, target, _lab) = setup(1500, 256, 2);
+    let mut dev = open(&hub, &quick());
+    let mut written = HashMap::new();
+    for k in 0..8u64 {
+        let data = random(4096, 100 + k);
+        let id = dev.submit(Io::Write { offset: k * 8192, buf: data.clone() }).unwrap();
+        written.insert(id, (k, data));
+    }
+    let flush = dev.submit(Io::Flush).unwrap();
+    assert_eq!(dev.pending(), 9);
+    let mut finished = Vec::new();
+    while dev.pending() > 0 {
+        let done = dev.poll(Some(Instant::now() + Duration::from_secs(10))).unwrap().expect("a completion");
+        assert!(done.result.is_ok(), "{done:?}");
+        finished.push(done.id);
+        if let Some((_, data)) = written.get(&done.id) {
+            assert_eq!(&done.buf, data, "the buffer comes back");
+        }
+    }
+    assert_eq!(finished.last(), Some(&flush), "the flush waits for the writes before it");
+    assert_eq!(dev.poll(None).unwrap().map(|d| d.id), None, "nothing pending");
+    for (k, data) in written.values() {
+        let at = (*k * 8192) as usize;
+        assert_eq!(&target.lock().unwrap().disk[at..at + 4096], &data[..]);
+    }
+
+    // Reads, many in flight; a blocking call in between keeps their completions.
+    let ids: Vec<(OpId, u64)> = (0..8u64)
+        .map(|k| (dev.submit(Io::Read { offset: k * 8192, buf: vec![0; 4096] }).unwrap(), k))
+        .collect();
+    let mut sector = [0u8; 512];
+    dev.read_at(&mut sector, 0).unwrap();
+    let mut got = HashMap::new();
+    while dev.pending() > 0 {
+        let done = dev.poll(None).unwrap().expect("a completion");
+        got.insert(done.id, done.buf);
+    }
+    for (id, k) in ids {
+        let (_, data) = written.values().find(|(kk, _)| *kk == k).unwrap();
+        assert_eq!(&got[&id], data, "read {k}");
+    }
+
+    // Off sector boundaries or beyond the end: refused without queueing.
+    assert!(matches!(dev.submit(Io::Read { offset: 1, buf: vec![0; 512] }), Err(Error::Invalid(_))));
+    assert!(matches!(dev.submit(Io::Write { offset: 0, buf: vec![0; 100] }), Err(Error::Invalid(_))));
+    let end = dev.size_bytes();
+    assert!(matches!(dev.submit(Io::Read { offset: end, buf: vec![0; 512] }), Err(Error::OutOfRange { .. })));
+    assert_eq!(dev.pending(), 0);
+}
+
+#[test]
+fn a_dead_target_fails_submitted_io() {
+    let (hub, _target, lab) = setup(1500, 64, 2);
+    let mut opts = quick();
+    opts.dead_timeout = Duration::from_millis(200);
+    let mut dev = open(&hub, &opts);
+    drop(lab);
+    let id = dev.submit(Io::Read { offset: 0, buf: vec![0; 1024] }).unwrap();
+    let done = dev.poll(Some(Instant::now() + Duration::from_secs(10))).unwrap().expect("a completion");
+    assert_eq!(done.id, id);
+    assert!(matches!(done.result, Err(Error::TargetDead { .. })), "{:?}", done.result);
+    assert_eq!(done.buf.len(), 1024);
 }
