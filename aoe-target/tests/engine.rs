@@ -10,7 +10,7 @@ use aoe_proto::{
     ReserveRepr,
 };
 use aoe_target::backend::{Backend, MemoryBackend};
-use aoe_target::export::{Export, ExportConfig, Port, MAX_LIST_ENTRIES};
+use aoe_target::export::{Export, ExportConfig, Port, Received, MAX_LIST_ENTRIES};
 
 const TARGET: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x10]);
 const HOST: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x20]);
@@ -42,7 +42,9 @@ impl Rig {
         self.raw(&buf[..len])
     }
     fn raw(&mut self, frame: &[u8]) -> Option<Vec<u8>> {
-        let n = self.export.handle(&self.port, frame, &mut self.out)?;
+        let request = Received::parse(frame).ok()?;
+        let outcome = self.export.handle(&self.port, &request, &mut self.out).expect("room for the answer");
+        let n = outcome.complete(self.export.backend(), &mut self.out).expect("room for the answer")?;
         assert!(n >= 60, "answer of {n} bytes is not padded to 60");
         Some(self.out[..n].to_vec())
     }
