@@ -1,6 +1,6 @@
 //! A writable, in-place view of a whole ATA frame (command 0): the Ethernet, common and ATA
 //! headers at the start of a caller's buffer, then the sector area at
-//! [`ATA_DATA_OFFSET`](crate::sizing::ATA_DATA_OFFSET).
+//! [`crate::sizing::ATA_DATA_OFFSET`].
 //!
 //! Both sides build ATA frames the same way: headers first, then the sectors written in place
 //! (a target reads from its disk straight into an answer; an initiator copies a write's data
