@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use aoe_initiator::session::{Event, IoBuffers, OpId, Path, Reply, Request, Session, SessionConfig};
 use aoe_proto::MacAddr;
 use aoe_target::backend::MemoryBackend;
-use aoe_target::export::{Export, ExportConfig, Port};
+use aoe_target::export::{Export, ExportConfig, Port, Received};
 
 struct Counting;
 
@@ -121,7 +121,9 @@ fn warmed_up_session_does_not_allocate() {
                 }
             });
             while let Some(tx) = counted(|| session.poll_transmit(t, &mut frame, regions)) {
-                let n = export.handle(&port, &frame[..tx.len], &mut answer).expect("an answer");
+                let request = Received::parse(&frame[..tx.len]).unwrap();
+                let outcome = export.handle(&port, &request, &mut answer).unwrap();
+                let n = outcome.complete(export.backend(), &mut answer).unwrap().expect("an answer");
                 counted(|| {
                     assert!(session.handle_frame(t, &answer[..n], regions));
                     while let Some(e) = session.poll_event() {

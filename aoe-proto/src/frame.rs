@@ -296,22 +296,9 @@ impl<'a> FrameRepr<'a> {
         }
     }
 
-    /// The Ethernet and common headers (24 bytes) as three little-endian words, so that
-    /// they are assembled in registers and written with three stores.
     #[inline]
     fn common_words(&self, command: Command) -> [LeU64; 3] {
-        let [d0, d1, d2, d3, d4, d5] = self.dst.0;
-        let [s0, s1, s2, s3, s4, s5] = self.src.0;
-        let [e0, e1] = ETHERTYPE_AOE.to_be_bytes();
-        let h = &self.header;
-        let ver_flags = (VERSION << 4) | (h.flags.bits() & 0x0F);
-        let [m0, m1] = h.shelf.to_be_bytes();
-        let [t0, t1, t2, t3] = h.tag.to_be_bytes();
-        [
-            LeU64::new(u64::from_le_bytes([d0, d1, d2, d3, d4, d5, s0, s1])),
-            LeU64::new(u64::from_le_bytes([s2, s3, s4, s5, e0, e1, ver_flags, h.error])),
-            LeU64::new(u64::from_le_bytes([m0, m1, h.slot, command.into(), t0, t1, t2, t3])),
-        ]
+        common_words(self.dst, self.src, &self.header, command)
     }
 
     /// Writes the Ethernet and common headers, `head` and `tail`.
@@ -353,6 +340,23 @@ impl<'a> FrameRepr<'a> {
         let len = self.emit(buf)?;
         crate::sizing::pad_to_minimum(buf, len).ok_or(EmitError::BufferTooSmall { need, got: buf.len() })
     }
+}
+
+/// The Ethernet and common headers (24 bytes) as three little-endian words, so that they are
+/// assembled in registers and written with three stores.
+#[inline]
+pub(crate) fn common_words(dst: MacAddr, src: MacAddr, h: &HeaderRepr, command: Command) -> [LeU64; 3] {
+    let [d0, d1, d2, d3, d4, d5] = dst.0;
+    let [s0, s1, s2, s3, s4, s5] = src.0;
+    let [e0, e1] = ETHERTYPE_AOE.to_be_bytes();
+    let ver_flags = (VERSION << 4) | (h.flags.bits() & 0x0F);
+    let [m0, m1] = h.shelf.to_be_bytes();
+    let [t0, t1, t2, t3] = h.tag.to_be_bytes();
+    [
+        LeU64::new(u64::from_le_bytes([d0, d1, d2, d3, d4, d5, s0, s1])),
+        LeU64::new(u64::from_le_bytes([s2, s3, s4, s5, e0, e1, ver_flags, h.error])),
+        LeU64::new(u64::from_le_bytes([m0, m1, h.slot, command.into(), t0, t1, t2, t3])),
+    ]
 }
 
 /// Views the start of `buf` as a mutable `T`, with the bytes after it.

@@ -9,6 +9,10 @@
 //!   was wrong and where.
 //! - Emitting: [`FrameRepr`] holds plain values and writes them into a caller's `&mut [u8]`
 //!   ([`FrameRepr::emit`], [`FrameRepr::emit_padded`]).
+//! - Building ATA frames in place: [`AtaFrame`] writes the headers of a request or an answer
+//!   into a caller's buffer, hands out the sector area after them for data to be read or
+//!   copied into, lets registers be set afterwards (status, error, sector count, LBA) and
+//!   pads the frame to the Ethernet minimum ([`AtaFrame::finish`]).
 //! - [`identify`] builds and reads IDENTIFY DEVICE data; [`sizing`] says how many sectors
 //!   fit an MTU.
 //!
@@ -41,6 +45,7 @@ mod code;
 mod error;
 
 pub mod ata;
+pub mod ata_frame;
 pub mod config;
 pub mod ethernet;
 pub mod frame;
@@ -51,6 +56,7 @@ pub mod reserve;
 pub mod sizing;
 
 pub use ata::{AtaCommand, AtaError, AtaFlags, AtaHeader, AtaRepr, AtaStatus};
+pub use ata_frame::AtaFrame;
 pub use config::{ConfigCommand, ConfigHeader, ConfigRepr};
 pub use error::{EmitError, ParseError};
 pub use ethernet::{EthernetHeader, MacAddr, ETHERTYPE_AOE};

@@ -5,9 +5,9 @@ mod common;
 
 use aoe_proto::ethernet::MIN_FRAME_LEN;
 use aoe_proto::{
-    AtaCommand, AtaFlags, AtaRepr, Body, BodyRepr, Command, ConfigCommand, ConfigRepr, Directive,
-    DirectiveCommand, Flags, Frame, FrameRepr, HeaderRepr, MacAddr, MaskCommand, MaskError, MaskRepr,
-    ReserveCommand, ReserveRepr,
+    AtaCommand, AtaError, AtaFlags, AtaFrame, AtaRepr, AtaStatus, Body, BodyRepr, Command, ConfigCommand,
+    ConfigRepr, Directive, DirectiveCommand, EmitError, Flags, Frame, FrameRepr, HeaderRepr, MacAddr,
+    MaskCommand, MaskError, MaskRepr, ReserveCommand, ReserveRepr,
 };
 use common::hex;
 
@@ -288,4 +288,105 @@ fn read_answer_with_a_zero_sector_count_keeps_its_data() {
     assert_eq!(header.sector_count, 0);
     assert_eq!(data.len(), 1024);
     assert!(data.iter().all(|&b| b == 0x5A));
+}
+
+// ---- the in-place ATA frame view --------------------------------------------------------
+
+/// The Linux-style LBA48 read request, built in place: headers only, padded to 60.
+#[test]
+fn ata_frame_emits_a_read_request_byte_for_byte() {
+    let golden = hex("9a a8 13 69 85 8b 6e 26 e9 25 69 fe 88 a2 10 00
+                      00 07 03 00 00 00 00 2a
+                      40 00 08 24 bc 9a 78 56 34 12 00 00");
+    let mut buf = [0x55u8; 64];
+    let header = HeaderRepr::request(7, 3, 42);
+    let frame =
+        AtaFrame::emit(&mut buf, VBLADE, INITIATOR, &header, &AtaRepr::read(0x1234_5678_9abc, 8, true))
+            .unwrap();
+    assert_eq!(frame.finish(0), Ok(MIN_FRAME_LEN));
+    assert_eq!(buf[..36], golden[..]);
+    assert_eq!(buf[36..60], [0; 24], "padding is zeros");
+    assert_eq!(buf[60..], [0x55; 4], "nothing written past the padded frame");
+}
+
+/// The LBA28 write request with its sector: headers, then the data copied into the sector
+/// area, then finish, as an initiator emits a write.
+#[test]
+fn ata_frame_emits_a_write_request_with_its_data() {
+    let mut golden = hex("9a a8 13 69 85 8b 6e 26 e9 25 69 fe 88 a2 10 00
+                          00 07 03 00 de ad be ef
+                          01 00 01 30 67 45 23 e1 00 00 00 00");
+    let data: Vec<u8> = (0..512u32).map(|i| (i * 7 % 251) as u8).collect();
+    golden.extend_from_slice(&data);
+    let mut buf = vec![0x55u8; 1514];
+    let header = HeaderRepr::request(7, 3, 0xdead_beef);
+    let mut frame =
+        AtaFrame::emit(&mut buf, VBLADE, INITIATOR, &header, &AtaRepr::write(0x0123_4567, 1, false)).unwrap();
+    frame.data_mut(512).unwrap().copy_from_slice(&data);
+    assert_eq!(frame.finish(512), Ok(548));
+    assert_eq!(buf[..548], golden[..]);
+}
+
+/// A target's read answer as vblade sends it (sector count 0, status DRDY), built as a
+/// target does: headers from the request's registers, the registers set once the I/O is
+/// done, the sectors read into place.
+#[test]
+fn ata_frame_finishes_an_answer_in_place() {
+    let mut golden = hex("6e 26 e9 25 69 fe 9a a8 13 69 85 8b 88 a2 18 00
+                          00 01 00 00 00 00 00 2a
+                          40 00 00 40 64 00 00 00 00 00 00 00");
+    golden.extend_from_slice(&[0x5A; 1024]);
+    let mut buf = vec![0u8; 9014];
+    let header = HeaderRepr { flags: Flags::RESPONSE, error: 0, shelf: 1, slot: 0, tag: 42 };
+    let mut frame =
+        AtaFrame::emit(&mut buf, INITIATOR, VBLADE, &header, &AtaRepr::read(100, 2, true)).unwrap();
+    frame.data_mut(1024).unwrap().fill(0x5A);
+    // Later, in the same buffer: the I/O is done.
+    let mut frame = AtaFrame::new_checked(&mut buf).unwrap();
+    frame.set_sector_count(0);
+    frame.set_status(AtaStatus::DRDY);
+    frame.set_error(AtaError::empty());
+    assert_eq!(frame.ata().status(), AtaStatus::DRDY);
+    assert_eq!(frame.header().tag(), 42);
+    assert_eq!(frame.finish(1024), Ok(36 + 1024));
+    assert_eq!(buf[..36 + 1024], golden[..]);
+    let parsed = Frame::parse(&buf[..36 + 1024]).unwrap();
+    let Body::Ata { header, data } = parsed.body else { panic!("not ATA") };
+    assert_eq!((header.status(), header.error(), data.len()), (AtaStatus::DRDY, AtaError::empty(), 1024));
+}
+
+/// An error answer with no data: ERR and ABRT, padded to 60 over whatever the buffer held.
+#[test]
+fn ata_frame_error_answer_is_padded_over_stale_bytes() {
+    let mut buf = [0xEEu8; 128];
+    let header = HeaderRepr { flags: Flags::RESPONSE, error: 0, shelf: 1, slot: 0, tag: 1 };
+    let mut frame = AtaFrame::emit(&mut buf, INITIATOR, VBLADE, &header, &AtaRepr::read(0, 1, true)).unwrap();
+    frame.set_status(AtaStatus::DRDY | AtaStatus::ERR);
+    frame.set_error(AtaError::ABRT);
+    assert_eq!(frame.finish(0), Ok(60));
+    assert_eq!(buf[24..28], [0x40, 0x04, 0x01, 0x41]);
+    assert_eq!(buf[36..60], [0; 24]);
+    assert_eq!(buf[60], 0xEE);
+}
+
+#[test]
+fn ata_frame_lengths_are_checked() {
+    let header = HeaderRepr::request(1, 0, 0);
+    let read = AtaRepr::read(0, 1, true);
+    let mut short = [0u8; 35];
+    assert_eq!(
+        AtaFrame::emit(&mut short, VBLADE, INITIATOR, &header, &read).unwrap_err(),
+        EmitError::BufferTooSmall { need: 36, got: 35 }
+    );
+    assert!(AtaFrame::new_checked(&mut short).is_err());
+    // 36 bytes hold the headers, not the padding.
+    let mut exact = [0u8; 36];
+    let frame = AtaFrame::emit(&mut exact, VBLADE, INITIATOR, &header, &read).unwrap();
+    assert_eq!(frame.finish(0), Err(EmitError::BufferTooSmall { need: 60, got: 36 }));
+    let mut buf = [0u8; 548];
+    let mut frame = AtaFrame::emit(&mut buf, VBLADE, INITIATOR, &header, &read).unwrap();
+    assert_eq!(frame.payload().len(), 512);
+    assert!(frame.data_mut(512).is_ok());
+    assert_eq!(frame.data_mut(513).unwrap_err(), EmitError::BufferTooSmall { need: 549, got: 548 });
+    assert_eq!(frame.finish(513), Err(EmitError::BufferTooSmall { need: 549, got: 548 }));
 }

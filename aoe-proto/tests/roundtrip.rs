@@ -3,9 +3,9 @@
 
 use aoe_proto::identify::{Identify, IDENTIFY_LEN};
 use aoe_proto::{
-    AtaCommand, AtaFlags, AtaRepr, BodyRepr, Command, ConfigCommand, ConfigRepr, Directive, DirectiveCommand,
-    ErrorCode, Flags, Frame, FrameRepr, HeaderRepr, MacAddr, MaskCommand, MaskError, MaskRepr,
-    ReserveCommand, ReserveRepr, SECTOR_SIZE,
+    AtaCommand, AtaFlags, AtaFrame, AtaRepr, BodyRepr, Command, ConfigCommand, ConfigRepr, Directive,
+    DirectiveCommand, ErrorCode, Flags, Frame, FrameRepr, HeaderRepr, MacAddr, MaskCommand, MaskError,
+    MaskRepr, ReserveCommand, ReserveRepr, SECTOR_SIZE,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -227,6 +227,53 @@ proptest! {
             }
             _ => prop_assert_eq!(parsed, repr),
         }
+    }
+
+    /// Building an ATA frame in place (headers, data into the sector area, finish) gives the
+    /// bytes `FrameRepr::emit_padded` gives, over a buffer whatever it held before; and the
+    /// view over those bytes reads back every header.
+    #[test]
+    fn ata_frame_in_place_equals_emit_padded(owned in prop_oneof![ata_frame(), ata_frame_any_data()], stale in any::<u8>()) {
+        let repr = owned.repr();
+        let BodyRepr::Ata { header: ata, data } = repr.body else { unreachable!() };
+        let mut expect = vec![0u8; repr.buffer_len().max(60)];
+        let len = repr.emit_padded(&mut expect).unwrap();
+        let mut buf = vec![stale; len + 16];
+        let mut frame = AtaFrame::emit(&mut buf, repr.dst, repr.src, &repr.header, &ata).unwrap();
+        frame.data_mut(data.len()).unwrap().copy_from_slice(data);
+        prop_assert_eq!(frame.finish(data.len()), Ok(len));
+        prop_assert_eq!(&buf[..len], &expect[..len]);
+        prop_assert!(buf[len..].iter().all(|&b| b == stale), "nothing written past the frame");
+
+        let view = AtaFrame::new_checked(&mut buf[..len]).unwrap();
+        let parsed = Frame::parse(&expect[..len]).unwrap();
+        prop_assert_eq!(view.ethernet(), parsed.ethernet);
+        prop_assert_eq!(view.header(), parsed.header);
+        let aoe_proto::Body::Ata { header: parsed_ata, .. } = parsed.body else { unreachable!() };
+        prop_assert_eq!(view.ata(), parsed_ata);
+        prop_assert_eq!(view.payload().len(), len - 36);
+    }
+
+    /// Setters change only their own field.
+    #[test]
+    fn ata_frame_setters_round_trip(owned in ata_frame(), status in any::<u8>(), error in any::<u8>(), count in any::<u8>(), lba in 0u64..1 << 48, tag in any::<u32>()) {
+        let repr = owned.repr();
+        let mut buf = emit_vec(&repr);
+        let mut frame = AtaFrame::new_checked(&mut buf).unwrap();
+        frame.set_status(aoe_proto::AtaStatus::from_bits_retain(status));
+        frame.set_error(aoe_proto::AtaError::from_bits_retain(error));
+        frame.set_sector_count(count);
+        frame.set_lba48(lba);
+        frame.set_tag(tag);
+        let BodyRepr::Ata { header: ata, data } = repr.body else { unreachable!() };
+        let mut want = AtaRepr { cmd_status: status, err_feature: error, sector_count: count, lba, ..ata };
+        want.flags = ata.flags;
+        let mut header = repr.header;
+        header.tag = tag;
+        let mut expect = vec![0u8; buf.len()];
+        let body = BodyRepr::Ata { header: want, data };
+        FrameRepr { header, body, ..repr }.emit(&mut expect).unwrap();
+        prop_assert_eq!(buf, expect);
     }
 
     #[test]

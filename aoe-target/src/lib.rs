@@ -1,7 +1,11 @@
 //! An ATA over Ethernet target: export files, block devices or memory as AoE disks.
 //!
-//! - [`export`]: the sans-IO engine: a request frame in, an answer frame out.
-//! - [`backend`]: where the sectors live (files, block devices, memory, windows of them).
+//! - [`export`]: the sans-IO engine: a received frame in ([`export::Received`], parsed
+//!   once), an [`export::Outcome`] out: ignored (and why), answered, or waiting for sector
+//!   I/O ([`export::SectorIo`]) that the caller completes inline, from a mapping of the
+//!   backend, or on another thread.
+//! - [`backend`]: where the sectors live (files, block devices, memory, windows of them),
+//!   and the file mappings read answers are sent from without a copy.
 //! - [`server`]: the loop that joins a transport, the engine and the backends.
 //! - [`workers`]: threads that do sector I/O for a server, for backends slow enough to wait on.
 //! - [`ordering`]: the order in which an export's I/O on those threads may run.
@@ -9,7 +13,7 @@
 //! ```
 //! use aoe_proto::{AtaRepr, BodyRepr, Frame, FrameRepr, HeaderRepr, MacAddr, Body};
 //! use aoe_target::backend::MemoryBackend;
-//! use aoe_target::export::{Export, ExportConfig, Port};
+//! use aoe_target::export::{Export, ExportConfig, Port, Received};
 //!
 //! let mut export = Export::new(ExportConfig::new(1, 0), MemoryBackend::new(1 << 20));
 //! let port = Port::new(MacAddr([2, 0, 0, 0, 0, 1]), 9000);
@@ -23,15 +27,17 @@
 //! }
 //! .emit_padded(&mut request)?;
 //!
+//! // Parse once, handle, and do the sector I/O inline.
+//! let received = Received::parse(&request[..len])?;
 //! let mut answer = [0u8; 9014];
-//! let n = export.handle(&port, &request[..len], &mut answer).expect("an answer");
+//! let outcome = export.handle(&port, &received, &mut answer)?;
+//! let n = outcome.complete(export.backend(), &mut answer)?.expect("an answer");
 //! let frame = Frame::parse(&answer[..n])?;
 //! assert_eq!(frame.header.tag(), 42);
 //! let Body::Ata { data, .. } = frame.body else { unreachable!() };
 //! assert_eq!(data.len(), 1024);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-#![warn(missing_docs)]
 
 pub mod backend;
 pub mod cli;

@@ -58,17 +58,17 @@ impl IoOrder {
 
     /// Puts `io` last in the order. Call it in the order requests come: under the export's
     /// lock, before the lock is let go.
-    pub fn enter(self: &Arc<Self>, io: &SectorIo) -> Ticket {
+    pub fn enter(self: &Arc<Self>, io: &SectorIo<'_>) -> Ticket {
         let mut pending = self.lock();
         let seq = pending.next;
         pending.next += 1;
         // A flush covers the writes already answered, which are done: it waits for nothing
         // and holds nothing up.
-        let (start, end) = match io.op {
+        let (start, end) = match io.op() {
             SectorOp::Flush => (0, 0),
-            SectorOp::Read | SectorOp::Write => (io.offset, io.offset.saturating_add(io.len as u64)),
+            SectorOp::Read | SectorOp::Write => (io.offset(), io.offset().saturating_add(io.len() as u64)),
         };
-        let entry = Entry { seq, start, end, write: io.op == SectorOp::Write };
+        let entry = Entry { seq, start, end, write: io.op() == SectorOp::Write };
         pending.entries.push_back(entry);
         Ticket { order: Arc::clone(self), entry }
     }
@@ -113,8 +113,12 @@ impl Drop for Ticket {
 mod tests {
     use super::*;
 
-    fn io(op: SectorOp, sector: u64, sectors: usize) -> SectorIo {
-        SectorIo { op, offset: sector * 512, len: sectors * 512 }
+    fn io(op: SectorOp, sector: u64, sectors: usize) -> SectorIo<'static> {
+        match op {
+            SectorOp::Read => SectorIo::read(sector * 512, sectors * 512),
+            SectorOp::Write => SectorIo::detached_write(sector * 512, sectors * 512),
+            SectorOp::Flush => SectorIo::flush(),
+        }
     }
 
     #[test]

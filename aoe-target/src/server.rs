@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use aoe_transport::{FrameBatch, Tail, Transport};
+use aoe_proto::{AtaFrame, EmitError};
+use aoe_transport::{FrameBatch, Transport};
 
-use crate::backend::Backend;
-use crate::export::{writes_sectors, Export, Port};
+use crate::backend::{Backend, Tail};
+use crate::export::{Export, Outcome, Port, Received};
 use crate::workers::{IoWorkers, Job};
 
 /// Frames received or sent per system call.
@@ -30,13 +31,30 @@ pub type SharedExport<B> = Arc<Mutex<Export<B>>>;
 /// Serves a set of exports on one transport (one interface).
 pub struct Server<T, B> {
     transport: T,
-    exports: Vec<SharedExport<B>>,
+    exports: Vec<Routed<B>>,
     port: Port,
     rx: FrameBatch,
     tx: Answers,
     busy_poll: Duration,
     /// Threads that do sector I/O, when the server does not do it itself.
     workers: Option<IoWorkers<B>>,
+}
+
+/// An export and its address, which does not change: frames are routed to the exports they
+/// address without taking each export's lock.
+struct Routed<B> {
+    shelf: u16,
+    slot: u8,
+    export: SharedExport<B>,
+}
+
+/// The exports of `exports` that `request` addresses.
+fn addressed<'e, B>(
+    exports: &'e [Routed<B>],
+    request: &Received<'_>,
+) -> impl Iterator<Item = &'e SharedExport<B>> {
+    let header = *request.header();
+    exports.iter().filter(move |r| header.addresses(r.shelf, r.slot)).map(|r| &r.export)
 }
 
 /// Answers waiting to be sent: frames, and for each the sectors it takes from a mapped
@@ -90,7 +108,12 @@ impl Answers {
         if self.frames.is_empty() {
             return Ok(());
         }
-        let result = transport.send_with_tails(&self.frames, &self.tails);
+        // The tails as the byte slices the transport takes, on the stack: no allocation.
+        let mut tails: [&[u8]; BATCH_FRAMES] = [&[]; BATCH_FRAMES];
+        for (slice, tail) in tails.iter_mut().zip(&self.tails) {
+            *slice = tail.as_ref().map_or(&[], Tail::bytes);
+        }
+        let result = transport.send_with_tails(&self.frames, &tails[..self.tails.len().min(BATCH_FRAMES)]);
         let queued = self.frames.len();
         self.frames.clear();
         self.tails.clear();
@@ -115,11 +138,50 @@ fn lock<B>(export: &SharedExport<B>) -> MutexGuard<'_, Export<B>> {
     export.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The length of the answer to `request` in `slot` (0: none), the sector I/O done here: a
+/// read of a mapped backend leaves its sectors in the mapping, as `tail`.
+fn answer_here<B: Backend>(
+    export: &mut Export<B>,
+    port: &Port,
+    request: &Received<'_>,
+    slot: &mut [u8],
+    tail: &mut Option<Tail>,
+) -> usize {
+    let outcome = export.handle(port, request, slot).and_then(|outcome| match outcome {
+        Outcome::NeedsIo(io) => match io.tail(export.backend()) {
+            Some(mapped) => {
+                *tail = Some(mapped);
+                Ok(AtaFrame::HEADER_LEN)
+            }
+            None => io.complete(export.backend(), slot),
+        },
+        Outcome::Answered(len) => Ok(len),
+        Outcome::Ignored(_) => Ok(0),
+    });
+    outcome.unwrap_or_else(not_answered)
+}
+
+/// Logs an answer that could not be written; there is none (the initiator asks again).
+fn not_answered(e: EmitError) -> usize {
+    tracing::debug!("request not answered: {e}");
+    0
+}
+
 impl<T: Transport, B: Backend> Server<T, B> {
     /// A server for `exports` on `transport`; answers advertise the transport's MTU.
     pub fn new(transport: T, exports: Vec<SharedExport<B>>) -> Self {
         let port = Port::new(transport.mac(), transport.mtu());
         let frame_capacity = 14 + transport.mtu();
+        let exports = exports
+            .into_iter()
+            .map(|export| {
+                let (shelf, slot) = {
+                    let config = lock(&export);
+                    (config.config().shelf, config.config().slot)
+                };
+                Routed { shelf, slot, export }
+            })
+            .collect();
         Server {
             transport,
             exports,
@@ -168,9 +230,11 @@ impl<T: Transport, B: Backend> Server<T, B> {
 
     /// Broadcasts every export's query-config answer, as a target does when it starts.
     pub fn announce(&mut self) -> io::Result<()> {
-        for export in &self.exports {
-            let export = lock(export);
-            self.tx.push(&mut self.transport, |slot, _| export.announce(&self.port, slot).unwrap_or(0))?;
+        for routed in &self.exports {
+            let export = lock(&routed.export);
+            self.tx.push(&mut self.transport, |slot, _| {
+                export.announce(&self.port, slot).unwrap_or_else(not_answered)
+            })?;
         }
         self.tx.send(&mut self.transport)
     }
@@ -194,15 +258,17 @@ impl<T: Transport, B: Backend> Server<T, B> {
             return self.answer_received_with_workers();
         }
         for frame in self.rx.iter() {
+            // Parsed once, for every export it addresses.
+            let Ok(request) = Received::parse(frame) else { continue };
             // Read answers not sent yet take their sectors as they are when sent: send them
             // before a write can change those sectors.
-            if self.tx.has_tails() && writes_sectors(frame) {
+            if self.tx.has_tails() && request.writes_sectors() {
                 self.tx.send(&mut self.transport)?;
             }
-            for export in &self.exports {
+            for export in addressed(&self.exports, &request) {
                 let mut export = lock(export);
                 self.tx.push(&mut self.transport, |slot, tail| {
-                    export.handle_with_tail(&self.port, frame, slot, tail).unwrap_or(0)
+                    answer_here(&mut export, &self.port, &request, slot, tail)
                 })?;
             }
         }
@@ -216,29 +282,35 @@ impl<T: Transport, B: Backend> Server<T, B> {
         let Some(workers) = self.workers.as_mut() else { return Ok(()) };
         let lone = self.rx.len() == 1;
         for frame in self.rx.iter() {
-            for export in &self.exports {
+            let Ok(request) = Received::parse(frame) else { continue };
+            for export in addressed(&self.exports, &request) {
                 let mut answer = workers.buffer();
-                let mut io = None;
                 let mut export = lock(export);
-                let len = export.handle_deferred(&self.port, frame, &mut answer, &mut io);
-                let (len, answer) = match (len, io) {
-                    (Some(_), Some(io)) => {
-                        // Its turn is taken while the export is held: in the order requests
-                        // come, through every interface.
-                        let ticket = export.io_order().enter(&io);
-                        let backend = Arc::clone(export.shared_backend());
-                        drop(export);
-                        let job = Job { io, ticket, backend, answer };
-                        if !(lone && workers.better_done_here()) {
-                            workers.submit(job);
-                            continue;
+                let len = match export.handle(&self.port, &request, &mut answer) {
+                    Ok(Outcome::NeedsIo(io)) => match io.detach(&mut answer) {
+                        Ok(io) => {
+                            // Its turn is taken while the export is held: in the order
+                            // requests come, through every interface.
+                            let ticket = export.io_order().enter(&io);
+                            let backend = Arc::clone(export.shared_backend());
+                            drop(export);
+                            let job = Job { io, ticket, backend, answer };
+                            if !(lone && workers.better_done_here()) {
+                                workers.submit(job);
+                                continue;
+                            }
+                            // A lone request, with no other in progress, on a quick backend.
+                            let len;
+                            (len, answer) = workers.complete(job);
+                            len
                         }
-                        // A lone request, with no other in progress, on a quick backend.
-                        workers.complete(job)
-                    }
-                    (len, _) => (len, answer),
+                        Err(e) => Some(not_answered(e)),
+                    },
+                    Ok(Outcome::Answered(len)) => Some(len),
+                    Ok(Outcome::Ignored(_)) => None,
+                    Err(e) => Some(not_answered(e)),
                 };
-                if let Some(len) = len {
+                if let Some(len) = len.filter(|&len| len > 0) {
                     self.tx.push(&mut self.transport, |slot, _| {
                         slot[..len].copy_from_slice(&answer[..len]);
                         len

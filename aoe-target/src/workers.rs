@@ -1,14 +1,15 @@
 //! Threads that do sector I/O apart from the loop that receives requests, so that a disk busy
 //! with one request does not hold up the requests behind it.
 //!
-//! The server hands each read, write or flush its export defers ([`Export::handle_deferred`])
-//! to [`IoWorkers::submit`], with its place in the export's [`IoOrder`]; a worker waits for
-//! its turn, does the I/O, finishes the answer and sends it on a handle of its own
+//! The server hands each read, write or flush its export leaves to it ([`Outcome::NeedsIo`]),
+//! detached from the request ([`SectorIo::detach`]), to [`IoWorkers::submit`], with its
+//! place in the export's [`IoOrder`]; a worker waits for its turn, does the I/O, finishes
+//! the answer and sends it on a handle of its own
 //! ([`Transport::sender`]). Requests that start at the same sector go to the same worker, in
 //! the order they came, so that one sent again queues behind the copy still in progress
 //! rather than holding up another worker.
 //!
-//! [`Export::handle_deferred`]: crate::export::Export::handle_deferred
+//! [`Outcome::NeedsIo`]: crate::export::Outcome::NeedsIo
 //! [`IoOrder`]: crate::ordering::IoOrder
 
 use std::io;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use aoe_proto::sizing::ATA_DATA_OFFSET;
+use aoe_proto::{AtaFrame, EmitError};
 use aoe_transport::{FrameBatch, Transport};
 
 use crate::backend::Backend;
@@ -36,17 +37,17 @@ const QUEUE_PER_WORKER: usize = 64;
 /// every time. Solid-state disks answer within it; spinning disks do not.
 pub const QUICK_IO: Duration = Duration::from_micros(200);
 
-/// A deferred request: the I/O, its place in its export's order, the backend it is for,
-/// and the buffer holding the answer's headers (and a write's sectors).
+/// A request waiting for sector I/O: the I/O, its place in its export's order, the backend
+/// it is for, and the buffer holding the answer's headers (and a write's sectors).
 pub struct Job<B> {
-    /// What to do.
-    pub io: SectorIo,
+    /// What to do, detached from its request ([`SectorIo::detach`]).
+    pub io: SectorIo<'static>,
     /// When it may run.
     pub ticket: Ticket,
     /// On what.
     pub backend: Arc<B>,
-    /// The answer as [`Export::handle_deferred`](crate::export::Export::handle_deferred)
-    /// wrote it, in a buffer from [`IoWorkers::buffer`].
+    /// The answer as [`Export::handle`](crate::export::Export::handle) wrote it and
+    /// [`SectorIo::detach`] completed it, in a buffer from [`IoWorkers::buffer`].
     pub answer: Box<[u8]>,
 }
 
@@ -174,7 +175,7 @@ impl<B> IoWorkers<B> {
     }
 
     /// Does `job` in this thread, as a worker would, in its turn; returns its answer's
-    /// length ([`SectorIo::complete`]) and buffer.
+    /// length ([`SectorIo::complete`]; `None` when it failed and goes unanswered) and buffer.
     pub fn complete(&self, mut job: Job<B>) -> (Option<usize>, Box<[u8]>)
     where
         B: Backend,
@@ -192,12 +193,12 @@ impl<B> IoWorkers<B> {
     /// Has a worker do `job` in its turn and send its answer. Waits while that worker has a
     /// full queue.
     pub fn submit(&mut self, job: Job<B>) {
-        let worker = match job.io.op {
+        let worker = match job.io.op() {
             SectorOp::Flush => {
                 self.next_flush = (self.next_flush + 1) % self.queues.len();
                 self.next_flush
             }
-            SectorOp::Read | SectorOp::Write => worker_for(job.io.offset, self.queues.len()),
+            SectorOp::Read | SectorOp::Write => worker_for(job.io.offset(), self.queues.len()),
         };
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         if let Err(mpsc::SendError(job)) = self.queues[worker].send(job) {
@@ -238,13 +239,16 @@ fn work<B: Backend>(
         while let Some(Job { io, ticket, backend, mut answer }) = next.take() {
             ticket.wait_turn();
             let mut took = Duration::ZERO;
-            match io.op {
-                // Read straight into the frame that is sent.
+            match io.op() {
+                // Read straight into the frame that is sent, after a copy of the headers.
                 SectorOp::Read => {
                     answers.push_with(|slot| {
-                        slot[..ATA_DATA_OFFSET].copy_from_slice(&answer[..ATA_DATA_OFFSET]);
                         let len;
-                        (len, took) = timed(io_time, || io.complete(backend.as_ref(), slot));
+                        (len, took) = timed(io_time, || {
+                            let headers = AtaFrame::new_checked(&mut answer)?;
+                            AtaFrame::new_checked(&mut *slot)?.copy_headers_from(&headers);
+                            io.complete(backend.as_ref(), slot)
+                        });
                         len.unwrap_or(0)
                     });
                 }
@@ -275,13 +279,20 @@ fn work<B: Backend>(
 
 /// Runs `f`, adding the time it took to `io_time`; returns its answer length and the time.
 /// A backend that panics fails the I/O (no answer; the initiator asks again) rather than the
-/// worker, which goes on with the next job.
-fn timed(io_time: &IoTime, f: impl FnOnce() -> Option<usize>) -> (Option<usize>, Duration) {
+/// worker, which goes on with the next job; so does an answer buffer too short for it.
+fn timed(io_time: &IoTime, f: impl FnOnce() -> Result<usize, EmitError>) -> (Option<usize>, Duration) {
     let start = Instant::now();
-    let len = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        tracing::error!("backend I/O panicked; the request goes unanswered");
-        None
-    });
+    let len = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(len)) => Some(len),
+        Ok(Err(e)) => {
+            tracing::debug!("answer not sent: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::error!("backend I/O panicked; the request goes unanswered");
+            None
+        }
+    };
     let took = start.elapsed();
     io_time.record(took);
     (len, took)

@@ -10,7 +10,7 @@ use aoe_proto::{
     ReserveRepr,
 };
 use aoe_target::backend::{Backend, MemoryBackend};
-use aoe_target::export::{Export, ExportConfig, Port, MAX_LIST_ENTRIES};
+use aoe_target::export::{Export, ExportConfig, Port, Received, MAX_LIST_ENTRIES};
 
 const TARGET: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x10]);
 const HOST: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x20]);
@@ -42,7 +42,9 @@ impl Rig {
         self.raw(&buf[..len])
     }
     fn raw(&mut self, frame: &[u8]) -> Option<Vec<u8>> {
-        let n = self.export.handle(&self.port, frame, &mut self.out)?;
+        let request = Received::parse(frame).ok()?;
+        let outcome = self.export.handle(&self.port, &request, &mut self.out).expect("room for the answer");
+        let n = outcome.complete(self.export.backend(), &mut self.out).expect("room for the answer")?;
         assert!(n >= 60, "answer of {n} bytes is not padded to 60");
         Some(self.out[..n].to_vec())
     }
@@ -436,4 +438,88 @@ fn export_capacity_is_whole_sectors() {
     let e = Export::new(ExportConfig::new(0, 0), MemoryBackend::new(1000));
     assert_eq!(e.sectors(), 1);
     assert_eq!(e.backend().len(), 1000);
+}
+
+/// `handle` as the engine says it: why a frame is ignored, which requests wait for sector
+/// I/O, and that an answer buffer too small is an error, not a silent drop.
+#[test]
+fn outcomes_name_what_is_left_to_do() {
+    use aoe_proto::EmitError;
+    use aoe_target::export::{Ignored, Outcome, SectorOp};
+    let mut rig = Rig::new();
+    let emit = |src: MacAddr, header: HeaderRepr, body: BodyRepr<'_>| {
+        let mut buf = vec![0u8; 9014];
+        let len = FrameRepr { dst: TARGET, src, header, body }.emit_padded(&mut buf).unwrap();
+        buf.truncate(len);
+        buf
+    };
+    /// An outcome without the request it borrows from.
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        Ignored(Ignored),
+        Answered(usize),
+        NeedsIo(SectorOp, u64, usize),
+    }
+    let outcome = |rig: &mut Rig, frame: &[u8], out_len: usize| {
+        let request = Received::parse(frame).unwrap();
+        let mut out = vec![0u8; out_len];
+        rig.export.handle(&rig.port, &request, &mut out).map(|o| match o {
+            Outcome::NeedsIo(io) => Seen::NeedsIo(io.op(), io.offset(), io.len()),
+            Outcome::Answered(n) => Seen::Answered(n),
+            Outcome::Ignored(why) => Seen::Ignored(why),
+        })
+    };
+    let read_cfg = BodyRepr::Config(ConfigRepr::request(ConfigCommand::Read, b""));
+    let mut response = HeaderRepr::request(1, 2, 1);
+    response.flags = Flags::RESPONSE;
+    let cases = [
+        (emit(HOST, response, read_cfg), Ignored::Response),
+        (emit(HOST, HeaderRepr::request(1, 3, 1), read_cfg), Ignored::NotAddressed),
+        (emit(HOST, HeaderRepr::request(2, 2, 1), read_cfg), Ignored::NotAddressed),
+        (
+            emit(
+                HOST,
+                HeaderRepr::request(1, 2, 1),
+                BodyRepr::Config(ConfigRepr::request(ConfigCommand::TestExact, b"x")),
+            ),
+            Ignored::ConfigMismatch,
+        ),
+    ];
+    for (frame, why) in &cases {
+        assert_eq!(outcome(&mut rig, frame, 1514), Ok(Seen::Ignored(*why)));
+    }
+    let read = emit(
+        HOST,
+        HeaderRepr::request(1, 2, 1),
+        BodyRepr::Ata { header: AtaRepr::read(3, 2, true), data: &[] },
+    );
+    assert_eq!(outcome(&mut rig, &read, 1514), Ok(Seen::NeedsIo(SectorOp::Read, 3 * 512, 1024)));
+    let data = vec![7u8; 512];
+    let write = emit(
+        HOST,
+        HeaderRepr::request(1, 2, 1),
+        BodyRepr::Ata { header: AtaRepr::write(5, 1, true), data: &data },
+    );
+    assert_eq!(outcome(&mut rig, &write, 1514), Ok(Seen::NeedsIo(SectorOp::Write, 5 * 512, 512)));
+    let flush = emit(
+        HOST,
+        HeaderRepr::request(1, 2, 1),
+        BodyRepr::Ata { header: AtaRepr::command(AtaCommand::FlushCacheExt, 0), data: &[] },
+    );
+    assert_eq!(outcome(&mut rig, &flush, 1514), Ok(Seen::NeedsIo(SectorOp::Flush, 0, 0)));
+    // IDENTIFY needs 36 + 512 bytes.
+    let identify = emit(
+        HOST,
+        HeaderRepr::request(1, 2, 1),
+        BodyRepr::Ata { header: AtaRepr::command(AtaCommand::IdentifyDevice, 1), data: &[] },
+    );
+    assert_eq!(outcome(&mut rig, &identify, 100), Err(EmitError::BufferTooSmall { need: 548, got: 100 }));
+    assert_eq!(outcome(&mut rig, &identify, 548), Ok(Seen::Answered(548)));
+    // A masked initiator is ignored once the mask holds someone else.
+    rig.export = Export::new(
+        ExportConfig { mask: vec![OTHER], ..ExportConfig::new(1, 2) },
+        MemoryBackend::new(SECTORS as usize * 512),
+    );
+    let masked = emit(HOST, HeaderRepr::request(1, 2, 1), read_cfg);
+    assert_eq!(outcome(&mut rig, &masked, 1514), Ok(Seen::Ignored(Ignored::Masked)));
 }

@@ -1,13 +1,13 @@
 //! Random sequences of reads, writes and flushes through the engine match a plain byte
 //! vector, including requests that straddle or pass the end of the export window, and no
-//! byte outside the window is ever touched: with the export in memory, and in a mapped file
-//! whose read answers leave their sectors in the mapping, and with sector I/O deferred and
-//! completed apart from the engine.
+//! byte outside the window is ever touched: with the export in memory and its sector I/O
+//! done inline, in a mapped file whose read answers leave their sectors in the mapping, and
+//! with sector I/O detached from its request and completed apart from the engine.
 
 use aoe_proto::ata::{AtaError, AtaStatus};
 use aoe_proto::{AtaCommand, AtaRepr, Body, BodyRepr, Frame, FrameRepr, HeaderRepr, MacAddr, SECTOR_SIZE};
 use aoe_target::backend::{Backend, FileBackend, FileOptions, MemoryBackend, Window};
-use aoe_target::export::{Export, ExportConfig, Port};
+use aoe_target::export::{Export, ExportConfig, Outcome, Port, Received, SectorOp};
 use aoe_testkit::data::TempImage;
 use proptest::prelude::*;
 
@@ -34,8 +34,10 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Where the export's bytes live: memory, answered by copy; or a mapped file, answered with
-/// tails; or memory, with sector I/O deferred ([`Export::handle_deferred`]).
+/// Where the export's bytes live and how its sector I/O is done: memory, inline
+/// ([`Outcome::complete`]); or a mapped file, reads answered with tails
+/// ([`SectorIo::tail`](aoe_target::export::SectorIo::tail)); or memory, the I/O detached
+/// from its request and completed later ([`SectorIo::detach`](aoe_target::export::SectorIo::detach)).
 #[derive(Debug, Clone, Copy)]
 enum Store {
     Memory,
@@ -92,46 +94,42 @@ fn check(ops: &[Op], store: Store) -> Result<(), TestCaseError> {
         }
         .emit_padded(&mut request)
         .unwrap();
-        let whole = match store {
-            Store::Memory => {
-                let n = export
-                    .handle(&port, &request[..len], &mut answer)
-                    .expect("every ATA request is answered");
+        let received = Received::parse(&request[..len]).unwrap();
+        // Whatever the buffer held before must not leak into the answer.
+        answer.fill(0xEE);
+        let outcome = export.handle(&port, &received, &mut answer).unwrap();
+        prop_assert!(!matches!(outcome, Outcome::Ignored(_)), "every ATA request is answered");
+        let needs_io = matches!(outcome, Outcome::NeedsIo(_));
+        prop_assert_eq!(needs_io, expect_ok, "I/O asked for every good read, write and flush, only");
+        let whole = match (store, outcome) {
+            (Store::Memory, outcome) => {
+                let n = outcome.complete(export.backend(), &mut answer).unwrap().unwrap();
                 answer[..n].to_vec()
             }
-            Store::MappedFile => {
-                let mut tail = None;
-                let n = export
-                    .handle_with_tail(&port, &request[..len], &mut answer, &mut tail)
-                    .expect("every ATA request is answered");
-                let is_read = matches!(op, Op::Read { .. });
+            (Store::MappedFile, Outcome::NeedsIo(io)) => {
+                let tail = io.tail(export.backend());
                 prop_assert_eq!(
                     tail.is_some(),
-                    is_read && expect_ok,
+                    io.op() == SectorOp::Read,
                     "a tail for every good read and nothing else"
                 );
-                let mut whole = answer[..n].to_vec();
-                if let Some(tail) = tail {
-                    let at = whole.len();
-                    whole.resize(at + tail.len(), 0);
-                    tail.copy_to(&mut whole[at..]);
+                match tail {
+                    Some(tail) => [&answer[..36], tail.bytes()].concat(),
+                    None => {
+                        let n = io.complete(export.backend(), &mut answer).unwrap();
+                        answer[..n].to_vec()
+                    }
                 }
-                whole
             }
-            Store::Deferred => {
-                // Whatever the buffer held before must not leak into the answer.
-                answer.fill(0xEE);
-                let mut io = None;
-                let n = export
-                    .handle_deferred(&port, &request[..len], &mut answer, &mut io)
-                    .expect("every ATA request is answered");
-                prop_assert_eq!(io.is_some(), expect_ok, "I/O deferred for every good read, write and flush");
-                let n = match io {
-                    Some(io) => io.complete(export.shared_backend().as_ref(), &mut answer).unwrap(),
-                    None => n,
-                };
+            (Store::Deferred, Outcome::NeedsIo(io)) => {
+                let io = io.detach(&mut answer).unwrap();
+                // The request is gone by the time the I/O is done.
+                request.fill(0x77);
+                let n = io.complete(export.shared_backend().as_ref(), &mut answer).unwrap();
                 answer[..n].to_vec()
             }
+            (_, Outcome::Answered(n)) => answer[..n].to_vec(),
+            (_, Outcome::Ignored(_)) => unreachable!(),
         };
         let frame = Frame::parse(&whole[..]).unwrap();
         if frame_is_short(&whole) {

@@ -3,6 +3,9 @@
 //! for the peer tests); skipped otherwise, unless AOE_REQUIRE_NETNS / AOE_REQUIRE_PEERS say
 //! a skip is a failure.
 
+// kill has no safe wrapper in std.
+#![allow(unsafe_code)]
+
 use std::process::{ExitStatus, Output};
 use std::time::{Duration, Instant};
 

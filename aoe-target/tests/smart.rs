@@ -6,7 +6,7 @@ use aoe_proto::ata::{AtaCommand, AtaError, AtaStatus};
 use aoe_proto::sizing::ATA_DATA_OFFSET;
 use aoe_proto::{AtaRepr, Body, BodyRepr, Frame, FrameRepr, HeaderRepr, Identify, MacAddr, SECTOR_SIZE};
 use aoe_target::backend::MemoryBackend;
-use aoe_target::export::{Export, ExportConfig, Port};
+use aoe_target::export::{Export, ExportConfig, Port, Received};
 
 const TARGET: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x10]);
 const HOST: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x20]);
@@ -19,7 +19,9 @@ fn ask(export: &mut Export<MemoryBackend>, mtu: usize, header: AtaRepr) -> Vec<u
         .emit_padded(&mut request)
         .unwrap();
     let mut out = vec![0u8; 14 + mtu];
-    let n = export.handle(&port, &request[..len], &mut out).expect("an answer");
+    let request = Received::parse(&request[..len]).unwrap();
+    let outcome = export.handle(&port, &request, &mut out).unwrap();
+    let n = outcome.complete(export.backend(), &mut out).unwrap().expect("an answer");
     out.truncate(n);
     out
 }

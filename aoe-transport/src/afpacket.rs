@@ -34,7 +34,7 @@ use aoe_proto::ethernet::{MacAddr, ETHERTYPE_AOE, HEADER_LEN};
 use aoe_proto::sizing::ATA_DATA_OFFSET;
 
 use crate::rx_ring::{AttachError, RxRing};
-use crate::{FrameBatch, Tail, Transport};
+use crate::{FrameBatch, Transport};
 
 /// `PACKET_IGNORE_OUTGOING` from `<linux/if_packet.h>` (Linux 4.20).
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
@@ -506,16 +506,16 @@ impl Transport for AfPacket {
 
     /// As [`send_batch`](Self::send_batch); each tail goes to the kernel as a second piece of
     /// its frame, read from where it lies (one copy, into the packet). A tail the kernel
-    /// cannot read (its file was truncated under the mapping: `EFAULT`) loses that frame.
-    fn send_with_tails(&mut self, batch: &FrameBatch, tails: &[Option<Tail>]) -> io::Result<usize> {
+    /// cannot read (a mapping whose file was truncated under it: `EFAULT`) loses that frame.
+    fn send_with_tails(&mut self, batch: &FrameBatch, tails: &[&[u8]]) -> io::Result<usize> {
         let total = batch.len();
         let msgs = self.tx.point_at(batch, tails);
         let mut sent = 0;
         let mut stalled: Option<Instant> = None;
         while sent < total {
             // SAFETY: entries `sent..total` of `msgs` point at live iovecs covering frames of
-            // `batch` and mapped memory held by `tails`, both borrowed for the whole call;
-            // the kernel only reads them.
+            // `batch` and the slices of `tails`, both borrowed for the whole call; the kernel
+            // only reads them.
             let r = unsafe {
                 libc::sendmmsg(
                     self.fd.as_raw_fd(),
@@ -927,7 +927,7 @@ impl TxVectors {
     }
 
     /// The headers for the frames of `batch` and their `tails`, pointed at them.
-    fn point_at(&mut self, batch: &FrameBatch, tails: &[Option<Tail>]) -> &mut [libc::mmsghdr] {
+    fn point_at(&mut self, batch: &FrameBatch, tails: &[&[u8]]) -> &mut [libc::mmsghdr] {
         let n = batch.len();
         if self.msgs.len() < n {
             // SAFETY: as in `RxVectors::point_at`.
@@ -943,16 +943,16 @@ impl TxVectors {
         let vnet = usize::from(self.vnet);
         let vectors = self.msgs.iter_mut().zip(self.iovs.iter_mut().zip(self.heads.iter_mut()));
         for (i, ((m, (iov, head)), frame)) in vectors.zip(batch.iter()).enumerate() {
-            let tail = tails.get(i).and_then(Option::as_ref);
+            let tail = tails.get(i).copied().unwrap_or_default();
             if self.vnet {
-                let whole = frame.len() + tail.map_or(0, Tail::len);
+                let whole = frame.len() + tail.len();
                 *head = vnet_header(whole.min(ATA_DATA_OFFSET));
                 iov[0] = libc::iovec { iov_base: head.as_mut_ptr().cast(), iov_len: VNET_HEADER_LEN };
             }
             // The kernel only reads from a send buffer, whatever the pointer's type says.
             iov[vnet] = libc::iovec { iov_base: frame.as_ptr().cast_mut().cast(), iov_len: frame.len() };
             m.msg_hdr.msg_iovlen = vnet + 1;
-            if let Some(tail) = tail {
+            if !tail.is_empty() {
                 iov[vnet + 1] =
                     libc::iovec { iov_base: tail.as_ptr().cast_mut().cast(), iov_len: tail.len() };
                 m.msg_hdr.msg_iovlen = vnet + 2;

@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 
 use aoe_proto::ethernet::{MacAddr, HEADER_LEN};
 
-use crate::{FrameBatch, Tail, Transport};
+use crate::{FrameBatch, Transport};
 
 mod pipe;
 #[cfg(test)]
@@ -414,7 +414,7 @@ impl<T: Transport> FaultInjector<T> {
 
     /// Puts each frame (`frame` or, with a tail, `frame` and the tail joined) through the send
     /// pipe and sends what comes out, `STAGING` frames at a time.
-    fn send_through(&mut self, batch: &FrameBatch, tails: &[Option<Tail>]) -> io::Result<usize> {
+    fn send_through(&mut self, batch: &FrameBatch, tails: &[&[u8]]) -> io::Result<usize> {
         let now = self.send.clock.now();
         let mut pipe = self.send.lock();
         self.tx.clear();
@@ -429,12 +429,11 @@ impl<T: Transport> FaultInjector<T> {
                 let tx = &mut self.tx;
                 pipe.release(now, &mut |f| tx.push(f));
             }
-            let frame = match tails.get(i).and_then(Option::as_ref) {
+            let frame = match tails.get(i).copied().filter(|t| !t.is_empty()) {
                 Some(tail) => {
                     self.joined.clear();
                     self.joined.extend_from_slice(frame);
-                    self.joined.resize(frame.len() + tail.len(), 0);
-                    tail.copy_to(&mut self.joined[frame.len()..]);
+                    self.joined.extend_from_slice(tail);
                     &self.joined[..]
                 }
                 None => frame,
@@ -504,7 +503,7 @@ impl<T: Transport> Transport for FaultInjector<T> {
         self.send_with_tails(batch, &[])
     }
 
-    fn send_with_tails(&mut self, batch: &FrameBatch, tails: &[Option<Tail>]) -> io::Result<usize> {
+    fn send_with_tails(&mut self, batch: &FrameBatch, tails: &[&[u8]]) -> io::Result<usize> {
         let now = self.send.clock.now();
         if self.send.lock().pass_through(now, batch.len()) {
             return self.inner.send_with_tails(batch, tails);

@@ -48,7 +48,6 @@ pub use aoe_proto::ethernet::MacAddr;
 
 mod batch;
 pub mod fault;
-pub mod mapped;
 pub mod memory;
 pub mod rng;
 
@@ -60,7 +59,6 @@ mod rx_ring;
 #[cfg(target_os = "linux")]
 pub use afpacket::{wait_readable, MAX_WAIT_FDS};
 pub use batch::FrameBatch;
-pub use mapped::{MappedFile, Tail};
 
 /// A link that carries AoE frames in batches.
 ///
@@ -81,28 +79,28 @@ pub trait Transport: Send {
     fn send_batch(&mut self, batch: &FrameBatch) -> io::Result<usize>;
 
     /// Sends every frame in `batch`, in order, frame `i` followed on the wire by `tails[i]`
-    /// when there is one (`tails` may be shorter than the batch); returns how many were sent.
+    /// (`tails` may be shorter than the batch, and an empty tail adds nothing); returns how
+    /// many were sent.
     ///
     /// Transports that hand frames to the kernel send a tail from where it lies, without
-    /// copying it ([`mapped`]). This default copies each frame and its tail into a new batch
-    /// and sends that.
-    fn send_with_tails(&mut self, batch: &FrameBatch, tails: &[Option<Tail>]) -> io::Result<usize> {
-        if tails.iter().all(Option::is_none) {
+    /// copying it: a target answers reads with its headers in the batch and its sectors in a
+    /// mapping of the disk image, which the kernel copies once, into the packet. A tail the
+    /// kernel cannot read (a mapping whose file was truncated under it) loses that frame.
+    /// This default copies each frame and its tail into a new batch and sends that.
+    fn send_with_tails(&mut self, batch: &FrameBatch, tails: &[&[u8]]) -> io::Result<usize> {
+        if tails.iter().all(|t| t.is_empty()) {
             return self.send_batch(batch);
         }
-        let whole = |(i, frame): (usize, &[u8])| {
-            frame.len() + tails.get(i).and_then(Option::as_ref).map_or(0, Tail::len)
-        };
-        let longest = batch.iter().enumerate().map(whole).max().unwrap_or(0);
+        let tail = |i: usize| tails.get(i).copied().unwrap_or_default();
+        let longest =
+            batch.iter().enumerate().map(|(i, frame)| frame.len() + tail(i).len()).max().unwrap_or(0);
         let mut joined = FrameBatch::new(batch.len(), longest);
         for (i, frame) in batch.iter().enumerate() {
             joined.push_with(|slot| {
+                let tail = tail(i);
                 slot[..frame.len()].copy_from_slice(frame);
-                let tail = tails.get(i).and_then(Option::as_ref);
-                if let Some(tail) = tail {
-                    tail.copy_to(&mut slot[frame.len()..frame.len() + tail.len()]);
-                }
-                frame.len() + tail.map_or(0, Tail::len)
+                slot[frame.len()..frame.len() + tail.len()].copy_from_slice(tail);
+                frame.len() + tail.len()
             });
         }
         self.send_batch(&joined)
@@ -142,7 +140,7 @@ impl Transport for Box<dyn Transport> {
         (**self).send_batch(batch)
     }
 
-    fn send_with_tails(&mut self, batch: &FrameBatch, tails: &[Option<Tail>]) -> io::Result<usize> {
+    fn send_with_tails(&mut self, batch: &FrameBatch, tails: &[&[u8]]) -> io::Result<usize> {
         (**self).send_with_tails(batch, tails)
     }
 

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aoe_transport::afpacket::{interface_info, AfPacket, AfPacketOptions, OpenError};
-use aoe_transport::{FrameBatch, MacAddr, MappedFile, Tail, Transport};
+use aoe_transport::{FrameBatch, MacAddr, Transport};
 
 const MTU: usize = 9000;
 const IF_A: &str = "vaoe-a";
@@ -208,7 +208,7 @@ fn frames_with_mapped_tails_arrive_whole_with(opts: AfPacketOptions) {
     let content: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 253) as u8).collect();
     std::fs::write(&path, &content).unwrap();
     let file = File::options().read(true).write(true).open(&path).unwrap();
-    let map = MappedFile::map(&file, content.len() as u64).unwrap();
+    let map = Mapping::new(&file, content.len());
     std::fs::remove_file(&path).unwrap();
     // Changed through the descriptor after mapping: the mapping shows it.
     file.write_all_at(&[0xEE; 100], 512).unwrap();
@@ -217,15 +217,14 @@ fn frames_with_mapped_tails_arrive_whole_with(opts: AfPacketOptions) {
 
     let heads: Vec<Vec<u8>> = (0..6u8).map(|i| frame(0x88A2, i, 36)).collect();
     let spans = [(512, 8704), (0, 512), (4096, 1024), (0, 0), (60_000, 5536), (100, 24)];
-    let tails: Vec<Option<Tail>> =
-        spans.iter().map(|&(at, len)| (len > 0).then(|| Tail::new(&map, at, len).unwrap())).collect();
+    let tails: Vec<&[u8]> = spans.iter().map(|&(at, len)| map.bytes(at, len)).collect();
     assert_eq!(a.send_with_tails(&batch_of(&heads), &tails).unwrap(), 6);
     let expect: Vec<Vec<u8>> = heads
         .iter()
         .zip(spans)
         .map(|(head, (at, len))| {
             let mut whole = head.clone();
-            whole.extend_from_slice(&on_disk[at as usize..at as usize + len]);
+            whole.extend_from_slice(&on_disk[at..at + len]);
             whole
         })
         .collect();
@@ -238,12 +237,45 @@ fn frames_with_mapped_tails_arrive_whole_with(opts: AfPacketOptions) {
     // The file shrinks under the mapping: a tail past its new end cannot be read. That frame
     // is lost (no SIGBUS), and the rest of the batch still goes.
     file.set_len(4096).unwrap();
-    let tails = [Some(Tail::new(&map, 8192, 1024).unwrap()), None, Some(Tail::new(&map, 0, 512).unwrap())];
+    let tails = [map.bytes(8192, 1024), &[], map.bytes(0, 512)];
     assert_eq!(a.send_with_tails(&batch_of(&heads[..3]), &tails).unwrap(), 3);
     let got = recv_frames(&mut b, 2);
     assert_eq!(got.len(), 2, "the two frames that could be read arrive");
     assert!(got[0] == heads[1]);
     assert!(got[1][..36] == heads[2][..] && got[1][36..] == on_disk[..512]);
+}
+
+/// A shared read-only mapping of a file, as a target's backend keeps one, for tails the
+/// kernel reads from the page cache.
+struct Mapping {
+    ptr: *const u8,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(file: &File, len: usize) -> Self {
+        // SAFETY: a new shared read-only mapping of a descriptor we hold, checked below.
+        let ptr = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0)
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+        Mapping { ptr: ptr.cast(), len }
+    }
+
+    /// `len` bytes at `at`. The test reads them only through the kernel (sends), so that a
+    /// file truncated under the mapping fails a send rather than raising SIGBUS here.
+    fn bytes(&self, at: usize, len: usize) -> &[u8] {
+        assert!(at + len <= self.len);
+        // SAFETY: inside the mapping, which lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(at), len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.ptr.cast_mut().cast(), self.len) };
+    }
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The target engine alone: 17-sector reads and writes through `Export::handle` over a
-//! memory backend, and reads through `Export::handle_with_tail` over a mapped file, in
+//! memory backend, and reads answered with tails of a mapped file (`SectorIo::tail`), in
 //! requests per second, and the allocations each request costs.
 
 use aoe_benches::alloc_count::{self, CountingAlloc};

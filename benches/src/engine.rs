@@ -1,6 +1,8 @@
-//! The target engine alone: [`Export::handle`] over a [`MemoryBackend`], or
-//! [`Export::handle_with_tail`] over a mapped file ([`EngineRig::mapped`]), fed prepared
-//! request frames. No transport, no threads: what one request costs the engine itself.
+//! The target engine alone: [`Export::handle`] over a [`MemoryBackend`] with the sector I/O
+//! done inline, or over a mapped file whose read answers leave their sectors in the mapping
+//! ([`SectorIo::tail`](aoe_target::export::SectorIo::tail), [`EngineRig::mapped`]), fed prepared request frames, each parsed
+//! once ([`Received::parse`]) as the server does. No transport, no threads: what one request
+//! costs the engine itself.
 //!
 //! ```
 //! use aoe_benches::client::Op;
@@ -13,11 +15,10 @@
 
 use std::io;
 
-use aoe_proto::{AtaRepr, BodyRepr, FrameRepr, HeaderRepr, MacAddr, SECTOR_SIZE};
-use aoe_target::backend::{Backend, FileBackend, FileOptions, MemoryBackend};
-use aoe_target::export::{Export, ExportConfig, Port};
+use aoe_proto::{AtaFrame, AtaRepr, BodyRepr, FrameRepr, HeaderRepr, MacAddr, SECTOR_SIZE};
+use aoe_target::backend::{Backend, FileBackend, FileOptions, MemoryBackend, Tail};
+use aoe_target::export::{Export, ExportConfig, Outcome, Port, Received};
 use aoe_testkit::data::TempImage;
-use aoe_transport::Tail;
 
 use crate::client::Op;
 
@@ -35,7 +36,7 @@ pub struct EngineRig {
     requests: Vec<Vec<u8>>,
     next: usize,
     out: Vec<u8>,
-    /// The disk is a mapped file: requests go to `handle_with_tail`.
+    /// The disk is a mapped file: reads are answered with tails.
     mapped: bool,
     /// Where the last read answer left its sectors.
     tail: Option<Tail>,
@@ -51,7 +52,7 @@ impl EngineRig {
 
     /// As [`new`](Self::new), on a file of [`DISK_BYTES`] in the temporary directory that
     /// the engine maps: read answers leave their sectors in the mapping
-    /// ([`Export::handle_with_tail`]), as the server sends them.
+    /// ([`SectorIo::tail`](aoe_target::export::SectorIo::tail)), as the server sends them.
     pub fn mapped(op: Op, sectors: u8, frames: usize) -> io::Result<Self> {
         let image = TempImage::zeroed(DISK_BYTES)?;
         let file = FileBackend::open(image.path(), FileOptions::default())?;
@@ -107,15 +108,19 @@ impl EngineRig {
     pub fn handle_next(&mut self) -> usize {
         let request = &self.requests[self.next];
         self.next = (self.next + 1) % self.requests.len();
-        let len = if self.mapped {
-            let tail = &mut self.tail;
-            self.export
-                .handle_with_tail(&self.port, request, &mut self.out, tail)
-                .map(|n| n + tail.as_ref().map_or(0, Tail::len))
-        } else {
-            self.export.handle(&self.port, request, &mut self.out)
-        }
-        .expect("an answer");
+        let request = Received::parse(request).expect("an AoE frame");
+        let outcome = self.export.handle(&self.port, &request, &mut self.out).expect("room for the answer");
+        let backend = self.export.backend();
+        self.tail = match outcome {
+            Outcome::NeedsIo(io) if self.mapped => io.tail(backend),
+            _ => None,
+        };
+        let len = match (&self.tail, outcome) {
+            (Some(tail), _) => AtaFrame::HEADER_LEN + tail.len(),
+            (None, outcome) => {
+                outcome.complete(backend, &mut self.out).expect("room for the answer").expect("an answer")
+            }
+        };
         // Status byte 27: DRDY without ERR.
         assert_eq!(self.out[27] & 0x41, 0x40, "ATA error in the answer");
         len

@@ -8,7 +8,7 @@ use aoe_proto::{
     MaskCommand, MaskError, MaskRepr, ReserveCommand, ReserveRepr,
 };
 use aoe_target::backend::{Backend, MemoryBackend, Window};
-use aoe_target::export::{Export, ExportConfig, Port};
+use aoe_target::export::{Export, ExportConfig, Port, Received};
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 
@@ -112,7 +112,11 @@ fuzz_target!(|input: Input| {
         let Ok(len) = frame.emit(&mut request) else { continue };
         // Also try the frame cut short, at a point the step chooses.
         let cut = if step.flags & 0x10 != 0 { len - (step.tag as usize % len) } else { len };
-        if let Some(n) = export.handle(&port, &request[..cut], &mut answer) {
+        // Frames that are not AoE at all never reach an export.
+        let Ok(received) = Received::parse(&request[..cut]) else { continue };
+        let outcome = export.handle(&port, &received, &mut answer).expect("an MTU-sized buffer holds any answer");
+        let answered = outcome.complete(export.backend(), &mut answer).expect("an MTU-sized buffer holds any answer");
+        if let Some(n) = answered {
             assert!(n >= 60 && n <= answer.len(), "answer length {n}");
             let (_, h, _) = aoe_proto::parse_headers(&answer[..n]).expect("answer headers parse");
             assert!(h.is_response());

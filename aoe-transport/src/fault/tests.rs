@@ -338,14 +338,10 @@ fn a_full_hold_drops_and_counts() {
 #[test]
 fn tails_are_joined_when_faults_apply_and_passed_on_when_not() {
     let (mut a, mut b) = link(Plan::NONE, Plan::NONE);
-    let path = std::env::temp_dir().join(format!("aoe-fault-tail-{}", std::process::id()));
-    std::fs::write(&path, [0xabu8; 512]).unwrap();
-    let file = std::fs::File::open(&path).unwrap();
-    let map = crate::MappedFile::map(&file, 512).unwrap();
-    std::fs::remove_file(&path).unwrap();
+    let sector = [0xabu8; 512];
     let mut out = FrameBatch::new(1, 14 + MTU);
     out.push(&frame(1, 36));
-    let tails = [Some(Tail::new(&map, 0, 512).unwrap())];
+    let tails: [&[u8]; 1] = [&sector];
     a.send_with_tails(&out, &tails).unwrap();
     a.send_faults().set_plan(Plan { corrupt_from: 9999, corrupt: 1.0, ..Plan::NONE });
     a.send_with_tails(&out, &tails).unwrap();

@@ -7,7 +7,10 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use aoe_proto::SECTOR_SIZE;
-use aoe_transport::MappedFile;
+
+mod mapped;
+
+pub use mapped::{MappedFile, Tail};
 
 /// Positional byte storage behind an export. Offsets are relative to the export's start.
 ///
@@ -27,8 +30,8 @@ pub trait Backend: Send + Sync {
     fn flush(&self) -> io::Result<()>;
     /// The backend's bytes as a file mapping, with the offset of byte 0 within it, when it
     /// has one: reads can then be answered from the mapping without copying
-    /// ([`Export::handle_with_tail`](crate::export::Export::handle_with_tail)). What the
-    /// mapping shows must always equal what [`read_at`](Self::read_at) would return.
+    /// ([`SectorIo::tail`](crate::export::SectorIo::tail)). What the mapping shows must
+    /// always equal what [`read_at`](Self::read_at) would return.
     fn mapping(&self) -> Option<(&Arc<MappedFile>, u64)> {
         None
     }
@@ -304,6 +307,8 @@ impl FileBackend {
 
 /// What O_DIRECT needs of `file`: `statx`'s `STATX_DIOALIGN`, else, for a block device, its
 /// logical block size, else [`DIRECT_ALIGN`].
+// statx and ioctl have no safe wrappers in std.
+#[allow(unsafe_code)]
 fn direct_alignment(file: &File) -> DirectAlignment {
     use std::os::fd::AsRawFd;
     let usable = |a: u32| a.is_power_of_two() && a as usize <= MAX_DIRECT_ALIGN;

@@ -1,17 +1,18 @@
-//! Frames whose data the kernel takes straight from a file's pages: a [`MappedFile`] and the
-//! [`Tail`]s that point into it.
+//! A backend's bytes as a file mapping: a [`MappedFile`] and the [`Tail`]s that point into it,
+//! so that read answers are sent from the page cache without a copy of their own.
 //!
 //! A target answering a read would otherwise copy sectors twice: from the page cache into a
 //! frame buffer (`pread`), and from that buffer into the kernel's packet (`sendmsg`). With the
-//! file mapped, an answer is sent as two pieces, its headers from a [`FrameBatch`] slot and
-//! its sectors from the mapping, and the kernel copies the sectors once, from the page cache
-//! into the packet, with no `pread` at all.
+//! file mapped, an answer is sent as two pieces, its headers from a frame buffer and its
+//! sectors from the mapping ([`Tail::bytes`], handed to
+//! [`Transport::send_with_tails`](aoe_transport::Transport::send_with_tails)), and the kernel
+//! copies the sectors once, from the page cache into the packet, with no `pread` at all.
 //!
 //! The mapping is only ever read by the kernel (through `sendmsg`) on the fast path. A file
-//! truncated under it then makes that send fail with `EFAULT` instead of raising `SIGBUS`.
-//!
-//! [`FrameBatch`]: crate::FrameBatch
+//! truncated under it then makes that send fail with `EFAULT` instead of raising `SIGBUS`;
+//! a transport that copies tails itself (the in-memory link) reads it in this process.
 
+// mmap, munmap and reading the mapping: the only unsafe code of the crate's I/O path.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -22,9 +23,10 @@ use std::sync::Arc;
 
 /// A read-only, shared mapping of the first `len` bytes of a file or block device.
 ///
-/// Its contents change as the file does (writes through the file descriptor land in the same
-/// page cache), so no Rust reference to them is ever made: they are handed to the kernel by
-/// address, or copied out with [`Tail::copy_to`].
+/// Its contents change as the file does: writes through the file descriptor land in the same
+/// page cache. The bytes a [`Tail`] lends ([`Tail::bytes`]) are therefore only stable while
+/// nothing writes those sectors; the server sends its read answers before it handles a
+/// write ([`Received::writes_sectors`](crate::export::Received::writes_sectors)).
 pub struct MappedFile {
     ptr: NonNull<u8>,
     len: usize,
@@ -85,9 +87,9 @@ impl core::fmt::Debug for MappedFile {
     }
 }
 
-/// `len` bytes at `offset` of a [`MappedFile`]: the data part of a frame sent by
-/// [`Transport::send_with_tails`](crate::Transport::send_with_tails). Holding a tail keeps
-/// the mapping alive.
+/// `len` bytes at `offset` of a [`MappedFile`]: the data part of a read answer, sent by
+/// [`Transport::send_with_tails`](aoe_transport::Transport::send_with_tails) as
+/// [`bytes`](Self::bytes). Holding a tail keeps the mapping alive.
 #[derive(Clone)]
 pub struct Tail {
     map: Arc<MappedFile>,
@@ -112,25 +114,18 @@ impl Tail {
         self.len == 0
     }
 
-    /// The tail's address, for the kernel to read from. Valid while `self` lives.
-    pub(crate) fn as_ptr(&self) -> *const u8 {
-        self.map.ptr.as_ptr().wrapping_add(self.offset)
-    }
-
-    /// Copies the tail into `dst`, which must be [`len`](Self::len) bytes long.
+    /// The tail's bytes, to hand to a transport.
     ///
-    /// Unlike a send, this reads the mapping in this process: if the file was truncated
-    /// under it, the process gets `SIGBUS`. Transports that hand frames to the kernel send
-    /// tails without copying them.
-    ///
-    /// # Panics
-    ///
-    /// If `dst.len() != self.len()`.
-    pub fn copy_to(&self, dst: &mut [u8]) {
-        assert_eq!(dst.len(), self.len, "tail of {} bytes copied into {} bytes", self.len, dst.len());
-        // SAFETY: `offset + len <= map.len` (checked in `new`) and the mapping lives as long
-        // as `self.map`; `dst` is a distinct, writable buffer of `len` bytes.
-        unsafe { std::ptr::copy_nonoverlapping(self.as_ptr(), dst.as_mut_ptr(), self.len) }
+    /// They are the file's page cache: a write to these sectors (through the backend, or by
+    /// another process) shows in them, and reading them in this process after the file was
+    /// truncated below them raises `SIGBUS`. Transports that send through the kernel only
+    /// pass their address on.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `offset + len <= map.len` (checked in `new`), the mapping is readable and
+        // lives as long as `self.map`, which `self` holds while the slice is borrowed. Its
+        // bytes are never written through this process's memory (the mapping is read-only),
+        // only through the file, like any shared file mapping's.
+        unsafe { std::slice::from_raw_parts(self.map.ptr.as_ptr().add(self.offset), self.len) }
     }
 }
 
@@ -168,12 +163,11 @@ mod tests {
         let map = MappedFile::map(&file, data.len() as u64).unwrap();
         assert_eq!(map.len(), 8192);
         let tail = Tail::new(&map, 1000, 3000).unwrap();
-        let mut out = vec![0; 3000];
-        tail.copy_to(&mut out);
-        assert_eq!(out, data[1000..4000]);
+        assert_eq!(tail.len(), 3000);
+        assert_eq!(tail.bytes(), &data[1000..4000]);
         // A write through the descriptor is what the mapping shows next.
         file.write_all_at(&[0xAB; 10], 1000).unwrap();
-        tail.copy_to(&mut out);
+        let out = tail.bytes().to_vec();
         assert_eq!(out[..10], [0xAB; 10]);
         assert_eq!(out[10..], data[1010..4000]);
         std::fs::remove_file(path).unwrap();

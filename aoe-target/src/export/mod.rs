@@ -1,0 +1,339 @@
+//! The sans-IO target engine: one exported disk answering request frames.
+//!
+//! One entry point, [`Export::handle`], shaped like rustls's unbuffered API: it takes one
+//! received frame, parsed once by whoever received it ([`Received`]), writes at most one
+//! answer into a caller's buffer and says what became of the frame ([`Outcome`]):
+//!
+//! - [`Outcome::Ignored`]: no answer, and why ([`Ignored`]);
+//! - [`Outcome::Answered`]: the answer is complete, this many bytes of the buffer;
+//! - [`Outcome::NeedsIo`]: the answer's headers are in the buffer and it waits for sector I/O
+//!   ([`SectorIo`]), which the caller completes here and now, from a mapping of the backend,
+//!   or on another thread.
+//!
+//! The export owns the protocol state (config string, MAC mask, reservations) and never
+//! touches a socket, a clock or, itself, the backend's sectors: reads, writes and flushes are
+//! all left to the caller. [`Outcome::complete`] is the short way to do them inline.
+//!
+//! ```
+//! use aoe_proto::{AtaRepr, BodyRepr, FrameRepr, HeaderRepr, MacAddr};
+//! use aoe_target::backend::MemoryBackend;
+//! use aoe_target::export::{Export, ExportConfig, Outcome, Port, Received, SectorOp};
+//!
+//! let mut export = Export::new(ExportConfig::new(1, 0), MemoryBackend::new(1 << 20));
+//! let port = Port::new(MacAddr([2, 0, 0, 0, 0, 1]), 9000);
+//! let mut request = [0u8; 64];
+//! let len = FrameRepr {
+//!     dst: port.mac,
+//!     src: MacAddr([2, 0, 0, 0, 0, 2]),
+//!     header: HeaderRepr::request(1, 0, 42),
+//!     body: BodyRepr::Ata { header: AtaRepr::read(8, 2, true), data: &[] },
+//! }
+//! .emit_padded(&mut request)?;
+//!
+//! let received = Received::parse(&request[..len])?;
+//! let mut answer = [0u8; 9014];
+//! let Outcome::NeedsIo(io) = export.handle(&port, &received, &mut answer)? else { unreachable!() };
+//! assert_eq!((io.op(), io.offset(), io.len()), (SectorOp::Read, 8 * 512, 1024));
+//! let n = io.complete(export.backend(), &mut answer)?;
+//! assert_eq!(n, 36 + 1024);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod ata;
+mod config;
+mod io;
+mod mask;
+mod received;
+mod reserve;
+
+use std::sync::Arc;
+
+use aoe_proto::frame::{Body, BodyRepr, FrameRepr};
+use aoe_proto::header::{ErrorCode, Flags, HeaderRepr};
+use aoe_proto::identify::{Identify, IDENTIFY_LEN};
+use aoe_proto::sizing::PAYLOAD_OFFSET;
+use aoe_proto::{ConfigCommand, EmitError, MacAddr, ParseError, SECTOR_SIZE};
+
+use crate::backend::Backend;
+use crate::ordering::IoOrder;
+
+pub use io::{SectorIo, SectorOp};
+pub use received::Received;
+
+/// Firmware version reported in query-config answers.
+pub const FIRMWARE_VERSION: u16 = 0x4100;
+/// Most entries the MAC mask list and the reserve list hold. An answer lists them all, and
+/// 128 entries still fit one frame at MTU 1500.
+pub const MAX_LIST_ENTRIES: usize = 128;
+/// Default buffer count (requests the target queues), as vblade's.
+pub const DEFAULT_BUFFER_COUNT: u16 = 16;
+
+/// What an export is: its address and its options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportConfig {
+    /// Shelf (major), below 0xFFFF.
+    pub shelf: u16,
+    /// Slot (minor), below 0xFF.
+    pub slot: u8,
+    /// Buffer count advertised to initiators.
+    pub buffer_count: u16,
+    /// Refuse writes.
+    pub read_only: bool,
+    /// Initial MAC mask: when non-empty, only these initiators are answered.
+    pub mask: Vec<MacAddr>,
+    /// Model string in IDENTIFY data.
+    pub model: String,
+    /// Serial string in IDENTIFY data.
+    pub serial: String,
+}
+
+impl ExportConfig {
+    /// An export at `shelf.slot` with default options.
+    pub fn new(shelf: u16, slot: u8) -> Self {
+        ExportConfig {
+            shelf,
+            slot,
+            buffer_count: DEFAULT_BUFFER_COUNT,
+            read_only: false,
+            mask: Vec::new(),
+            model: "Rust AoE target".to_string(),
+            serial: format!("e{shelf}.{slot}"),
+        }
+    }
+}
+
+/// The local interface a frame came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port {
+    /// The interface's MAC: the source of answers.
+    pub mac: MacAddr,
+    /// Most sectors per ATA frame at this interface's MTU.
+    pub max_sectors: u8,
+}
+
+impl Port {
+    /// A port with the sector limit derived from `mtu`.
+    pub fn new(mac: MacAddr, mtu: usize) -> Self {
+        Port { mac, max_sectors: aoe_proto::max_sectors(mtu) }
+    }
+}
+
+/// What [`Export::handle`] made of a frame.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome<'r> {
+    /// No answer is due, for this reason.
+    Ignored(Ignored),
+    /// The answer is complete: this many bytes at the start of the `out` buffer.
+    Answered(usize),
+    /// The answer's headers are in the `out` buffer (a write's sectors still in the
+    /// request); it is finished by this sector I/O.
+    NeedsIo(SectorIo<'r>),
+}
+
+impl Outcome<'_> {
+    /// The answer's length, with any sector I/O it waits for done here and now on `backend`
+    /// (the export's: [`Export::backend`]) into `answer` (the buffer
+    /// [`Export::handle`] wrote to); `None` when the frame is ignored.
+    pub fn complete<B: Backend + ?Sized>(
+        self,
+        backend: &B,
+        answer: &mut [u8],
+    ) -> Result<Option<usize>, EmitError> {
+        match self {
+            Outcome::Ignored(_) => Ok(None),
+            Outcome::Answered(len) => Ok(Some(len)),
+            Outcome::NeedsIo(io) => io.complete(backend, answer).map(Some),
+        }
+    }
+}
+
+/// Why a frame gets no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ignored {
+    /// A response (R set): another target's answer.
+    Response,
+    /// Addressed to another shelf or slot.
+    NotAddressed,
+    /// From an initiator outside the export's non-empty MAC mask.
+    Masked,
+    /// A config-string test (exact or prefix) that does not match: the protocol says to
+    /// stay silent.
+    ConfigMismatch,
+}
+
+/// One exported disk: configuration, protocol state and backend.
+#[derive(Debug)]
+pub struct Export<B> {
+    config: ExportConfig,
+    /// Shared with whoever completes I/O on another thread.
+    backend: Arc<B>,
+    /// The order I/O on other threads runs in.
+    io_order: Arc<IoOrder>,
+    sectors: u64,
+    identify: [u8; IDENTIFY_LEN],
+    config_string: Vec<u8>,
+    mask: Vec<MacAddr>,
+    reserve: Vec<MacAddr>,
+}
+
+impl<B: Backend> Export<B> {
+    /// An export of `backend` (whole sectors; a trailing partial sector is not exported).
+    pub fn new(config: ExportConfig, backend: B) -> Self {
+        let sectors = backend.len() / SECTOR_SIZE as u64;
+        let mut identify = [0u8; IDENTIFY_LEN];
+        Identify::new(&config.model, &config.serial, env!("CARGO_PKG_VERSION"), sectors).emit(&mut identify);
+        let mask = config.mask.clone();
+        let (backend, io_order) = (Arc::new(backend), Arc::default());
+        Export {
+            config,
+            backend,
+            io_order,
+            sectors,
+            identify,
+            config_string: Vec::new(),
+            mask,
+            reserve: Vec::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ExportConfig {
+        &self.config
+    }
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+    /// The backend, for a thread that completes this export's I/O ([`SectorIo::detach`]).
+    pub fn shared_backend(&self) -> &Arc<B> {
+        &self.backend
+    }
+    /// The order this export's I/O on other threads runs in: whoever takes a [`SectorIo`]
+    /// elsewhere enters it there before letting go of the export, and runs it in its turn.
+    pub fn io_order(&self) -> &Arc<IoOrder> {
+        &self.io_order
+    }
+    /// Exported capacity in sectors.
+    pub fn sectors(&self) -> u64 {
+        self.sectors
+    }
+    /// The current config string.
+    pub fn config_string(&self) -> &[u8] {
+        &self.config_string
+    }
+    /// The current MAC mask list.
+    pub fn mask(&self) -> &[MacAddr] {
+        &self.mask
+    }
+    /// The current reserve list.
+    pub fn reservations(&self) -> &[MacAddr] {
+        &self.reserve
+    }
+
+    /// Writes the unsolicited query-config answer a target broadcasts when it starts into
+    /// `out` and returns its length.
+    pub fn announce(&self, port: &Port, out: &mut [u8]) -> Result<usize, EmitError> {
+        let repr = FrameRepr {
+            dst: MacAddr::BROADCAST,
+            src: port.mac,
+            header: HeaderRepr {
+                flags: Flags::RESPONSE,
+                error: 0,
+                shelf: self.config.shelf,
+                slot: self.config.slot,
+                tag: 0,
+            },
+            body: BodyRepr::Config(self.config_answer(port, ConfigCommand::Read)),
+        };
+        repr.emit_padded(out)
+    }
+
+    /// Handles one received frame: writes the answer, if one is due, to `out` and says what
+    /// is left to do ([`Outcome`]). `out` should hold a full frame for the port's MTU
+    /// (14 + MTU bytes); the only error is an `out` too short for the answer.
+    ///
+    /// Frames that are not for this export (responses, other addresses, initiators outside a
+    /// non-empty mask) are [`Outcome::Ignored`]. Reads, writes and flushes that pass every
+    /// check are [`Outcome::NeedsIo`]: such I/O may complete in any order, as it would on a
+    /// disk with a queue, except as [`io_order`](Self::io_order) says when it is done on
+    /// other threads. Every other frame is answered at once.
+    pub fn handle<'r>(
+        &mut self,
+        port: &Port,
+        request: &Received<'r>,
+        out: &mut [u8],
+    ) -> Result<Outcome<'r>, EmitError> {
+        let header = request.header();
+        if header.is_response() {
+            return Ok(Outcome::Ignored(Ignored::Response));
+        }
+        if !header.addresses(self.config.shelf, self.config.slot) {
+            return Ok(Outcome::Ignored(Ignored::NotAddressed));
+        }
+        if !self.mask.is_empty() && !self.mask.contains(&request.ethernet().src) {
+            return Ok(Outcome::Ignored(Ignored::Masked));
+        }
+        let body = match request.body() {
+            Ok(body) => body,
+            Err(ParseError::Version { .. }) => {
+                return self.refuse(port, request, ErrorCode::UnsupportedVersion, out)
+            }
+            Err(_) => return self.refuse(port, request, ErrorCode::BadArgument, out),
+        };
+        match body {
+            Body::Ata { header: ata, data } => self.ata(port, request, ata, data, out),
+            Body::Config { header: cfg, string } => self.query_config(port, request, cfg, string, out),
+            Body::Mask { header: m, directives } => {
+                self.mask_list(port, request, m.command(), directives, out)
+            }
+            Body::Reserve { header: r, macs } => self.reserve_release(port, request, r.command(), macs, out),
+            Body::Other { .. } => self.refuse(port, request, ErrorCode::UnrecognizedCommand, out),
+        }
+    }
+
+    /// The common header of an answer to `request`: R, the export's address, the tag kept.
+    fn answer_header(&self, request: &Received<'_>) -> HeaderRepr {
+        HeaderRepr {
+            flags: Flags::RESPONSE,
+            error: 0,
+            shelf: self.config.shelf,
+            slot: self.config.slot,
+            tag: request.header().tag(),
+        }
+    }
+
+    /// An answer to `request` with `body`, from `port`.
+    fn answer<'b>(&self, port: &Port, request: &Received<'_>, body: BodyRepr<'b>) -> FrameRepr<'b> {
+        FrameRepr { dst: request.ethernet().src, src: port.mac, header: self.answer_header(request), body }
+    }
+
+    /// Emits the answer to `request` with `body`.
+    fn respond(
+        &self,
+        port: &Port,
+        request: &Received<'_>,
+        body: BodyRepr<'_>,
+        out: &mut [u8],
+    ) -> Result<Outcome<'static>, EmitError> {
+        self.answer(port, request, body).emit_padded(out).map(Outcome::Answered)
+    }
+
+    /// An error answer: the request's command and payload echoed (as much as `out` holds)
+    /// with E and the code.
+    fn refuse(
+        &self,
+        port: &Port,
+        request: &Received<'_>,
+        code: ErrorCode,
+        out: &mut [u8],
+    ) -> Result<Outcome<'static>, EmitError> {
+        let payload = request.payload();
+        let payload = payload.get(..out.len().saturating_sub(PAYLOAD_OFFSET)).unwrap_or(payload);
+        let command = request.header().command;
+        let mut repr = self.answer(port, request, BodyRepr::Raw { command, payload });
+        repr.header.flags |= Flags::ERROR;
+        repr.header.error = code.into();
+        repr.emit_padded(out).map(Outcome::Answered)
+    }
+}
