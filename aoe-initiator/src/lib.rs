@@ -6,6 +6,7 @@
 //!   over one or more [`aoe_transport::Transport`]s.
 //! - [`driver`]: the blocking runtime that drives sessions over transports.
 //! - [`endpoint`]: received frames parsed once and routed to the session of their target.
+//! - [`shared`]: a device on a thread of its own, for many threads with requests in flight.
 //! - [`mod@discover`]: find targets with a broadcast query config, then IDENTIFY them.
 //! - [`error`]: what can go wrong, one line each.
 
@@ -16,11 +17,12 @@ pub mod driver;
 pub mod endpoint;
 pub mod error;
 pub mod session;
+pub mod shared;
 
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use device::{Device, DeviceOptions};
+pub use device::{Device, DeviceOptions, Done, Io};
 pub use discover::{discover, DiscoverOptions, TargetInfo};
 pub use error::Error;
 pub use session::{Event, OpId, Reply, Request, Session, SessionConfig};
