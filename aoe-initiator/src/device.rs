@@ -424,12 +424,12 @@ impl Device {
             tracing::debug!(disk = %self.info.name(), "IDENTIFY offers no FLUSH CACHE: nothing to flush");
             return Ok(());
         }
-        self.command(Request::Flush).map(drop)
+        self.request(Request::Flush).map(drop)
     }
 
     /// IDENTIFY DEVICE.
     pub fn identify(&mut self) -> Result<Identify, Error> {
-        match self.command(Request::Identify)? {
+        match self.request(Request::Identify)? {
             Reply::Identify(id) => Ok(id),
             _ => Err(Error::BadAnswer("IDENTIFY answered without data")),
         }
@@ -437,7 +437,7 @@ impl Device {
 
     /// Any ATA command; the answer comes back whatever its status.
     pub fn ata(&mut self, request: AtaRequest) -> Result<AtaReply, Error> {
-        match self.command(Request::Ata(request))? {
+        match self.request(Request::Ata(request))? {
             Reply::Ata(a) => Ok(a),
             _ => Err(Error::BadAnswer("ATA command answered with another body")),
         }
@@ -456,7 +456,7 @@ impl Device {
     }
 
     fn config(&mut self, command: ConfigCommand, string: &[u8]) -> Result<ConfigReply, Error> {
-        match self.command(Request::Config(ConfigRequest { command, string: string.to_vec() }))? {
+        match self.request(Request::Config(ConfigRequest { command, string: string.to_vec() }))? {
             Reply::Config(c) => Ok(c),
             _ => Err(Error::BadAnswer("query config answered with another body")),
         }
@@ -478,7 +478,7 @@ impl Device {
     }
 
     fn mask(&mut self, command: MaskCommand, directives: Vec<Directive>) -> Result<Vec<MacAddr>, Error> {
-        match self.command(Request::Mask(MaskRequest { command, directives }))? {
+        match self.request(Request::Mask(MaskRequest { command, directives }))? {
             Reply::Mask(list) => Ok(list),
             _ => Err(Error::BadAnswer("MAC mask request answered with another body")),
         }
@@ -497,13 +497,15 @@ impl Device {
     }
 
     fn reserve(&mut self, command: ReserveCommand, macs: Vec<MacAddr>) -> Result<Vec<MacAddr>, Error> {
-        match self.command(Request::Reserve(ReserveRequest { command, macs }))? {
+        match self.request(Request::Reserve(ReserveRequest { command, macs }))? {
             Reply::Reserve(list) => Ok(list),
             _ => Err(Error::BadAnswer("reserve request answered with another body")),
         }
     }
 
-    fn command(&mut self, request: Request) -> Result<Reply, Error> {
+    /// Sends any request and waits for its reply. A config test the disk's string does not
+    /// match is never answered: it ends in [`Error::TargetDead`] after the dead timeout.
+    pub fn request(&mut self, request: Request) -> Result<Reply, Error> {
         let op = self.session.submit(request);
         let mut reply = None;
         let mut regions = Regions::default();

@@ -2,11 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::direct::Direct;
 use super::format::{self, Table};
 use super::rng::Rng;
 use super::{iface, BenchArgs, Cli, DiskName, Failure};
-use crate::Device;
+use crate::{Device, Error, Io};
 
 /// Default bytes of the sequential tests.
 const DEFAULT_SIZE: u64 = 256 << 20;
@@ -79,13 +78,10 @@ pub(crate) fn bench(cli: &Cli, names: &[String], disk: DiskName, plan: Plan) -> 
         ]);
     }
     let (window, max_sectors) = (dev.session().config().buffer_count, dev.session().config().max_sectors);
-    drop(dev);
-
-    let mut direct = Direct::with_target(iface::open(names)?, &info, cli.dead_timeout).map_err(on)?;
     let mut rng = Rng::from_time();
     for depth in DEPTHS {
-        let run =
-            direct.random_reads(depth, RANDOM_SECTORS, info.sectors, plan.seconds, &mut rng).map_err(on)?;
+        let run = random_reads(&mut dev, depth, RANDOM_SECTORS, info.sectors, plan.seconds, &mut rng)
+            .map_err(on)?;
         table.row(vec![
             format!("random read 4 KiB, QD {depth}"),
             format!("{} reads", run.ops),
@@ -119,4 +115,74 @@ fn sequential(
         done += n as u64;
     }
     Ok(start.elapsed())
+}
+
+/// What [`random_reads`] measured.
+struct RandomRun {
+    /// Reads completed.
+    ops: u64,
+    /// From the first submission to the last completion.
+    elapsed: Duration,
+    /// Sum of the reads' times from submission to completion.
+    latency: Duration,
+}
+
+impl RandomRun {
+    /// Reads per second.
+    fn iops(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Mean time from submission to completion.
+    fn mean_latency(&self) -> Duration {
+        self.latency.checked_div(self.ops.max(1) as u32).unwrap_or_default()
+    }
+}
+
+/// Reads `block_sectors` sectors at random block-aligned places of the first
+/// `span_sectors` sectors, keeping `depth` reads submitted, for `duration`; then waits for
+/// the reads in flight. The session still caps frames in flight at the target's buffer
+/// count. The buffers go round: a completed read's buffer carries the next one.
+fn random_reads(
+    dev: &mut Device,
+    depth: usize,
+    block_sectors: u64,
+    span_sectors: u64,
+    duration: Duration,
+    rng: &mut Rng,
+) -> Result<RandomRun, Error> {
+    let blocks = span_sectors / block_sectors.max(1);
+    if blocks == 0 || depth == 0 {
+        return Err(Error::Invalid("the disk is smaller than one block of the random-read test"));
+    }
+    let block = block_sectors * aoe_proto::SECTOR_SIZE as u64;
+    let mut submitted = std::collections::HashMap::with_capacity(depth);
+    let mut submit = |dev: &mut Device, buf: Vec<u8>, submitted: &mut std::collections::HashMap<_, _>| {
+        let offset = rng.below(blocks) * block;
+        let id = dev.submit(Io::Read { offset, buf })?;
+        submitted.insert(id, Instant::now());
+        Ok::<(), Error>(())
+    };
+    let start = Instant::now();
+    let deadline = start + duration;
+    for _ in 0..depth {
+        submit(dev, vec![0; block as usize], &mut submitted)?;
+    }
+    let mut run = RandomRun { ops: 0, elapsed: Duration::ZERO, latency: Duration::ZERO };
+    while !submitted.is_empty() {
+        let Some(done) = dev.poll(None)? else {
+            return Err(Error::BadAnswer("the device went idle before every read completed"));
+        };
+        done.result?;
+        let now = Instant::now();
+        if let Some(at) = submitted.remove(&done.id) {
+            run.latency += now.saturating_duration_since(at);
+            run.ops += 1;
+        }
+        if now < deadline {
+            submit(dev, done.buf, &mut submitted)?;
+        }
+    }
+    run.elapsed = start.elapsed();
+    Ok(run)
 }

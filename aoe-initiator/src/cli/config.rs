@@ -3,11 +3,10 @@
 use aoe_proto::config::MAX_STRING_LEN;
 use aoe_proto::ConfigCommand;
 
-use super::direct::Direct;
 use super::format::{self, Table};
 use super::{Cli, ConfigAction, ConfigArgs, Failure};
 use crate::session::{ConfigRequest, Reply, Request};
-use crate::Error;
+use crate::{Device, Error};
 
 /// AoE error 4: a set found another string already there.
 const CONFIG_STRING_PRESENT: u8 = 4;
@@ -67,8 +66,12 @@ pub(crate) fn run(cli: &Cli, args: &ConfigArgs) -> Result<(), Failure> {
             };
             // A disk whose string does not match stays silent: --timeout is how long that
             // silence is waited for.
-            let mut direct = Direct::find(cli, disk, cli.timeout)?;
-            match direct.command(Request::Config(ConfigRequest { command, string })) {
+            let mut opts = cli.device_options();
+            opts.dead_timeout = cli.timeout;
+            let links = super::iface::open(&super::iface::choose(&cli.ifaces)?)?;
+            let mut dev =
+                Device::open(links, disk.shelf, disk.slot, &opts).map_err(|e| Failure::disk(disk, e))?;
+            match dev.request(Request::Config(ConfigRequest { command, string })) {
                 Ok(Reply::Config(_)) => println!("{disk}: config string {relation} \"{shown}\""),
                 Ok(_) => {
                     return Err(Failure::disk(
