@@ -22,30 +22,14 @@
 
 use std::time::Instant;
 
-use aoe_proto::{Frame, ParseError};
+use aoe_proto::Received;
 
 use crate::session::{IoBuffers, Session};
-
-/// A received frame: its bytes and the views into them, parsed once.
-#[derive(Debug, Clone, Copy)]
-pub struct Received<'a> {
-    /// The parsed headers and body.
-    pub frame: Frame<'a>,
-    /// The whole frame as it came in (Ethernet padding included).
-    pub bytes: &'a [u8],
-}
-
-impl<'a> Received<'a> {
-    /// Parses a whole Ethernet frame.
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
-        Ok(Received { frame: Frame::parse(bytes)?, bytes })
-    }
-}
 
 /// Counters of frames no session was offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EndpointStats {
-    /// Frames that do not parse as AoE.
+    /// Frames that do not parse as AoE (of version 1, with a well-formed body).
     pub malformed: u64,
     /// Requests (another initiator's, or our own seen back), not answers.
     pub requests: u64,
@@ -69,17 +53,17 @@ impl Endpoint {
         bytes: &[u8],
         data: &mut dyn IoBuffers,
     ) -> Option<usize> {
-        let Ok(received) = Received::parse(bytes) else {
+        let Some(received) = Received::parse(bytes).ok().filter(|r| r.frame().is_some()) else {
             self.stats.malformed += 1;
             return None;
         };
-        if !received.frame.header.is_response() {
+        if !received.header().is_response() {
             self.stats.requests += 1;
             return None;
         }
         let mut offered = false;
         for (i, s) in sessions.iter_mut().enumerate() {
-            if !s.is_for(&received.frame) {
+            if !s.is_for(received.header()) {
                 continue;
             }
             offered = true;

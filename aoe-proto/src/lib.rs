@@ -52,6 +52,7 @@ pub mod frame;
 pub mod header;
 pub mod identify;
 pub mod mask;
+pub mod received;
 pub mod reserve;
 pub mod sizing;
 
@@ -64,6 +65,7 @@ pub use frame::{parse_headers, Body, BodyRepr, Frame, FrameRepr};
 pub use header::{AoeHeader, Command, ErrorCode, Flags, HeaderRepr, SHELF_BROADCAST, SLOT_BROADCAST};
 pub use identify::Identify;
 pub use mask::{Directive, DirectiveCommand, MaskCommand, MaskError, MaskHeader, MaskRepr};
+pub use received::Received;
 pub use reserve::{ReserveCommand, ReserveHeader, ReserveRepr};
 pub use sizing::{max_sectors, SECTOR_SIZE};
 

@@ -94,10 +94,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use aoe_proto::ata::{LBA28_LIMIT, LBA48_LIMIT};
-use aoe_proto::sizing::ATA_DATA_OFFSET;
-use aoe_proto::{AtaCommand, Command, Frame, MacAddr};
+use aoe_proto::{AoeHeader, AtaCommand, Command, MacAddr, Received};
 
-use crate::endpoint::Received;
 use crate::Error;
 
 mod codec;
@@ -443,8 +441,8 @@ impl Session {
 
     /// Whether `frame` names this session's target: a frame for another shelf.slot can be
     /// routed elsewhere without being offered (see [`crate::endpoint`]).
-    pub fn is_for(&self, frame: &Frame<'_>) -> bool {
-        frame.header.shelf() == self.cfg.shelf && frame.header.slot() == self.cfg.slot
+    pub fn is_for(&self, header: &AoeHeader) -> bool {
+        header.shelf() == self.cfg.shelf && header.slot() == self.cfg.slot
     }
 
     /// Parses a received frame and takes it as [`handle_answer`](Self::handle_answer) does.
@@ -465,9 +463,13 @@ impl Session {
     /// targets, requests, answers that do not match their request) is counted in
     /// [`stats`](Self::stats) and ignored.
     pub fn handle_answer(&mut self, now: Instant, received: &Received<'_>, data: &mut dyn IoBuffers) -> bool {
-        let f = &received.frame;
+        let Some(f) = received.frame() else {
+            self.stats.malformed += 1;
+            return false;
+        };
+        let f = &f;
         let h = f.header;
-        if !h.is_response() || !self.is_for(f) {
+        if !h.is_response() || !self.is_for(h) {
             self.stats.foreign += 1;
             return false;
         }
@@ -494,7 +496,7 @@ impl Session {
         };
         // The answer may be to an earlier transmission of the frame, sent on another path:
         // the path it came back on is the one that works.
-        let carried = received.bytes.get(ATA_DATA_OFFSET..).unwrap_or_default();
+        let carried = received.after_ata_header();
         let via = self.answer_path(fl.path, f.ethernet.src, f.ethernet.dst);
         let checked =
             via.ok_or(Mismatch::Mac).and_then(|via| matches_request(f, carried, &fl, op).map(|()| via));

@@ -9,7 +9,7 @@ use super::*;
 use crate::testing::{mac, FakeTarget, MapBuffers, Rng};
 use aoe_proto::sizing::ATA_DATA_OFFSET;
 use aoe_proto::{
-    AtaError, AtaFlags, AtaStatus, Body, ConfigCommand, Directive, DirectiveCommand, MaskCommand,
+    AtaError, AtaFlags, AtaStatus, Body, ConfigCommand, Directive, DirectiveCommand, Frame, MaskCommand,
     ReserveCommand, SECTOR_SIZE,
 };
 

@@ -43,7 +43,6 @@ mod ata;
 mod config;
 mod io;
 mod mask;
-mod received;
 mod reserve;
 
 use std::sync::Arc;
@@ -57,8 +56,8 @@ use aoe_proto::{ConfigCommand, EmitError, MacAddr, ParseError, SECTOR_SIZE};
 use crate::backend::Backend;
 use crate::ordering::IoOrder;
 
+pub use aoe_proto::Received;
 pub use io::{SectorIo, SectorOp};
-pub use received::Received;
 
 /// Firmware version reported in query-config answers.
 pub const FIRMWARE_VERSION: u16 = 0x4100;

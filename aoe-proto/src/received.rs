@@ -1,9 +1,10 @@
-//! A received frame, parsed once for every export that sees it ([`Received`]).
+//! A received frame, parsed once for everyone who looks at it ([`Received`]): a target's
+//! exports, an initiator's sessions.
 
-use aoe_proto::ata::AtaCommand;
-use aoe_proto::frame::{parse_headers, Body, Frame};
-use aoe_proto::header::{AoeHeader, VERSION};
-use aoe_proto::{EthernetHeader, ParseError};
+use crate::ata::{AtaCommand, HEADER_LEN as ATA_HEADER_LEN};
+use crate::frame::{parse_headers, Body, Frame};
+use crate::header::{AoeHeader, VERSION};
+use crate::{EthernetHeader, ParseError};
 
 /// A received AoE frame, parsed once: its Ethernet and common headers, the bytes after them
 /// (echoed in error answers) and its body, or why the body does not parse.
@@ -13,7 +14,7 @@ use aoe_proto::{EthernetHeader, ParseError};
 ///
 /// ```
 /// use aoe_proto::{AtaRepr, BodyRepr, FrameRepr, HeaderRepr, MacAddr};
-/// use aoe_target::export::Received;
+/// use aoe_proto::Received;
 ///
 /// let mut buf = [0u8; 64];
 /// let len = FrameRepr {
@@ -68,6 +69,14 @@ impl<'a> Received<'a> {
     pub fn body(&self) -> Result<Body<'a>, ParseError> {
         self.body
     }
+    /// What follows the ATA header, when the frame is long enough to have one: an answer's
+    /// sector data, Ethernet padding included. Read answers are taken from here for as many
+    /// sectors as their request asked, whatever their sector count register says (vblade
+    /// answers a complete read with 0 there).
+    pub fn after_ata_header(&self) -> &'a [u8] {
+        self.payload.get(ATA_HEADER_LEN..).unwrap_or_default()
+    }
+
     /// The whole frame, when its body parses.
     pub fn frame(&self) -> Option<Frame<'a>> {
         let body = self.body.ok()?;
@@ -76,7 +85,7 @@ impl<'a> Received<'a> {
 
     /// True when the frame is a request to write sectors (an ATA WRITE SECTORS of either
     /// size): a sender holding read answers whose sectors are read when sent
-    /// ([`SectorIo::tail`](super::SectorIo::tail)) sends them before handling it, so that
+    /// (a target's mapped reads) sends them before handling it, so that
     /// every answer shows the data as it was when its request was handled.
     pub fn writes_sectors(&self) -> bool {
         match self.body {
