@@ -1,5 +1,5 @@
-//! Test helpers shared by the unit tests of this crate: a tiny AoE target answering from a
-//! `Vec<u8>`, buffers for sessions, and a deterministic PRNG.
+//! Test helpers shared by the unit tests of this crate: the real target engine answering
+//! from memory, buffers for sessions, and a deterministic PRNG.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use aoe_proto::identify::IDENTIFY_LEN;
 use aoe_proto::{
-    AtaCommand, AtaError, AtaRepr, AtaStatus, Body, BodyRepr, ConfigCommand, ConfigRepr, Directive,
-    DirectiveCommand, Flags, Frame, FrameRepr, Identify, MacAddr, MaskCommand, MaskError, MaskRepr,
-    ReserveCommand, ReserveRepr, SECTOR_SIZE,
+    BodyRepr, ConfigCommand, ConfigRepr, FrameRepr, HeaderRepr, MacAddr, Received, ReserveCommand,
+    ReserveRepr, SECTOR_SIZE,
 };
+use aoe_target::backend::{Backend, MemoryBackend};
+use aoe_target::export::{Export, ExportConfig, Port};
 
 use aoe_transport::memory::MemoryPort;
 use aoe_transport::{FrameBatch, Transport};
@@ -24,200 +24,96 @@ pub fn mac(n: u8) -> MacAddr {
     MacAddr([0x02, 0, 0, 0, 0, n])
 }
 
-/// A minimal AoE target: reads and writes on `disk`, IDENTIFY, FLUSH, config, mask and
-/// reserve. Not a conformance reference, just enough to drive an initiator.
-#[derive(Debug, Clone)]
-pub struct FakeTarget {
+/// The real target engine (`aoe_target::export::Export` over a memory backend), answering
+/// one frame at a time: what the tests of this crate talk to, so that they test against the
+/// target people run and not a second, hand-written one.
+pub struct TestTarget {
+    /// The MAC answers come from.
     pub mac: MacAddr,
-    pub shelf: u16,
-    pub slot: u8,
-    pub disk: Vec<u8>,
-    pub buffer_count: u16,
-    pub sector_count: u8,
-    pub config: Vec<u8>,
-    pub mask: Vec<MacAddr>,
-    pub reserve: Vec<MacAddr>,
-    pub lba48: bool,
-    /// Write frames applied.
+    /// Most sectors per frame the target takes and announces (its port's MTU limit).
+    pub max_sectors: u8,
+    /// Write frames it took.
     pub writes: u64,
-    /// Requests answered.
-    pub answered: u64,
+    export: Export<Arc<MemoryBackend>>,
+    backend: Arc<MemoryBackend>,
 }
 
-impl FakeTarget {
+impl std::fmt::Debug for TestTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestTarget").field("mac", &self.mac).field("config", self.export.config()).finish()
+    }
+}
+
+impl TestTarget {
+    /// e`shelf`.`slot` of `sectors` zeroed sectors: buffer count 16, 2 sectors per frame.
     pub fn new(mac: MacAddr, shelf: u16, slot: u8, sectors: usize) -> Self {
-        FakeTarget {
-            mac,
-            shelf,
-            slot,
-            disk: vec![0; sectors * SECTOR_SIZE],
-            buffer_count: 16,
-            sector_count: 2,
-            config: Vec::new(),
-            mask: Vec::new(),
-            reserve: Vec::new(),
-            lba48: true,
-            writes: 0,
-            answered: 0,
-        }
+        let backend = Arc::new(MemoryBackend::new(sectors * SECTOR_SIZE));
+        let export = Export::new(ExportConfig::new(shelf, slot), Arc::clone(&backend));
+        TestTarget { mac, max_sectors: 2, writes: 0, export, backend }
     }
 
-    pub fn sectors(&self) -> u64 {
-        (self.disk.len() / SECTOR_SIZE) as u64
+    /// The buffer count it announces (set before it answers anything: the export is made
+    /// anew).
+    pub fn set_buffer_count(&mut self, count: u16) {
+        let mut config = self.export.config().clone();
+        config.buffer_count = count;
+        self.export = Export::new(config, Arc::clone(&self.backend));
+    }
+
+    /// A copy of the disk.
+    pub fn disk(&self) -> Vec<u8> {
+        self.backend.snapshot()
+    }
+
+    /// Writes `data` to the disk at byte `offset`, behind the initiator's back.
+    pub fn write_disk(&self, offset: usize, data: &[u8]) {
+        self.backend.write_at(data, offset as u64).expect("inside the disk");
+    }
+
+    /// Sets the config string, as an initiator would (force set).
+    pub fn set_config(&mut self, string: &[u8]) {
+        let body = BodyRepr::Config(ConfigRepr::request(ConfigCommand::ForceSet, string));
+        self.request(body);
+    }
+
+    /// Reserves the target for `macs` (none: releases it), as an initiator would (force set).
+    pub fn reserve(&mut self, macs: &[MacAddr]) {
+        self.request(BodyRepr::Reserve(ReserveRepr { command: ReserveCommand::ForceSet, macs }));
+    }
+
+    /// Has the export handle a request from an initiator its mask lets in, and drops the
+    /// answer.
+    fn request(&mut self, body: BodyRepr<'_>) {
+        let from = self.export.mask().first().copied().unwrap_or(mac(0xEE));
+        let config = self.export.config();
+        let header = HeaderRepr::request(config.shelf, config.slot, 0);
+        let mut frame = vec![0u8; 9014];
+        let len = FrameRepr { dst: self.mac, src: from, header, body }.emit_padded(&mut frame).unwrap();
+        let mut out = vec![0u8; 9014];
+        assert!(self.answer(&frame[..len], &mut out).is_some(), "the export answers its own setup");
     }
 
     /// Answers `request` into `out`; `None` means silence.
     pub fn answer(&mut self, request: &[u8], out: &mut [u8]) -> Option<usize> {
-        let frame = Frame::parse(request).ok()?;
-        if frame.header.is_response() || !frame.header.addresses(self.shelf, self.slot) {
-            return None;
+        let received = Received::parse(request).ok()?;
+        let port = Port { mac: self.mac, max_sectors: self.max_sectors };
+        let outcome = self.export.handle(&port, &received, out).ok()?;
+        let len = outcome.complete(&*self.backend, out).ok()??;
+        if received.writes_sectors() {
+            self.writes += 1;
         }
-        if !self.mask.is_empty() && !self.mask.contains(&frame.ethernet.src) {
-            return None;
-        }
-        self.answered += 1;
-        let (shelf, slot, mac) = (self.shelf, self.slot, self.mac);
-        let respond =
-            |body, out: &mut [u8]| FrameRepr::response(&frame, mac, shelf, slot, body).emit_padded(out);
-        match frame.body {
-            Body::Ata { header, data } => {
-                let req = AtaRepr::parse(header);
-                let ok = |sector_count| AtaRepr {
-                    err_feature: 0,
-                    cmd_status: AtaStatus::DRDY.bits(),
-                    sector_count,
-                    ..req
-                };
-                let fail = |error: AtaError| AtaRepr {
-                    err_feature: error.bits(),
-                    cmd_status: (AtaStatus::DRDY | AtaStatus::ERR).bits(),
-                    ..req
-                };
-                let lba = header.lba();
-                let n = u64::from(header.sector_count);
-                let in_range = lba + n <= self.sectors();
-                let start = lba as usize * SECTOR_SIZE;
-                let len = n as usize * SECTOR_SIZE;
-                let ata = |header, data| BodyRepr::Ata { header, data };
-                match header.command() {
-                    AtaCommand::ReadSectors | AtaCommand::ReadSectorsExt => {
-                        if n == 0 || n > u64::from(self.sector_count) {
-                            respond(ata(fail(AtaError::ABRT), &[]), out).ok()
-                        } else if !in_range {
-                            respond(ata(fail(AtaError::IDNF), &[]), out).ok()
-                        } else {
-                            respond(ata(ok(req.sector_count), &self.disk[start..start + len]), out).ok()
-                        }
-                    }
-                    AtaCommand::WriteSectors | AtaCommand::WriteSectorsExt => {
-                        if !self.reserve.is_empty() && !self.reserve.contains(&frame.ethernet.src) {
-                            let mut r = FrameRepr::response(&frame, mac, shelf, slot, ata(req, &[]));
-                            r.header.flags |= Flags::ERROR;
-                            r.header.error = 6;
-                            r.emit_padded(out).ok()
-                        } else if n == 0 || n > u64::from(self.sector_count) {
-                            respond(ata(fail(AtaError::ABRT), &[]), out).ok()
-                        } else if !in_range {
-                            respond(ata(fail(AtaError::IDNF), &[]), out).ok()
-                        } else {
-                            self.disk[start..start + len].copy_from_slice(data);
-                            self.writes += 1;
-                            respond(ata(ok(req.sector_count), &[]), out).ok()
-                        }
-                    }
-                    AtaCommand::IdentifyDevice => {
-                        let mut id = Identify::new("fake target", "FAKE0001", "1.0", self.sectors());
-                        id.lba48 = self.lba48;
-                        let mut buf = [0u8; IDENTIFY_LEN];
-                        id.emit(&mut buf);
-                        respond(ata(ok(1), &buf), out).ok()
-                    }
-                    AtaCommand::FlushCache | AtaCommand::FlushCacheExt => respond(ata(ok(0), &[]), out).ok(),
-                    _ => respond(ata(fail(AtaError::ABRT), &[]), out).ok(),
-                }
-            }
-            Body::Config { header, string } => {
-                let mut error = 0;
-                match header.command() {
-                    ConfigCommand::Read => {}
-                    ConfigCommand::TestExact if string != self.config.as_slice() => return None,
-                    ConfigCommand::TestPrefix if !self.config.starts_with(string) => return None,
-                    ConfigCommand::Set if !self.config.is_empty() && self.config != string => error = 4,
-                    ConfigCommand::Set | ConfigCommand::ForceSet => self.config = string.to_vec(),
-                    _ => {}
-                }
-                let body = BodyRepr::Config(ConfigRepr {
-                    buffer_count: self.buffer_count,
-                    firmware: 0x4019,
-                    sector_count: self.sector_count,
-                    aoe_version: 1,
-                    command: header.command(),
-                    string: &self.config,
-                });
-                let mut r = FrameRepr::response(&frame, mac, shelf, slot, body);
-                if error != 0 {
-                    r.header.flags |= Flags::ERROR;
-                    r.header.error = error;
-                }
-                r.emit_padded(out).ok()
-            }
-            Body::Mask { header, directives } => {
-                if header.command() == MaskCommand::Edit {
-                    for d in directives {
-                        match d.command() {
-                            DirectiveCommand::Add if !self.mask.contains(&d.mac) => self.mask.push(d.mac),
-                            DirectiveCommand::Delete => self.mask.retain(|m| *m != d.mac),
-                            _ => {}
-                        }
-                    }
-                }
-                let list: Vec<Directive> =
-                    self.mask.iter().map(|&m| Directive::new(DirectiveCommand::Add, m)).collect();
-                let body = BodyRepr::Mask(MaskRepr {
-                    command: header.command(),
-                    error: MaskError::None,
-                    directives: &list,
-                });
-                respond(body, out).ok()
-            }
-            Body::Reserve { header, macs } => {
-                let src = frame.ethernet.src;
-                let refused = header.command() == ReserveCommand::Set
-                    && !self.reserve.is_empty()
-                    && !self.reserve.contains(&src);
-                if refused {
-                    let body =
-                        BodyRepr::Reserve(ReserveRepr { command: header.command(), macs: &self.reserve });
-                    let mut r = FrameRepr::response(&frame, mac, shelf, slot, body);
-                    r.header.flags |= Flags::ERROR;
-                    r.header.error = 6;
-                    return r.emit_padded(out).ok();
-                }
-                if header.command() != ReserveCommand::Read {
-                    self.reserve = macs.to_vec();
-                }
-                let body = BodyRepr::Reserve(ReserveRepr { command: header.command(), macs: &self.reserve });
-                respond(body, out).ok()
-            }
-            Body::Other { .. } => {
-                let body = BodyRepr::Raw { command: frame.header.command, payload: &[] };
-                let mut r = FrameRepr::response(&frame, mac, shelf, slot, body);
-                r.header.flags |= Flags::ERROR;
-                r.header.error = 1;
-                r.emit_padded(out).ok()
-            }
-        }
+        Some(len)
     }
 }
 
-/// A fake target shared by the threads serving its ports (one per MAC).
-pub type Shared = Arc<Mutex<FakeTarget>>;
+/// A target shared by the threads serving its ports (one per MAC).
+pub type Shared = Arc<Mutex<TestTarget>>;
 
-pub fn shared(target: FakeTarget) -> Shared {
+pub fn shared(target: TestTarget) -> Shared {
     Arc::new(Mutex::new(target))
 }
 
-/// Threads serving fake targets on memory ports; stopped and joined when dropped.
+/// Threads serving test targets on memory ports; stopped and joined when dropped.
 #[derive(Debug, Default)]
 pub struct Lab {
     stop: Arc<AtomicBool>,

@@ -1,4 +1,4 @@
-//! Device tests over the in-memory hub, with fake targets answering from threads.
+//! Device tests over the in-memory hub, with the real target engine answering from threads.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -6,7 +6,7 @@ use std::time::Instant;
 use aoe_transport::memory::{Impairments, MemoryHub};
 
 use super::*;
-use crate::testing::{mac, shared, FakeTarget, Lab, Rng, Shared};
+use crate::testing::{mac, shared, Lab, Rng, Shared, TestTarget};
 
 const INITIATOR: u8 = 0x01;
 const TARGET: u8 = 0x80;
@@ -24,8 +24,8 @@ fn quick() -> DeviceOptions {
 /// A hub with one fake target (e1.0 of `sectors` sectors) served on it.
 fn setup(mtu: usize, sectors: usize, sector_count: u8) -> (MemoryHub, Shared, Lab) {
     let hub = MemoryHub::new(mtu);
-    let mut t = FakeTarget::new(mac(TARGET), 1, 0, sectors);
-    t.sector_count = sector_count;
+    let mut t = TestTarget::new(mac(TARGET), 1, 0, sectors);
+    t.max_sectors = sector_count;
     let target = shared(t);
     let mut lab = Lab::default();
     lab.serve(&target, hub.port(mac(TARGET)));
@@ -49,7 +49,7 @@ fn open_learns_the_target() {
     let info = dev.info();
     assert_eq!((info.shelf, info.slot, info.sectors, info.lba48), (1, 0, 1000, true));
     assert_eq!((info.buffer_count, info.sector_count), (16, 17));
-    assert_eq!(info.model, "fake target");
+    assert_eq!(info.model, "Rust AoE target");
     assert_eq!(info.paths.len(), 1);
     assert_eq!(info.paths[0].mac, mac(TARGET));
     assert_eq!(dev.size_bytes(), 1000 * 512);
@@ -94,7 +94,7 @@ fn reads_and_writes_at_any_offset_and_length() {
     let mut all = vec![0u8; size];
     dev.read_at(&mut all, 0).unwrap();
     assert!(all == model, "device contents differ from the model");
-    assert!(target.lock().unwrap().disk == model, "target disk differs from the model");
+    assert!(target.lock().unwrap().disk() == model, "target disk differs from the model");
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn survives_a_lossy_link() {
     hub.set_impairments(Impairments { drop: 0.1, duplicate: 0.05, reorder: 0.05, seed: 11 });
     // Chunks in 4-sector blocks that share no sector: a stale retransmission from the link's
     // reordering can never overwrite a later write.
-    let mut model = target.lock().unwrap().disk.clone();
+    let mut model = target.lock().unwrap().disk();
     for k in 0..64usize {
         let data = random(1500, k as u64);
         let offset = k * 2048 + 100;
@@ -167,7 +167,7 @@ fn commands() {
 
     assert_eq!(dev.reserve_set(&[me], false).unwrap(), vec![me]);
     assert_eq!(dev.reserve_read().unwrap(), vec![me]);
-    target.lock().unwrap().reserve = vec![mac(0x42)];
+    target.lock().unwrap().reserve(&[mac(0x42)]);
     assert!(matches!(dev.reserve_set(&[me], false), Err(Error::Aoe { code: 6 })));
     assert!(matches!(dev.write_at(&[1; 512], 0), Err(Error::Aoe { code: 6 })));
     assert_eq!(dev.reserve_set(&[], true).unwrap(), vec![]);
@@ -218,7 +218,7 @@ fn a_silent_target_is_declared_dead() {
 fn two_paths_fail_over_when_one_breaks() {
     // Two separate segments, one target with a port on each.
     let (hub_a, hub_b) = (MemoryHub::new(1500), MemoryHub::new(1500));
-    let target = shared(FakeTarget::new(mac(TARGET), 1, 0, 256));
+    let target = shared(TestTarget::new(mac(TARGET), 1, 0, 256));
     let mut lab = Lab::default();
     let target_a = hub_a.port(mac(TARGET));
     let target_a_handle = target_a.clone();
@@ -270,7 +270,7 @@ fn submitted_io_completes_through_poll_with_its_buffer() {
     assert_eq!(dev.poll(None).unwrap().map(|d| d.id), None, "nothing pending");
     for (k, data) in written.values() {
         let at = (*k * 8192) as usize;
-        assert_eq!(&target.lock().unwrap().disk[at..at + 4096], &data[..]);
+        assert_eq!(&target.lock().unwrap().disk()[at..at + 4096], &data[..]);
     }
 
     // Reads, many in flight; a blocking call in between keeps their completions.

@@ -1,9 +1,9 @@
-//! Discovery over the in-memory hub with fake targets answering from threads.
+//! Discovery over the in-memory hub, with the real target engine answering from threads.
 
 use aoe_transport::memory::{Impairments, MemoryHub};
 
 use super::*;
-use crate::testing::{mac, shared, FakeTarget, Lab};
+use crate::testing::{mac, shared, Lab, TestTarget};
 
 fn opts() -> DiscoverOptions {
     DiscoverOptions {
@@ -19,16 +19,15 @@ fn finds_every_target_merges_paths_and_identifies() {
     let (hub_a, hub_b) = (MemoryHub::new(9000), MemoryHub::new(1500));
     let mut lab = Lab::default();
     // e1.0 on both segments, with one MAC on each.
-    let mut t = FakeTarget::new(mac(0x80), 1, 0, 1000);
-    t.sector_count = 17;
-    t.config = b"first".to_vec();
+    let mut t = TestTarget::new(mac(0x80), 1, 0, 1000);
+    t.max_sectors = 17;
+    t.set_config(b"first");
     let first = shared(t);
     lab.serve(&first, hub_a.port(mac(0x80)));
     lab.serve(&first, hub_b.port(mac(0x81)));
-    // e2.3 on segment a only, LBA28.
-    let mut t = FakeTarget::new(mac(0x90), 2, 3, 50);
-    t.lba48 = false;
-    t.buffer_count = 4;
+    // e2.3 on segment a only.
+    let mut t = TestTarget::new(mac(0x90), 2, 3, 50);
+    t.set_buffer_count(4);
     let second = shared(t);
     lab.serve(&second, hub_a.port(mac(0x90)));
 
@@ -47,14 +46,17 @@ fn finds_every_target_merges_paths_and_identifies() {
         ]
     );
     assert_eq!((e10.sectors, e10.lba48, e10.size_bytes()), (1000, true, 512_000));
-    assert_eq!((e10.buffer_count, e10.sector_count, e10.firmware), (16, 17, 0x4019));
+    assert_eq!(
+        (e10.buffer_count, e10.sector_count, e10.firmware),
+        (16, 17, aoe_target::export::FIRMWARE_VERSION)
+    );
     assert_eq!(
         (e10.config_string.as_slice(), e10.model.as_str(), e10.serial.as_str()),
-        (&b"first"[..], "fake target", "FAKE0001")
+        (&b"first"[..], "Rust AoE target", "e1.0")
     );
 
     let e23 = &found[1];
-    assert_eq!((e23.shelf, e23.slot, e23.sectors, e23.lba48, e23.buffer_count), (2, 3, 50, false, 4));
+    assert_eq!((e23.shelf, e23.slot, e23.sectors, e23.buffer_count), (2, 3, 50, 4));
     assert_eq!(e23.paths.len(), 1);
 }
 
@@ -63,7 +65,7 @@ fn probe_for_one_target_ignores_the_others() {
     let hub = MemoryHub::new(1500);
     let mut lab = Lab::default();
     for (n, slot) in [(0x80, 0), (0x81, 1)] {
-        let t = shared(FakeTarget::new(mac(n), 7, slot, 10));
+        let t = shared(TestTarget::new(mac(n), 7, slot, 10));
         lab.serve(&t, hub.port(mac(n)));
     }
     let mut links: Vec<Box<dyn Transport>> = vec![Box::new(hub.port(mac(1)))];
@@ -77,7 +79,7 @@ fn repeated_queries_get_through_a_lossy_link() {
     let hub =
         MemoryHub::with_impairments(1500, Impairments { drop: 0.3, duplicate: 0.1, reorder: 0.1, seed: 3 });
     let mut lab = Lab::default();
-    let t = shared(FakeTarget::new(mac(0x80), 1, 1, 10));
+    let t = shared(TestTarget::new(mac(0x80), 1, 1, 10));
     lab.serve(&t, hub.port(mac(0x80)));
     let mut links: Vec<Box<dyn Transport>> = vec![Box::new(hub.port(mac(1)))];
     let found = discover(&mut links, &DiscoverOptions { queries: 10, ..opts() }).unwrap();
@@ -123,12 +125,12 @@ fn session_config_takes_the_smallest_limits() {
 fn two_disks_at_one_address_are_a_conflict_not_two_paths() {
     let hub = MemoryHub::new(1500);
     let mut lab = Lab::default();
-    let big = shared(FakeTarget::new(mac(0x80), 4, 2, 16384));
-    let small = shared(FakeTarget::new(mac(0x81), 4, 2, 8192));
+    let big = shared(TestTarget::new(mac(0x80), 4, 2, 16384));
+    let small = shared(TestTarget::new(mac(0x81), 4, 2, 8192));
     lab.serve(&big, hub.port(mac(0x80)));
     lab.serve(&small, hub.port(mac(0x81)));
     // The same disk through a second MAC of its own is still one disk with two paths.
-    let other = shared(FakeTarget::new(mac(0x90), 5, 0, 100));
+    let other = shared(TestTarget::new(mac(0x90), 5, 0, 100));
     lab.serve(&other, hub.port(mac(0x90)));
     lab.serve(&other, hub.port(mac(0x91)));
 
@@ -155,14 +157,14 @@ fn two_disks_at_one_address_are_a_conflict_not_two_paths() {
     assert!(matches!(refused, Some(Error::Conflict { .. })), "{refused:?}");
 }
 
-/// Two disks with the same serial (every fake target has one) but another capacity are two
-/// disks all the same.
+/// Two disks with the same serial (both are e6.0 to the engine) but another capacity are
+/// two disks all the same.
 #[test]
 fn a_serial_shared_by_two_sizes_is_still_a_conflict() {
     let hub = MemoryHub::new(1500);
     let mut lab = Lab::default();
-    let a = shared(FakeTarget::new(mac(0x80), 6, 0, 100));
-    let b = shared(FakeTarget::new(mac(0x81), 6, 0, 101));
+    let a = shared(TestTarget::new(mac(0x80), 6, 0, 100));
+    let b = shared(TestTarget::new(mac(0x81), 6, 0, 101));
     lab.serve(&a, hub.port(mac(0x80)));
     lab.serve(&b, hub.port(mac(0x81)));
     let mut links: Vec<Box<dyn Transport>> = vec![Box::new(hub.port(mac(1)))];

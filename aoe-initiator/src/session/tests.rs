@@ -1,12 +1,12 @@
-//! Session tests, driven frame by frame with a fake clock and the fake target of
-//! [`crate::testing`].
+//! Session tests, driven frame by frame with a fake clock and the real target engine
+//! ([`crate::testing::TestTarget`]).
 
 use std::collections::HashMap;
 
 use proptest::prelude::*;
 
 use super::*;
-use crate::testing::{mac, FakeTarget, MapBuffers, Rng};
+use crate::testing::{mac, MapBuffers, Rng, TestTarget};
 use aoe_proto::sizing::ATA_DATA_OFFSET;
 use aoe_proto::{
     AtaError, AtaFlags, AtaStatus, Body, ConfigCommand, Directive, DirectiveCommand, Frame, MaskCommand,
@@ -53,7 +53,7 @@ fn macs(frame: &[u8]) -> (MacAddr, MacAddr) {
 
 struct Harness {
     s: Session,
-    target: FakeTarget,
+    target: TestTarget,
     now: Instant,
     start: Instant,
     bufs: MapBuffers,
@@ -63,9 +63,9 @@ struct Harness {
 
 impl Harness {
     fn new(cfg: SessionConfig, sectors: usize) -> Self {
-        let mut target = FakeTarget::new(mac(0x20), SHELF, SLOT, sectors);
-        target.sector_count = cfg.max_sectors;
-        target.buffer_count = cfg.buffer_count;
+        let mut target = TestTarget::new(mac(0x20), SHELF, SLOT, sectors);
+        target.max_sectors = cfg.max_sectors;
+        target.set_buffer_count(cfg.buffer_count);
         let now = Instant::now();
         Harness {
             s: Session::new(cfg).unwrap(),
@@ -186,7 +186,7 @@ fn write_then_read_round_trip() {
     let w = h.write(5, data.clone());
     h.run();
     assert!(matches!(h.result(w), Ok(Reply::Done)));
-    assert_eq!(&h.target.disk[5 * SECTOR..16 * SECTOR], &data[..]);
+    assert_eq!(&h.target.disk()[5 * SECTOR..16 * SECTOR], &data[..]);
     assert_eq!(h.target.writes, 6, "11 sectors at 2 per frame");
     let r = h.read(5, 11);
     h.run();
@@ -337,7 +337,7 @@ fn rtt_estimate_follows_rfc6298() {
 fn stale_duplicate_and_foreign_answers_are_ignored() {
     let mut h = Harness::new(config(1), 64);
     let data = pattern(1, 3);
-    h.target.disk[..SECTOR].copy_from_slice(&data);
+    h.target.write_disk(0, &data);
     // An earlier op through the same slot.
     let earlier = h.read(1, 1);
     let f = h.transmit().remove(0).0;
@@ -403,7 +403,7 @@ fn answer_to_timed_out_frame_before_resend_is_accepted() {
 fn answers_with_a_zero_sector_count_register_carry_their_data() {
     let mut h = Harness::new(config(1), 64);
     let data = pattern(3, 16);
-    h.target.disk[..3 * SECTOR].copy_from_slice(&data);
+    h.target.write_disk(0, &data);
     let r = h.read(0, 3);
     let id = h.s.submit(Request::Identify);
     let raw = h.s.submit(Request::Ata(AtaRequest {
@@ -554,7 +554,7 @@ fn a_target_slower_than_the_rto_still_completes_every_op() {
         assert!(h.now - h.start < Duration::from_secs(600), "livelock: {:?}", h.s.stats());
     }
     assert!(matches!(h.result(w), Ok(Reply::Done)));
-    assert_eq!(&h.target.disk[8 * SECTOR..48 * SECTOR], &data[..]);
+    assert_eq!(&h.target.disk()[8 * SECTOR..48 * SECTOR], &data[..]);
     let r = h.read(8, 40);
     while h.s.is_busy() {
         slow_round(&mut h, &mut late);
@@ -614,7 +614,7 @@ fn a_target_that_slows_down_is_learned_not_retransmitted_for_ever() {
 fn a_late_answer_to_the_first_transmission_completes_the_op() {
     let mut h = Harness::new(config(1), 64);
     let data = pattern(2, 13);
-    h.target.disk[4 * SECTOR..6 * SECTOR].copy_from_slice(&data);
+    h.target.write_disk(4 * SECTOR, &data);
     let r = h.read(4, 2);
     let first = h.transmit().remove(0).0;
     h.advance_to_timeout();
@@ -678,8 +678,8 @@ fn an_answer_for_an_earlier_frame_of_the_slot_is_stale() {
     let mut cfg = config(1);
     cfg.buffer_count = 1;
     let mut h = Harness::new(cfg, 64);
-    h.target.disk[..SECTOR].copy_from_slice(&pattern(1, 14));
-    h.target.disk[SECTOR..2 * SECTOR].copy_from_slice(&pattern(1, 15));
+    h.target.write_disk(0, &pattern(1, 14));
+    h.target.write_disk(SECTOR, &pattern(1, 15));
     let a = h.read(0, 1);
     let fa = h.transmit().remove(0).0;
     h.advance_to_timeout();
@@ -732,11 +732,11 @@ fn errors_are_per_op() {
     assert!(reply.status.contains(AtaStatus::ERR) && reply.error.contains(AtaError::ABRT));
 
     // AoE error flag.
-    h.target.reserve = vec![mac(0x99)];
+    h.target.reserve(&[mac(0x99)]);
     let reserved = h.write(0, pattern(1, 5));
     h.run();
     assert!(matches!(h.result(reserved), Err(Error::Aoe { code: 6 })));
-    h.target.reserve.clear();
+    h.target.reserve(&[]);
 
     // Short read data is not the answer to this read (it may be another initiator's), and
     // an ATA error that is not IDNF.
@@ -867,7 +867,7 @@ fn multipath_spreads_frames_and_fails_over() {
         }
     }
     assert!(matches!(h.result(w), Ok(Reply::Done)));
-    assert_eq!(&h.target.disk[..40 * SECTOR], &data[..]);
+    assert_eq!(&h.target.disk()[..40 * SECTOR], &data[..]);
     let down_at = down_at.expect("path 0 marked down");
     assert!(!h.s.path_is_up(0, h.now));
     assert!(h.s.path_is_up(1, h.now));
@@ -919,7 +919,7 @@ fn commands_round_trip() {
         h.s.submit(Request::Config(ConfigRequest { command: ConfigCommand::Set, string: b"hello".to_vec() }));
     h.run();
     let Ok(Reply::Identify(ident)) = h.result(id) else { panic!("no IDENTIFY") };
-    assert_eq!((ident.sectors, ident.lba48, ident.model()), (100, true, "fake target"));
+    assert_eq!((ident.sectors, ident.lba48, ident.model()), (100, true, "Rust AoE target"));
     let Ok(Reply::Config(c)) = h.result(set) else { panic!("no config") };
     assert_eq!((c.string.as_slice(), c.buffer_count, c.sector_count), (&b"hello"[..], 4, 2));
 
@@ -984,36 +984,41 @@ fn config_rejects_nonsense() {
     assert_eq!(Session::new(cfg).unwrap().window(), 1);
 }
 
-/// A lossy, duplicating, reordering link, decided by a seeded PRNG.
+/// A lossy, duplicating, reordering link: aoe-transport's fault pipe, seeded.
 ///
-/// Frames sent in one round arrive in the same round (a reordered frame swaps with its
-/// neighbour): a stale write can then never land after a newer write to the same sectors.
-/// AoE has no defence against that — no sequence numbers, a stateless target — and neither
-/// has the Linux driver, so the link does not model delays longer than a round trip.
+/// Frames sent in one round arrive in the same round (a reordered frame goes out behind the
+/// next one, and what is still held at the end of the round goes then): a stale write can
+/// then never land after a newer write to the same sectors. AoE has no defence against that
+/// — no sequence numbers, a stateless target — and neither has the Linux driver, so the link
+/// does not model delays longer than a round trip.
 struct Link {
-    rng: Rng,
-    drop: f64,
-    duplicate: f64,
-    reorder: f64,
+    pipe: aoe_transport::fault::Pipe,
 }
 
 impl Link {
+    fn new(seed: u64, drop: f64, duplicate: f64, reorder: f64) -> Self {
+        let plan = aoe_transport::fault::Plan {
+            drop,
+            duplicate,
+            reorder,
+            reorder_gap: 1,
+            seed,
+            ..aoe_transport::fault::Plan::NONE
+        };
+        Link { pipe: aoe_transport::fault::Pipe::new(plan, 9014) }
+    }
+
     fn carry(&mut self, frames: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        let now = Instant::now();
         let mut out = Vec::with_capacity(frames.len());
+        let mut emit = |f: &[u8]| {
+            out.push(f.to_vec());
+            true
+        };
         for f in frames {
-            if self.rng.chance(self.drop) {
-                continue;
-            }
-            if self.rng.chance(self.duplicate) {
-                out.push(f.clone());
-            }
-            out.push(f);
+            self.pipe.offer(now, &f, &mut emit);
         }
-        for i in 1..out.len() {
-            if self.rng.chance(self.reorder) {
-                out.swap(i - 1, i);
-            }
-        }
+        self.pipe.release_idle(now, &mut emit);
         out
     }
 }
@@ -1058,8 +1063,8 @@ proptest! {
         cfg.max_sectors = max_sectors;
         let mut h = Harness::new(cfg, DISK_SECTORS as usize);
         let mut model = vec![0u8; DISK_SECTORS as usize * SECTOR];
-        let mut to_target = Link { rng: Rng(seed), drop, duplicate, reorder };
-        let mut to_initiator = Link { rng: Rng(!seed), drop, duplicate, reorder };
+        let mut to_target = Link::new(seed, drop, duplicate, reorder);
+        let mut to_initiator = Link::new(!seed, drop, duplicate, reorder);
         let mut queue = work.into_iter().collect::<VecDeque<_>>();
         let mut running: Vec<(OpId, WorkOp)> = Vec::new();
         let mut finished = 0usize;
@@ -1124,7 +1129,7 @@ proptest! {
             prop_assert!(!h.other_events.iter().any(|e| matches!(e, Event::TargetDead)));
         }
         prop_assert_eq!(finished, total, "every op completed");
-        prop_assert!(h.target.disk == model, "target disk differs from the model");
+        prop_assert!(h.target.disk() == model, "target disk differs from the model");
         prop_assert!(!h.s.is_busy());
     }
 }
@@ -1188,7 +1193,7 @@ fn a_host_pause_shorter_than_the_rto_floor_is_not_a_loss() {
 fn an_answer_must_match_its_request_in_every_echoed_field() {
     let mut h = Harness::new(config(1), 64);
     let data = pattern(2, 21);
-    h.target.disk[8 * SECTOR..10 * SECTOR].copy_from_slice(&data);
+    h.target.write_disk(8 * SECTOR, &data);
     let r = h.read(8, 2);
     let f = h.transmit().remove(0).0;
     let good = h.answer(&f).unwrap();
@@ -1291,9 +1296,8 @@ fn sessions_sharing_an_interface_do_not_take_each_others_answers() {
             cfg.tag_salt = !SALT;
         }
         let mut two = Harness::new(cfg, 64);
-        two.target.disk = one.target.disk.clone();
-        two.target.disk[..2 * SECTOR].copy_from_slice(&pattern(2, 7));
-        one.target.disk[16 * SECTOR..18 * SECTOR].copy_from_slice(&pattern(2, 8));
+        two.target.write_disk(0, &pattern(2, 7));
+        one.target.write_disk(16 * SECTOR, &pattern(2, 8));
         let r1 = one.read(16, 2);
         let r2 = two.read(0, 2);
         let f1 = one.transmit().remove(0).0;

@@ -1,11 +1,12 @@
-//! The shared device over the in-memory hub, with a fake target answering from a thread.
+//! The shared device over the in-memory hub, with the real target engine answering from a
+//! thread.
 
 use std::time::{Duration, Instant};
 
 use aoe_transport::memory::MemoryHub;
 
 use super::*;
-use crate::testing::{mac, shared, FakeTarget, Lab, Rng};
+use crate::testing::{mac, shared, Lab, Rng, TestTarget};
 use crate::DeviceOptions;
 
 fn options() -> DeviceOptions {
@@ -26,9 +27,9 @@ fn random(len: usize, seed: u64) -> Vec<u8> {
 #[test]
 fn many_threads_read_and_write_at_once() {
     let hub = MemoryHub::new(9000);
-    let mut t = FakeTarget::new(mac(0x80), 1, 0, 8192);
-    t.sector_count = 17;
-    t.buffer_count = 32;
+    let mut t = TestTarget::new(mac(0x80), 1, 0, 8192);
+    t.max_sectors = 17;
+    t.set_buffer_count(32);
     let target = shared(t);
     let mut lab = Lab::default();
     lab.serve(&target, hub.port(mac(0x80)));
@@ -59,12 +60,12 @@ fn many_threads_read_and_write_at_once() {
         })
         .collect();
     let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    let t = target.lock().unwrap();
+    let t = target.lock().unwrap().disk();
     for (base, data, odd) in results {
         let base = base as usize;
-        assert!(t.disk[base..base + data.len()] == data[..]);
+        assert!(t[base..base + data.len()] == data[..]);
         let at = base + (300 << 10) + 7;
-        assert!(t.disk[at..at + odd.len()] == odd[..]);
+        assert!(t[at..at + odd.len()] == odd[..]);
     }
     drop(t);
     let stats = disk.stats();
@@ -74,8 +75,8 @@ fn many_threads_read_and_write_at_once() {
 #[test]
 fn submitted_requests_fly_together() {
     let hub = MemoryHub::new(1500);
-    let mut t = FakeTarget::new(mac(0x80), 1, 0, 1024);
-    t.buffer_count = 16;
+    let mut t = TestTarget::new(mac(0x80), 1, 0, 1024);
+    t.set_buffer_count(16);
     let target = shared(t);
     let mut lab = Lab::default();
     lab.serve(&target, hub.port(mac(0x80)));
@@ -100,7 +101,7 @@ fn submitted_requests_fly_together() {
 #[test]
 fn a_dead_target_fails_every_caller_and_the_handle_still_drops() {
     let hub = MemoryHub::new(1500);
-    let target = shared(FakeTarget::new(mac(0x80), 1, 0, 64));
+    let target = shared(TestTarget::new(mac(0x80), 1, 0, 64));
     let mut lab = Lab::default();
     lab.serve(&target, hub.port(mac(0x80)));
     let mut opts = options();
