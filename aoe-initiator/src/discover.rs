@@ -226,63 +226,143 @@ pub fn discover(links: &mut [Box<dyn Transport>], opts: &DiscoverOptions) -> Res
 }
 
 /// Sends query configs (to every target, or to `target`'s shelf.slot only) and collects the
-/// answers, merged by shelf.slot. No IDENTIFY. Sorted by shelf, then slot.
+/// answers, merged by shelf.slot. No IDENTIFY. Sorted by shelf, then slot. Runs a [`Probe`]
+/// over `links` on the [`Driver`].
 pub fn probe(
     links: &mut [Box<dyn Transport>],
     target: Option<(u16, u8)>,
     opts: &DiscoverOptions,
 ) -> Result<Vec<Announcement>, Error> {
-    let (shelf, slot) = target.unwrap_or((SHELF_BROADCAST, SLOT_BROADCAST));
     let mut driver = Driver::new(links, 64);
-    let queries = opts.queries.max(1);
-    let interval = opts.timeout / queries;
-    let start = Instant::now();
-    let deadline = start + opts.timeout;
-    let mut sent = 0u32;
-    let mut last_news: Option<Instant> = None;
-    let mut found: BTreeMap<(u16, u8), Announcement> = BTreeMap::new();
-    let macs: Vec<MacAddr> = links.iter().map(|l| l.mac()).collect();
-    let names: Vec<String> = links.iter().map(|l| l.name().to_owned()).collect();
+    let names: Vec<(String, MacAddr)> = links.iter().map(|l| (l.name().to_owned(), l.mac())).collect();
+    let mut probe = Probe::new(names, target, opts, Instant::now());
     loop {
         let now = Instant::now();
-        if sent < queries && now >= start + interval * sent {
-            for (i, link) in links.iter().enumerate() {
-                let query = FrameRepr {
-                    dst: MacAddr::BROADCAST,
-                    src: link.mac(),
-                    header: HeaderRepr::request(shelf, slot, QUERY_TAG | sent),
-                    body: BodyRepr::Config(ConfigRepr::request(ConfigCommand::Read, b"")),
-                };
-                driver.out(i).push_with(|buf| query.emit_padded(buf).unwrap_or(0));
+        if probe.query_due(now) {
+            for i in 0..links.len() {
+                driver.out(i).push_with(|buf| probe.emit_query(i, buf));
             }
             driver.flush(links)?;
-            sent += 1;
         }
-        let settled = matches!((opts.settle, last_news), (Some(s), Some(t)) if now >= t + s);
-        if now >= deadline || settled {
-            break;
+        if probe.is_done(now) {
+            return Ok(probe.finish());
         }
-        let mut wake = deadline;
-        if sent < queries {
-            wake = wake.min(start + interval * sent);
+        let wait = probe.poll_timeout().saturating_duration_since(now);
+        driver.receive(links, wait, |i, at, frame| probe.handle_frame(i, at, frame))?;
+    }
+}
+
+/// The query phase of discovery as a state machine: when to send a query config on every
+/// link, what the answers say, when to stop. It does no I/O and never reads the clock: the
+/// caller passes the time, sends what [`emit_query`](Self::emit_query) writes when
+/// [`query_due`](Self::query_due) says so, feeds it every frame received, and waits until
+/// [`poll_timeout`](Self::poll_timeout) in between (see [`probe`], which runs it).
+///
+/// The query goes out `queries` times, evenly over `timeout` (nobody retransmits a lost
+/// broadcast); it stops at `timeout`, or `settle` after the last new target or path.
+#[derive(Debug)]
+pub struct Probe {
+    /// Each link's name and own MAC.
+    links: Vec<(String, MacAddr)>,
+    target: Option<(u16, u8)>,
+    queries: u32,
+    interval: Duration,
+    settle: Option<Duration>,
+    start: Instant,
+    deadline: Instant,
+    sent: u32,
+    last_news: Option<Instant>,
+    found: BTreeMap<(u16, u8), Announcement>,
+}
+
+impl Probe {
+    /// A probe over links named and addressed as `links`, for every target or only
+    /// `target`, starting at `now`.
+    pub fn new(
+        links: Vec<(String, MacAddr)>,
+        target: Option<(u16, u8)>,
+        opts: &DiscoverOptions,
+        now: Instant,
+    ) -> Self {
+        let queries = opts.queries.max(1);
+        Probe {
+            links,
+            target,
+            queries,
+            interval: opts.timeout / queries,
+            settle: opts.settle,
+            start: now,
+            deadline: now + opts.timeout,
+            sent: 0,
+            last_news: None,
+            found: BTreeMap::new(),
         }
-        if let (Some(s), Some(t)) = (opts.settle, last_news) {
+    }
+
+    /// True when the next round of queries is due at `now` (then it is counted as sent:
+    /// write it with [`emit_query`](Self::emit_query) on every link).
+    pub fn query_due(&mut self, now: Instant) -> bool {
+        let due =
+            self.sent < self.queries && now >= self.start + self.interval * self.sent && !self.is_done(now);
+        if due {
+            self.sent += 1;
+        }
+        due
+    }
+
+    /// Writes the current round's query for link `link` into `buf`; its length (0 if it
+    /// does not fit).
+    pub fn emit_query(&self, link: usize, buf: &mut [u8]) -> usize {
+        let (shelf, slot) = self.target.unwrap_or((SHELF_BROADCAST, SLOT_BROADCAST));
+        let Some((_, mac)) = self.links.get(link) else { return 0 };
+        let query = FrameRepr {
+            dst: MacAddr::BROADCAST,
+            src: *mac,
+            header: HeaderRepr::request(shelf, slot, QUERY_TAG | self.sent.saturating_sub(1)),
+            body: BodyRepr::Config(ConfigRepr::request(ConfigCommand::Read, b"")),
+        };
+        query.emit_padded(buf).unwrap_or(0)
+    }
+
+    /// Takes a frame received on link `link` at `at`: a query-config answer adds its target,
+    /// or a path to it; anything else is ignored.
+    pub fn handle_frame(&mut self, link: usize, at: Instant, frame: &[u8]) {
+        let Some((name, own_mac)) = self.links.get(link) else { return };
+        let Some((key, mac, a)) = announcement(frame, *own_mac, self.target) else { return };
+        let path = TargetPath { transport: link, iface: name.clone(), mac };
+        let entry = self.found.entry(key).or_insert_with(|| Announcement { paths: Vec::new(), ..a.clone() });
+        if !entry.paths.contains(&path) {
+            entry.buffer_count = entry.buffer_count.min(a.buffer_count);
+            entry.sector_count = entry.sector_count.min(a.sector_count);
+            entry.paths.push(path);
+            entry.paths.sort();
+            self.last_news = Some(at);
+        }
+    }
+
+    /// True once collecting is over at `now`: the timeout passed, or nothing new answered
+    /// for `settle`.
+    pub fn is_done(&self, now: Instant) -> bool {
+        let settled = matches!((self.settle, self.last_news), (Some(s), Some(t)) if now >= t + s);
+        now >= self.deadline || settled
+    }
+
+    /// The next moment something is due: a round of queries, the settle time, the end.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut wake = self.deadline;
+        if self.sent < self.queries {
+            wake = wake.min(self.start + self.interval * self.sent);
+        }
+        if let (Some(s), Some(t)) = (self.settle, self.last_news) {
             wake = wake.min(t + s);
         }
-        driver.receive(links, wake.saturating_duration_since(now), |i, at, frame| {
-            let Some((key, path, a)) = announcement(frame, macs[i], target) else { return };
-            let path = TargetPath { transport: i, iface: names[i].clone(), mac: path };
-            let entry = found.entry(key).or_insert_with(|| Announcement { paths: Vec::new(), ..a.clone() });
-            if !entry.paths.contains(&path) {
-                entry.buffer_count = entry.buffer_count.min(a.buffer_count);
-                entry.sector_count = entry.sector_count.min(a.sector_count);
-                entry.paths.push(path);
-                entry.paths.sort();
-                last_news = Some(at);
-            }
-        })?;
+        wake
     }
-    Ok(found.into_values().collect())
+
+    /// What answered, sorted by shelf, then slot.
+    pub fn finish(self) -> Vec<Announcement> {
+        self.found.into_values().collect()
+    }
 }
 
 /// The target an answer to a query config describes, if `frame` is one.

@@ -4,6 +4,7 @@ use aoe_transport::memory::{Impairments, MemoryHub};
 
 use super::*;
 use crate::testing::{mac, shared, Lab, TestTarget};
+use aoe_proto::{Flags, Frame};
 
 fn opts() -> DiscoverOptions {
     DiscoverOptions {
@@ -171,4 +172,75 @@ fn a_serial_shared_by_two_sizes_is_still_a_conflict() {
     let found = discover(&mut links, &opts()).unwrap();
     assert_eq!(found[0].paths.len() + found[0].conflicts.len(), 2);
     assert_eq!(found[0].conflicts.len(), 1);
+}
+
+/// A query-config answer from `from` for e`shelf`.`slot`, to `to`.
+fn config_answer(from: MacAddr, to: MacAddr, shelf: u16, slot: u8, buffer_count: u16) -> Vec<u8> {
+    let mut header = HeaderRepr::request(shelf, slot, 0);
+    header.flags = Flags::RESPONSE;
+    let mut body = ConfigRepr::request(ConfigCommand::Read, b"s");
+    body.buffer_count = buffer_count;
+    body.sector_count = 17;
+    let mut buf = vec![0u8; 128];
+    let len =
+        FrameRepr { dst: to, src: from, header, body: BodyRepr::Config(body) }.emit_padded(&mut buf).unwrap();
+    buf.truncate(len);
+    buf
+}
+
+/// The probe on a fake clock: when it queries, what it keeps, when it stops.
+#[test]
+fn the_probe_follows_its_schedule_on_a_fake_clock() {
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let links = vec![("a".to_owned(), mac(1)), ("b".to_owned(), mac(2))];
+    let opts = DiscoverOptions { timeout: Duration::from_millis(900), queries: 3, settle: None, ..opts() };
+    let mut p = Probe::new(links.clone(), None, &opts, t0);
+    assert!(p.query_due(ms(0)), "the first query goes out at once");
+    assert!(!p.query_due(ms(0)), "once");
+    let mut buf = [0u8; 128];
+    let len = p.emit_query(1, &mut buf);
+    let q = Frame::parse(&buf[..len]).unwrap();
+    assert!(q.ethernet.dst.is_broadcast() && q.ethernet.src == mac(2));
+    assert_eq!((q.header.shelf(), q.header.slot()), (SHELF_BROADCAST, SLOT_BROADCAST));
+    assert_eq!(p.poll_timeout(), ms(300), "the next query");
+    assert!(!p.query_due(ms(299)));
+    assert!(p.query_due(ms(300)));
+
+    // Answers: one target on both links (two paths), one on one link; a request, an answer
+    // to another MAC, and garbage are ignored.
+    p.handle_frame(0, ms(310), &config_answer(mac(0x80), mac(1), 1, 0, 16));
+    p.handle_frame(1, ms(320), &config_answer(mac(0x81), mac(2), 1, 0, 8));
+    p.handle_frame(0, ms(330), &config_answer(mac(0x90), MacAddr::BROADCAST, 2, 5, 4));
+    p.handle_frame(0, ms(340), &config_answer(mac(0x91), mac(9), 3, 0, 4));
+    p.handle_frame(0, ms(350), &[0u8; 30]);
+    let mut request = config_answer(mac(0x92), mac(1), 4, 0, 4);
+    request[14] &= !0x08;
+    p.handle_frame(0, ms(360), &request);
+    p.handle_frame(0, ms(370), &config_answer(mac(0x80), mac(1), 1, 0, 16));
+    assert!(!p.is_done(ms(899)));
+    assert!(p.query_due(ms(600)));
+    assert!(!p.query_due(ms(800)), "three queries in all");
+    assert_eq!(p.poll_timeout(), ms(900));
+    assert!(p.is_done(ms(900)));
+    let found = p.finish();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!((found[0].shelf, found[0].slot, found[0].paths.len(), found[0].buffer_count), (1, 0, 2, 8));
+    assert_eq!((found[1].shelf, found[1].slot, found[1].paths[0].mac), (2, 5, mac(0x90)));
+
+    // Settling: done 100 ms after the last news, well before the timeout; only the target
+    // asked for counts.
+    let opts = DiscoverOptions { settle: Some(Duration::from_millis(100)), ..opts };
+    let mut p = Probe::new(links, Some((2, 5)), &opts, t0);
+    assert!(p.query_due(ms(0)));
+    let len = p.emit_query(0, &mut buf);
+    let q = Frame::parse(&buf[..len]).unwrap();
+    assert_eq!((q.header.shelf(), q.header.slot()), (2, 5));
+    p.handle_frame(0, ms(10), &config_answer(mac(0x80), mac(1), 1, 0, 16));
+    assert!(!p.is_done(ms(200)), "an answer from another target is no news");
+    p.handle_frame(0, ms(250), &config_answer(mac(0x90), mac(1), 2, 5, 4));
+    assert_eq!(p.poll_timeout(), ms(300), "the next query and the settle time coincide");
+    assert!(!p.is_done(ms(349)));
+    assert!(p.is_done(ms(350)));
+    assert_eq!(p.finish().len(), 1);
 }
