@@ -2,10 +2,9 @@
 //! matches it, and what the answer means.
 
 use aoe_proto::identify::IDENTIFY_LEN;
-use aoe_proto::sizing::ATA_DATA_OFFSET;
 use aoe_proto::{
-    AtaCommand, AtaFlags, AtaRepr, AtaStatus, Body, BodyRepr, ConfigRepr, DirectiveCommand, Flags, Frame,
-    FrameRepr, HeaderRepr, Identify, MaskError, MaskRepr, ReserveRepr, SECTOR_SIZE,
+    AtaCommand, AtaFlags, AtaFrame, AtaRepr, AtaStatus, Body, BodyRepr, ConfigRepr, DirectiveCommand, Flags,
+    Frame, FrameRepr, HeaderRepr, Identify, MaskError, MaskRepr, ReserveRepr, SECTOR_SIZE,
 };
 
 use super::types::{AtaReply, ConfigReply, IoBuffers, Mismatch, Path, Reply, SessionConfig};
@@ -45,14 +44,14 @@ pub(super) fn emit(
         }
         OpKind::Reserve(r) => BodyRepr::Reserve(ReserveRepr { command: r.command, macs: &r.macs }),
     };
-    let repr = FrameRepr { dst: path.target, src: path.local, header, body };
-    if let OpKind::Write { .. } = op.kind {
+    if let (OpKind::Write { .. }, BodyRepr::Ata { header: ata, .. }) = (&op.kind, &body) {
+        // Sectors straight from the caller's memory into the frame, after its headers.
         let bytes = usize::from(frame.sectors) * SECTOR_SIZE;
-        let out = buf.get_mut(ATA_DATA_OFFSET..ATA_DATA_OFFSET + bytes).ok_or(too_small(()))?;
-        data.load(op.id, frame.offset as usize * SECTOR_SIZE, out);
-        repr.emit(buf).map_err(too_small)?;
-        return Ok(ATA_DATA_OFFSET + bytes);
+        let mut out = AtaFrame::emit(buf, path.target, path.local, &header, ata).map_err(too_small)?;
+        data.load(op.id, frame.offset as usize * SECTOR_SIZE, out.data_mut(bytes).map_err(too_small)?);
+        return out.finish(bytes).map_err(too_small);
     }
+    let repr = FrameRepr { dst: path.target, src: path.local, header, body };
     repr.emit_padded(buf).map_err(too_small)
 }
 
