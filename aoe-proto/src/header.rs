@@ -98,10 +98,10 @@ pub struct AoeHeader {
     pub ver_flags: u8,
     /// Error code, meaningful with the E flag.
     pub error: u8,
-    /// Shelf address (major).
-    pub major: U16,
-    /// Slot address (minor).
-    pub minor: u8,
+    /// Shelf address (major): read it with [`shelf`](Self::shelf).
+    pub(crate) major: U16,
+    /// Slot address (minor): read it with [`slot`](Self::slot).
+    pub(crate) minor: u8,
     /// Command code.
     pub command: u8,
     /// Initiator-chosen tag, echoed by the target.
