@@ -65,12 +65,12 @@ impl Default for DiscoverOptions {
     }
 }
 
-/// One way to reach a target.
+/// One way to reach a target, as discovery found it: a [`Path`] with the link's name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TargetPath {
-    /// Index of the transport in the slice given to discovery.
-    pub transport: usize,
-    /// That transport's name, e.g. `eth0`.
+    /// The index of the link (transport) in the slice given to discovery.
+    pub link: usize,
+    /// That link's name, e.g. `eth0`.
     pub iface: String,
     /// The target's MAC on this path.
     pub mac: MacAddr,
@@ -329,7 +329,7 @@ impl Probe {
     pub fn handle_frame(&mut self, link: usize, at: Instant, frame: &[u8]) {
         let Some((name, own_mac)) = self.links.get(link) else { return };
         let Some((key, mac, a)) = announcement(frame, *own_mac, self.target) else { return };
-        let path = TargetPath { transport: link, iface: name.clone(), mac };
+        let path = TargetPath { link, iface: name.clone(), mac };
         let entry = self.found.entry(key).or_insert_with(|| Announcement { paths: Vec::new(), ..a.clone() });
         if !entry.paths.contains(&path) {
             entry.buffer_count = entry.buffer_count.min(a.buffer_count);
@@ -404,14 +404,12 @@ pub(crate) fn session_config(links: &[Box<dyn Transport>], a: &Announcement) -> 
     let paths = a
         .paths
         .iter()
-        .filter_map(|p| {
-            links.get(p.transport).map(|l| Path { iface: p.transport, local: l.mac(), target: p.mac })
-        })
+        .filter_map(|p| links.get(p.link).map(|l| Path { link: p.link, local: l.mac(), target: p.mac }))
         .collect();
     let mtu_sectors = a
         .paths
         .iter()
-        .filter_map(|p| links.get(p.transport))
+        .filter_map(|p| links.get(p.link))
         .map(|l| aoe_proto::max_sectors(l.mtu()))
         .min()
         .unwrap_or(1);

@@ -16,7 +16,7 @@
 //! // declared dead.
 //! let (a, _b) = memory::pair(1500, MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
 //! let mut links: Vec<Box<dyn Transport>> = vec![Box::new(a)];
-//! let path = Path { iface: 0, local: links[0].mac(), target: MacAddr([2, 0, 0, 0, 0, 2]) };
+//! let path = Path { link: 0, local: links[0].mac(), target: MacAddr([2, 0, 0, 0, 0, 2]) };
 //! let mut cfg = SessionConfig::new(1, 0, vec![path]);
 //! cfg.dead_timeout = Duration::from_millis(50);
 //! let mut sessions = vec![Session::new(cfg)?];
@@ -359,8 +359,8 @@ impl Driver {
                     let mut written = None;
                     batch.push_with(|slot| match s.poll_transmit(now, slot, data) {
                         Some(t) => {
-                            written = Some(t.iface);
-                            if t.iface == 0 {
+                            written = Some(t.link);
+                            if t.link == 0 {
                                 t.len
                             } else {
                                 0
@@ -378,8 +378,8 @@ impl Driver {
             return self.flush(links);
         }
         for s in sessions.iter_mut() {
-            while let Some(iface) = s.next_transmit(now) {
-                let (Some(link), Some(batch)) = (links.get_mut(iface), self.out.get_mut(iface)) else {
+            while let Some(index) = s.next_transmit(now) {
+                let (Some(link), Some(batch)) = (links.get_mut(index), self.out.get_mut(index)) else {
                     return Err(no_such_link());
                 };
                 if batch.is_full() {
@@ -389,7 +389,7 @@ impl Driver {
                 // then looks further.
                 batch.push_with(|slot| match s.poll_transmit(now, slot, data) {
                     Some(t) => {
-                        debug_assert_eq!(t.iface, iface);
+                        debug_assert_eq!(t.link, index);
                         t.len
                     }
                     None => 0,
@@ -461,7 +461,7 @@ mod tests {
                 near.push(Box::new(a));
                 far.push(b);
             }
-            let path = Path { iface: links, local: mac(1), target: mac(2) };
+            let path = Path { link: links, local: mac(1), target: mac(2) };
             let mut session = Session::new(SessionConfig::new(1, 0, vec![path])).unwrap();
             session.submit(Request::Read { lba: 0, sectors: 8 });
             let mut driver = Driver::new(&near, 8);

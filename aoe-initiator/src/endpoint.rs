@@ -11,7 +11,7 @@
 //! use aoe_initiator::session::{NoData, Path, Session, SessionConfig};
 //! use aoe_proto::MacAddr;
 //!
-//! let path = Path { iface: 0, local: MacAddr([2, 0, 0, 0, 0, 1]), target: MacAddr([2, 0, 0, 0, 0, 2]) };
+//! let path = Path { link: 0, local: MacAddr([2, 0, 0, 0, 0, 1]), target: MacAddr([2, 0, 0, 0, 0, 2]) };
 //! let mut sessions = vec![Session::new(SessionConfig::new(1, 0, vec![path]))?];
 //! let mut endpoint = Endpoint::default();
 //! // Too short to be AoE: counted, offered to nobody.

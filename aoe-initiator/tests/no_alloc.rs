@@ -87,7 +87,7 @@ fn warmed_up_session_does_not_allocate() {
     let (host, target) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
     let mut export = Export::new(ExportConfig::new(1, 0), MemoryBackend::new(1 << 20));
     let port = Port::new(target, 9000);
-    let mut cfg = SessionConfig::new(1, 0, vec![Path { iface: 0, local: host, target }]);
+    let mut cfg = SessionConfig::new(1, 0, vec![Path { link: 0, local: host, target }]);
     cfg.buffer_count = 16;
     cfg.max_sectors = 17;
     let mut session = Session::new(cfg).unwrap();

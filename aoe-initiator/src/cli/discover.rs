@@ -189,8 +189,8 @@ mod tests {
             shelf: 1,
             slot: 0,
             paths: vec![
-                TargetPath { transport: 0, iface: "eth1".into(), mac: MacAddr([2, 0, 0, 0, 0, 1]) },
-                TargetPath { transport: 1, iface: "eth2".into(), mac: MacAddr([2, 0, 0, 0, 0, 2]) },
+                TargetPath { link: 0, iface: "eth1".into(), mac: MacAddr([2, 0, 0, 0, 0, 1]) },
+                TargetPath { link: 1, iface: "eth2".into(), mac: MacAddr([2, 0, 0, 0, 0, 2]) },
             ],
             buffer_count: 16,
             sector_count: 17,

@@ -227,7 +227,7 @@ fn two_paths_fail_over_when_one_breaks() {
     let links: Vec<Box<dyn Transport>> =
         vec![Box::new(hub_a.port(mac(INITIATOR))), Box::new(hub_b.port(mac(INITIATOR + 1)))];
     let mut dev = Device::open(links, 1, 0, &quick()).unwrap();
-    let paths: Vec<(usize, MacAddr)> = dev.info().paths.iter().map(|p| (p.transport, p.mac)).collect();
+    let paths: Vec<(usize, MacAddr)> = dev.info().paths.iter().map(|p| (p.link, p.mac)).collect();
     assert_eq!(paths, vec![(0, mac(TARGET)), (1, mac(TARGET + 1))]);
 
     let data = random(128 * 1024, 5);

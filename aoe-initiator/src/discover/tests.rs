@@ -42,8 +42,8 @@ fn finds_every_target_merges_paths_and_identifies() {
     assert_eq!(
         e10.paths,
         vec![
-            TargetPath { transport: 0, iface: names[0].clone(), mac: mac(0x80) },
-            TargetPath { transport: 1, iface: names[1].clone(), mac: mac(0x81) },
+            TargetPath { link: 0, iface: names[0].clone(), mac: mac(0x80) },
+            TargetPath { link: 1, iface: names[1].clone(), mac: mac(0x81) },
         ]
     );
     assert_eq!((e10.sectors, e10.lba48, e10.size_bytes()), (1000, true, 512_000));
@@ -101,7 +101,7 @@ fn nothing_out_there() {
 fn session_config_takes_the_smallest_limits() {
     let (hub_a, hub_b) = (MemoryHub::new(9000), MemoryHub::new(1500));
     let links: Vec<Box<dyn Transport>> = vec![Box::new(hub_a.port(mac(1))), Box::new(hub_b.port(mac(2)))];
-    let path = |transport, n| TargetPath { transport, iface: String::new(), mac: mac(n) };
+    let path = |link, n| TargetPath { link, iface: String::new(), mac: mac(n) };
     let a = Announcement {
         shelf: 1,
         slot: 2,
@@ -116,7 +116,7 @@ fn session_config_takes_the_smallest_limits() {
     let b = Announcement { paths: vec![path(0, 0x80), path(1, 0x81)], sector_count: 8, ..a };
     let cfg = session_config(&links, &b);
     assert_eq!(cfg.max_sectors, 2, "the 1500-byte segment limits every frame");
-    assert_eq!(cfg.paths[1], Path { iface: 1, local: mac(2), target: mac(0x81) });
+    assert_eq!(cfg.paths[1], Path { link: 1, local: mac(2), target: mac(0x81) });
 }
 
 /// Regression: two different disks claiming one shelf.slot were merged into one disk with

@@ -200,7 +200,7 @@ impl Session {
     /// use aoe_initiator::session::{Path, Session, SessionConfig};
     /// use aoe_proto::MacAddr;
     ///
-    /// let path = Path { iface: 0, local: MacAddr([2, 0, 0, 0, 0, 1]), target: MacAddr([2, 0, 0, 0, 0, 2]) };
+    /// let path = Path { link: 0, local: MacAddr([2, 0, 0, 0, 0, 1]), target: MacAddr([2, 0, 0, 0, 0, 2]) };
     /// let mut cfg = SessionConfig::new(1, 0, vec![path]);
     /// cfg.buffer_count = 64;
     /// cfg.max_sectors = 17; // MTU 9000
@@ -377,7 +377,7 @@ impl Session {
         } else {
             return None;
         };
-        Some(self.paths[path].path.iface)
+        Some(self.paths[path].path.link)
     }
 
     /// Writes the next frame to send into `buf`: a retransmission if one is due, else the next
@@ -646,7 +646,7 @@ impl Session {
                 frame.seq = self.window.sent();
                 frame.deadline = Some(now + self.rtt.backoff(frame.retries));
                 self.tags.slots[index].frame = Some(frame);
-                Some(Transmit { len, path, iface: p.iface })
+                Some(Transmit { len, path, link: p.link })
             }
             Err(e) => {
                 self.tags.release(slot);

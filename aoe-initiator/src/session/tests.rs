@@ -18,7 +18,7 @@ const SLOT: u8 = 1;
 const SECTOR: usize = SECTOR_SIZE;
 
 fn path(i: usize) -> Path {
-    Path { iface: i, local: mac(0x10 + i as u8), target: mac(0x20 + i as u8) }
+    Path { link: i, local: mac(0x10 + i as u8), target: mac(0x20 + i as u8) }
 }
 
 /// The tag salt of the sessions under test, so that tests can read slots and generations.
@@ -99,7 +99,7 @@ impl Harness {
             let next = self.s.next_transmit(self.now);
             match self.s.poll_transmit(self.now, &mut buf, &mut self.bufs) {
                 Some(t) => {
-                    assert_eq!(next, Some(t.iface), "next_transmit disagrees with poll_transmit");
+                    assert_eq!(next, Some(t.link), "next_transmit disagrees with poll_transmit");
                     buf.truncate(t.len);
                     out.push((buf, t));
                 }
@@ -841,7 +841,7 @@ fn multipath_spreads_frames_and_fails_over() {
     assert_eq!((on(0), on(1)), (4, 4), "round-robin over both paths");
     for (f, t) in &frames {
         assert_eq!(macs(f), (path(t.path).target, path(t.path).local));
-        assert_eq!(t.iface, t.path);
+        assert_eq!(t.link, t.path);
     }
 
     // Path 0 breaks: whatever goes over it is lost.

@@ -31,11 +31,14 @@ pub const DEFAULT_PATH_DOWN_AFTER: u32 = 3;
 /// HARD_SCORN_SECS is 10 s too).
 pub const DEFAULT_PATH_RETRY: Duration = Duration::from_secs(10);
 
-/// One way to reach the target.
+/// One way to reach the target: from a local link to one of the target's MACs.
+///
+/// Across this crate a *link* is one of the caller's transports (a local interface), named
+/// by its index in the slice the caller drives; a *path* is a link plus a target MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Path {
-    /// The caller's index of the local interface (transport) the path leaves on.
-    pub iface: usize,
+    /// The index of the link (transport) the path leaves on.
+    pub link: usize,
     /// The local MAC on that interface: the source of requests, the destination of answers.
     pub local: MacAddr,
     /// The target's MAC on this path.
@@ -301,8 +304,8 @@ pub struct Transmit {
     pub len: usize,
     /// The path it goes out on (index into [`SessionConfig::paths`]).
     pub path: usize,
-    /// That path's interface index ([`Path::iface`]).
-    pub iface: usize,
+    /// That path's link ([`Path::link`]).
+    pub link: usize,
 }
 
 /// The caller's memory that reads land in and writes come from, addressed by op and byte

@@ -143,7 +143,7 @@ pub fn command(
     request: Request,
     dead_timeout: Duration,
 ) -> Result<Reply, Error> {
-    let path = Path { iface: 0, local: link.mac(), target: info.paths[0].mac };
+    let path = Path { link: 0, local: link.mac(), target: info.paths[0].mac };
     let mut cfg = SessionConfig::new(info.shelf, info.slot, vec![path]);
     cfg.buffer_count = info.buffer_count;
     cfg.dead_timeout = dead_timeout;
