@@ -366,9 +366,9 @@ impl Session {
         self.events.pop_front()
     }
 
-    /// The interface the frame [`poll_transmit`](Self::poll_transmit) would write next goes
-    /// out on, or `None` when it would write nothing. Lets a caller with one send batch per
-    /// interface pick the batch before the frame is written.
+    /// The link the frame [`poll_transmit`](Self::poll_transmit) would write next goes out
+    /// on, or `None` when it would write nothing. Lets a caller with one send batch per link
+    /// pick the batch before the frame is written.
     pub fn next_transmit(&self, now: Instant) -> Option<usize> {
         let path = if let Some(slot) = self.retransmit.iter().find_map(|&s| self.queued(s)) {
             self.retransmit_path(slot.path, now)
