@@ -33,8 +33,10 @@ use std::time::{Duration, Instant};
 use aoe_proto::ethernet::{MacAddr, ETHERTYPE_AOE, HEADER_LEN};
 use aoe_proto::sizing::ATA_DATA_OFFSET;
 
-use crate::rx_ring::{AttachError, RxRing};
 use crate::{FrameBatch, Transport};
+use rx_ring::{AttachError, RxRing};
+
+mod rx_ring;
 
 /// `PACKET_IGNORE_OUTGOING` from `<linux/if_packet.h>` (Linux 4.20).
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
