@@ -53,8 +53,6 @@ pub mod rng;
 
 #[cfg(target_os = "linux")]
 pub mod afpacket;
-#[cfg(target_os = "linux")]
-mod rx_ring;
 
 #[cfg(target_os = "linux")]
 pub use afpacket::{wait_readable, MAX_WAIT_FDS};

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use aoe_proto::ethernet::HEADER_LEN;
 
-use crate::afpacket::setsockopt;
+use super::socket::setsockopt;
 use crate::batch::Lender;
 use crate::FrameBatch;
 
