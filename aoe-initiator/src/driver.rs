@@ -1,7 +1,7 @@
 //! The blocking runtime: the loop that joins transports and sessions. Send a batch,
 //! receive a batch with the sessions' earliest timeout, route the frames to their sessions
 //! (an [`Endpoint`] parses each once), hand out events, repeat. [`crate::device`] and
-//! [`crate::discover`] run on it; the batches are allocated once and reused.
+//! [`discover`](mod@crate::discover) run on it; the batches are allocated once and reused.
 //!
 //! A [`Wake`] lets another thread interrupt a driver that waits for frames, so that a
 //! thread owning the transports can take new work from a queue (see [`crate::shared`]).

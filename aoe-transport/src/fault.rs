@@ -13,7 +13,7 @@
 //!   (change the plan, start a partition, heal it, read the counters).
 //!
 //! Time comes from a [`Clock`]: [`SystemClock`] for real links, [`ManualClock`] for tests that
-//! step time by hand. Decisions come from a [`SplitMix64`] seeded by [`Plan::seed`]: the same
+//! step time by hand. Decisions come from a [`SplitMix64`](crate::rng::SplitMix64) seeded by [`Plan::seed`]: the same
 //! plan and the same sequence of frames give the same faults.
 //!
 //! Nothing is allocated per frame: frames held back (reordered, delayed, or waiting for room

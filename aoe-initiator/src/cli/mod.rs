@@ -2,8 +2,8 @@
 //! string, MAC mask and reservations, benchmark them, and a self-contained demo.
 //!
 //! The binary only calls [`main`]. Each subcommand lives in the module named after it; they
-//! share the interface choice ([`iface`]) and the human formats ([`format`]), and talk to
-//! disks through [`Device`](crate::Device) alone.
+//! share the interface choice (`iface`) and the human formats (`format`), and talk to
+//! disks through [`crate::Device`] alone.
 //!
 //! Errors are one line on stderr, `aoe: <what went wrong>`, with exit status 1; a command
 //! line that does not parse is one line too, with exit status 2.

@@ -46,7 +46,7 @@ pub struct Path {
 }
 
 /// How a session talks to its target. Build with [`SessionConfig::new`], adjust fields, then
-/// [`Session::new`] validates it.
+/// [`Session::new`](super::Session::new) validates it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
     /// The target's shelf (major), not 0xFFFF.
@@ -297,7 +297,7 @@ pub enum Event {
     TargetDead,
 }
 
-/// A frame [`Session::poll_transmit`] wrote.
+/// A frame [`Session::poll_transmit`](super::Session::poll_transmit) wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
     /// Its length in the buffer.
@@ -358,7 +358,7 @@ pub struct SessionStats {
 }
 
 /// Answers with an outstanding frame's tag that did not match its request, by the first
-/// field that differed (see the [module docs](self#matching-an-answer-to-its-request)).
+/// field that differed (see the [session docs](super#matching-an-answer-to-its-request)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Mismatches {
     /// From another MAC than the path's target, or to another MAC than its local one.
