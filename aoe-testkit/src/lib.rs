@@ -10,6 +10,8 @@
 //! * [`data`] makes deterministic test payloads and disk images.
 //! * [`packet`] is a small raw Ethernet socket to inject and observe frames
 //!   independently of the code under test.
+//! * [`target`] runs our target engine as a peer: servers on interfaces of
+//!   a namespace, one thread each.
 //! * [`relay`] puts a fault-injecting AoE forwarder between an initiator's
 //!   namespace and a target's: loss, duplication, reordering, delay,
 //!   corruption and partitions on real interfaces.
@@ -40,6 +42,7 @@ pub mod packet;
 pub mod privilege;
 pub mod process;
 pub mod relay;
+pub mod target;
 
 /// Process-wide counter: together with the pid it makes every name this
 /// crate invents unique on the machine.
