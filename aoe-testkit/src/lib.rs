@@ -1,4 +1,6 @@
-//! Shared helpers for the integration tests of the aoe-rs crates.
+//! Private networks and peers for testing ATA over Ethernet code, shared by the
+//! integration tests of the aoe-rs crates; its network namespaces and veth pairs are also
+//! what `aoe demo` runs in.
 //!
 //! * [`privilege`] decides whether a test can run here (root, iproute2,
 //!   external peer programs) and prints a uniform `SKIP:` line when it
