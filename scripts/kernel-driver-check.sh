@@ -51,7 +51,7 @@ if ldd /bin/busybox >/dev/null 2>&1; then
 fi
 
 echo "building aoe-target"
-cargo build --release -q -p aoe-target
+cargo build --release -q -p aoe-cli --bin aoe-target
 TARGET_BIN=$PWD/target/release/aoe-target
 
 # --- kernel: download the .deb, unpack it privately --------------------------------

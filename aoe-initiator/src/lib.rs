@@ -10,7 +10,6 @@
 //! - [`mod@discover`]: find targets with a broadcast query config, then IDENTIFY them.
 //! - [`error`]: what can go wrong, one line each.
 
-pub mod cli;
 pub mod device;
 pub mod discover;
 pub mod driver;

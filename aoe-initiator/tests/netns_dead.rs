@@ -8,11 +8,13 @@ mod netns_common;
 use std::time::{Duration, Instant};
 
 use aoe_initiator::{Device, Error};
-use aoe_testkit::data::{pattern, TempImage};
+use aoe_testkit::data::{pattern, TempImage, MIB};
 use aoe_testkit::netns::Link;
 use aoe_testkit::privilege::{netns_available, tool_available};
+use aoe_testkit::process::vblade;
+use aoe_testkit::target::{file_export, Targets};
 
-use netns_common::{afpacket, afpacket_with, file_export, options, vblade, Targets, MIB};
+use netns_common::{afpacket, afpacket_with, options};
 
 const DEAD_TIMEOUT: Duration = Duration::from_secs(2);
 /// Generous: only there so that a bug cannot hang the test.

@@ -8,12 +8,13 @@ mod netns_common;
 use std::time::{Duration, Instant};
 
 use aoe_initiator::Device;
-use aoe_testkit::data::{pattern, TempImage};
+use aoe_testkit::data::{pattern, TempImage, MIB};
 use aoe_testkit::netns::{Netns, Side, Veth};
 use aoe_testkit::privilege::netns_available;
 use aoe_testkit::process::wait_until;
+use aoe_testkit::target::{file_export, Targets};
 
-use netns_common::{afpacket_with, file_export, options, secs, Targets, MIB};
+use netns_common::{afpacket_with, options, secs};
 
 const SIZE: usize = 64 * MIB;
 

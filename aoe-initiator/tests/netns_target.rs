@@ -5,11 +5,12 @@
 
 mod netns_common;
 
-use aoe_testkit::data::TempImage;
+use aoe_testkit::data::{TempImage, MIB};
 use aoe_testkit::netns::Link;
 use aoe_testkit::privilege::netns_available;
+use aoe_testkit::target::{file_export, Targets};
 
-use netns_common::{exercise_disk, file_export, Peer, Targets, MIB};
+use netns_common::{exercise_disk, Peer};
 
 fn against_engine(test: &str, mtu: u32, size: usize, sectors_per_frame: u8) {
     if !netns_available(test) {

@@ -5,11 +5,12 @@
 
 mod netns_common;
 
-use aoe_testkit::data::TempImage;
+use aoe_testkit::data::{TempImage, MIB};
 use aoe_testkit::netns::Link;
 use aoe_testkit::privilege::{netns_available, tool_available};
+use aoe_testkit::process::vblade;
 
-use netns_common::{exercise_disk, vblade, Peer, MIB};
+use netns_common::{exercise_disk, Peer};
 
 fn against_vblade(test: &str, mtu: u32, size: usize, sectors_per_frame: u8) {
     if !(netns_available(test) && tool_available(test, "vblade")) {

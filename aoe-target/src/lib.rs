@@ -40,10 +40,7 @@
 //! ```
 
 pub mod backend;
-pub mod cli;
 pub mod export;
 pub mod ordering;
 pub mod server;
-pub mod service;
-pub mod settings;
 pub mod workers;

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 use aoe_transport::rng::SplitMix64;
 
+/// Bytes in a mebibyte, for sizes of test disks and transfers.
+pub const MIB: usize = 1 << 20;
+
 /// Deterministic pseudo-random bytes for test payloads.
 ///
 /// The bytes are the splitmix64 sequence started from `seed`, each 64-bit

@@ -1,4 +1,6 @@
-//! Shared helpers for the integration tests of the aoe-rs crates.
+//! Private networks and peers for testing ATA over Ethernet code, shared by the
+//! integration tests of the aoe-rs crates; its network namespaces and veth pairs are also
+//! what `aoe demo` runs in.
 //!
 //! * [`privilege`] decides whether a test can run here (root, iproute2,
 //!   external peer programs) and prints a uniform `SKIP:` line when it
@@ -10,6 +12,8 @@
 //! * [`data`] makes deterministic test payloads and disk images.
 //! * [`packet`] is a small raw Ethernet socket to inject and observe frames
 //!   independently of the code under test.
+//! * [`target`] runs our target engine as a peer: servers on interfaces of
+//!   a namespace, one thread each.
 //! * [`relay`] puts a fault-injecting AoE forwarder between an initiator's
 //!   namespace and a target's: loss, duplication, reordering, delay,
 //!   corruption and partitions on real interfaces.
@@ -40,6 +44,7 @@ pub mod packet;
 pub mod privilege;
 pub mod process;
 pub mod relay;
+pub mod target;
 
 /// Process-wide counter: together with the pid it makes every name this
 /// crate invents unique on the machine.

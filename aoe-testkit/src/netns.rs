@@ -428,12 +428,6 @@ impl Veth {
     /// Creates the pair directly inside namespaces `a` and `b` (which must
     /// differ), sets both ends' MTU to `mtu` and brings them up.
     pub fn new(a: &Netns, b: &Netns, mtu: u32) -> io::Result<Veth> {
-        if a.name == b.name {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "both ends of a veth pair in the same namespace",
-            ));
-        }
         let tag = format!(
             "{}x{}",
             base36(u64::from(std::process::id())),
@@ -444,13 +438,40 @@ impl Veth {
         let a_name = format!("va{tag}");
         let b_name = format!("vb{tag}");
         debug_assert!(a_name.len() <= IFNAME_MAX && b_name.len() <= IFNAME_MAX);
+        Veth::named(a, &a_name, b, &b_name, mtu)
+    }
+
+    /// As [`Veth::new`], with end A named `a_name` and end B `b_name` (1 to 15 bytes each).
+    /// The names need only be free inside the two namespaces, which for namespaces made by
+    /// [`Netns::new`] any names are: a program can give its interfaces names a user reads.
+    pub fn named(a: &Netns, a_name: &str, b: &Netns, b_name: &str, mtu: u32) -> io::Result<Veth> {
+        if a.name == b.name {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "both ends of a veth pair in the same namespace",
+            ));
+        }
+        for name in [a_name, b_name] {
+            if name.is_empty() || name.len() > IFNAME_MAX {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("bad interface name {name:?}: use 1 to {IFNAME_MAX} bytes"),
+                ));
+            }
+        }
         let mtu = mtu.to_string();
         ip(&[
-            "-n", &a.name, "link", "add", &a_name, "type", "veth", "peer", "name", &b_name, "netns", &b.name,
+            "-n", &a.name, "link", "add", a_name, "type", "veth", "peer", "name", b_name, "netns", &b.name,
         ])?;
         // Drop removes the pair if the rest of the setup fails.
-        let mut veth =
-            Veth { a_ns: a.name.clone(), b_ns: b.name.clone(), a_name, b_name, a_mac: [0; 6], b_mac: [0; 6] };
+        let mut veth = Veth {
+            a_ns: a.name.clone(),
+            b_ns: b.name.clone(),
+            a_name: a_name.to_owned(),
+            b_name: b_name.to_owned(),
+            a_mac: [0; 6],
+            b_mac: [0; 6],
+        };
         for (ns, ifname) in [(&veth.a_ns, &veth.a_name), (&veth.b_ns, &veth.b_name)] {
             ip(&["-n", ns, "link", "set", ifname, "mtu", &mtu, "up"])?;
         }

@@ -173,6 +173,34 @@ impl Drop for Guarded {
     }
 }
 
+/// Starts Debian's `vblade SHELF SLOT IFNAME FILE` in `ns` and waits (up to 10 s) for its
+/// start-up line.
+///
+/// # Panics
+/// If vblade cannot be started or exits before it serves.
+pub fn vblade(
+    ns: &crate::netns::Netns,
+    shelf: u16,
+    slot: u8,
+    ifname: &str,
+    file: &std::path::Path,
+) -> Guarded {
+    let mut cmd = ns.command("vblade");
+    cmd.arg(shelf.to_string()).arg(slot.to_string()).arg(ifname).arg(file);
+    let mut peer = Guarded::spawn(cmd).expect("starting vblade");
+    // "pid N: e1.0, 131072 sectors O_RDWR"
+    let started = wait_until(Duration::from_secs(10), || {
+        peer.stdout().contains(" sectors ") || matches!(peer.try_wait(), Ok(Some(_)))
+    });
+    assert!(
+        started && peer.try_wait().unwrap().is_none(),
+        "vblade did not start: stdout {:?}, stderr {:?}",
+        peer.stdout(),
+        peer.stderr()
+    );
+    peer
+}
+
 /// Polls `cond` every 20 ms until it returns true or `timeout` has passed.
 /// Returns whether it became true (it is always evaluated at least once, and
 /// once more at the deadline).

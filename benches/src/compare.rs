@@ -8,8 +8,9 @@
 //! pair by pair. The link ceiling ([`crate::ceiling`]) is measured on the same links in the
 //! same run.
 //!
-//! aoe-target runs as its binary when one is given or found next to this tool, else in this
-//! process: a thread inside the target namespace running [`Server`] over an [`AfPacket`].
+//! aoe-target runs as its binary (`cargo build --release -p aoe-cli`) when one is given or
+//! found next to this tool, else in this process: a thread inside the target namespace
+//! running [`Server`] over an [`AfPacket`].
 //!
 //! Beside the raw client, aoe-initiator's [`Device`] reads and writes aoe-target's disk
 //! sequentially ([`crate::initiator`]) from the same initiator namespace, its window capped

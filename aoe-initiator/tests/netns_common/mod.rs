@@ -1,30 +1,22 @@
 //! Helpers shared by the `netns_*` tests: the initiator's raw socket opened inside its
-//! namespace, targets run in the target namespace (Debian's vblade, or our engine in a
-//! thread), one command driven through a bare session, and bounded whole-disk transfers.
+//! namespace, one command driven through a bare session, and bounded whole-disk transfers.
+//! The targets they run in the target namespace (Debian's vblade, or our engine in a
+//! thread) are aoe-testkit's.
 
 // Each test file uses its own subset.
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use aoe_initiator::discover::TargetInfo;
 use aoe_initiator::session::{ConfigRequest, IoBuffers, NoData, Path};
 use aoe_initiator::{discover, Device, DeviceOptions, Error, Event, Reply, Request, Session, SessionConfig};
 use aoe_proto::{AtaCommand, ConfigCommand, Frame, MacAddr};
-use aoe_target::backend::{Backend, FileBackend, FileOptions};
-use aoe_target::export::{Export, ExportConfig};
-use aoe_target::server::{Server, SharedExport};
-use aoe_testkit::data::{pattern, TempImage};
+use aoe_testkit::data::{pattern, TempImage, MIB};
 use aoe_testkit::netns::{Link, Netns};
 use aoe_testkit::packet::{PacketSocket, ETH_P_AOE};
-use aoe_testkit::process::{wait_until, Guarded};
 use aoe_transport::afpacket::{AfPacket, AfPacketOptions};
 use aoe_transport::{FrameBatch, Transport};
-
-pub const MIB: usize = 1 << 20;
 
 /// The initiator's transport: an `AfPacket` socket on `ifname` with a receive ring, as the
 /// `aoe` tool opens it, opened inside `ns` (the socket stays bound to that namespace).
@@ -51,87 +43,6 @@ pub fn options(dead_timeout: Duration) -> DeviceOptions {
     opts.discover.settle = Some(Duration::from_millis(100));
     opts.dead_timeout = dead_timeout;
     opts
-}
-
-/// Starts `vblade [extra...] SHELF SLOT IFNAME FILE` in `ns` and waits for its start-up line.
-pub fn vblade(ns: &Netns, shelf: u16, slot: u8, ifname: &str, file: &std::path::Path) -> Guarded {
-    let mut cmd = ns.command("vblade");
-    cmd.arg(shelf.to_string()).arg(slot.to_string()).arg(ifname).arg(file);
-    let mut peer = Guarded::spawn(cmd).expect("starting vblade");
-    // "pid N: e1.0, 131072 sectors O_RDWR"
-    let started = wait_until(Duration::from_secs(10), || {
-        peer.stdout().contains(" sectors ") || matches!(peer.try_wait(), Ok(Some(_)))
-    });
-    assert!(
-        started && peer.try_wait().unwrap().is_none(),
-        "vblade did not start: stdout {:?}, stderr {:?}",
-        peer.stdout(),
-        peer.stderr()
-    );
-    peer
-}
-
-/// Servers of our target engine, one thread per interface, each inside the target namespace.
-/// Stopped (through an `AtomicBool`) and joined by [`Targets::stop`] or on drop.
-#[derive(Default)]
-pub struct Targets {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Targets {
-    /// Serves `exports` on `ifname` of `ns`; returns once the socket is open and the exports
-    /// were announced.
-    pub fn serve<B: Backend + 'static>(&mut self, ns: &Netns, ifname: &str, exports: Vec<SharedExport<B>>) {
-        let stop = self.stop.clone();
-        let ifname = ifname.to_owned();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        self.threads.push(ns.spawn_thread(move || {
-            // As aoe-target opens it.
-            let opts = AfPacketOptions { rx_ring: true, ..AfPacketOptions::default() };
-            let port =
-                AfPacket::open(&ifname, opts).unwrap_or_else(|e| panic!("target socket on {ifname}: {e}"));
-            let mut server = Server::new(port, exports);
-            server.announce().unwrap_or_else(|e| panic!("announcing on {ifname}: {e}"));
-            ready_tx.send(()).unwrap();
-            loop {
-                match server.run(&stop) {
-                    Ok(()) => return,
-                    // Reported once each time the interface goes down: keep serving it, as the
-                    // aoe-target program does.
-                    Err(e) if e.kind() == std::io::ErrorKind::NetworkDown => {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    Err(e) => panic!("target server on {ifname}: {e}"),
-                }
-            }
-        }));
-        ready_rx.recv_timeout(Duration::from_secs(10)).expect("target server thread did not start");
-    }
-
-    /// Stops every server and waits for the threads; a server's panic is raised here.
-    pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            if let Err(panic) = t.join() {
-                if !std::thread::panicking() {
-                    std::panic::resume_unwind(panic);
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Targets {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// An export of `file` at `shelf.slot`, shared by the servers of every interface.
-pub fn file_export(shelf: u16, slot: u8, file: &std::path::Path) -> SharedExport<FileBackend> {
-    let backend = FileBackend::open(file, FileOptions::default()).expect("opening the image");
-    Arc::new(Mutex::new(Export::new(ExportConfig::new(shelf, slot), backend)))
 }
 
 /// Runs one request through a bare [`Session`] on `link` to the target `info` found there

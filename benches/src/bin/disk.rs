@@ -45,7 +45,9 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let Some(target_bin) = args.target_bin.or_else(compare::default_target_bin) else {
-        eprintln!("disk: no aoe-target binary next to this program; build it or pass --target-bin");
+        eprintln!(
+            "disk: no aoe-target binary next to this program; build it (cargo build --release -p aoe-cli) or pass --target-bin"
+        );
         return ExitCode::from(2);
     };
     let file = args.dir.join(format!("aoe-disk-bench-{}.img", std::process::id()));

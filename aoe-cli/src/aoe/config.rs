@@ -1,12 +1,12 @@
 //! `aoe config`: read, set or test a disk's config string.
 
+use aoe_initiator::session::{ConfigRequest, Reply, Request};
+use aoe_initiator::{Device, Error};
 use aoe_proto::config::MAX_STRING_LEN;
 use aoe_proto::ConfigCommand;
 
 use super::format::{self, Table};
 use super::{Cli, ConfigAction, ConfigArgs, Failure};
-use crate::session::{ConfigRequest, Reply, Request};
-use crate::{Device, Error};
 
 /// AoE error 4: a set found another string already there.
 const CONFIG_STRING_PRESENT: u8 = 4;

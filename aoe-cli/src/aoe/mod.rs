@@ -3,7 +3,7 @@
 //!
 //! The binary only calls [`main`]. Each subcommand lives in the module named after it; they
 //! share the interface choice (`iface`) and the human formats (`format`), and talk to
-//! disks through [`crate::Device`] alone.
+//! disks through [`Device`] alone.
 //!
 //! Errors are one line on stderr, `aoe: <what went wrong>`, with exit status 1; a command
 //! line that does not parse is one line too, with exit status 2.
@@ -17,7 +17,8 @@ use std::time::Duration;
 use aoe_proto::MacAddr;
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
-use crate::{Device, DeviceOptions, Error};
+use aoe_initiator::{Device, DeviceOptions, Error};
+use tracing_subscriber::filter::LevelFilter;
 
 mod args;
 mod bench;
@@ -35,10 +36,9 @@ mod sys;
 mod transfer;
 
 pub use args::DiskName;
-use args::{parse_duration, parse_mac, parse_size};
+use args::{parse_duration, parse_size};
 
-/// Exit status for a command line that does not parse.
-const EXIT_USAGE: u8 = 2;
+use crate::common::{init_logging, parse_args, parse_mac, EXIT_USAGE};
 
 const LONG_ABOUT: &str = "\
 Talk to ATA over Ethernet (AoE) disks from user space: find them, read and write them, manage \
@@ -420,19 +420,18 @@ impl Cli {
 pub fn main() -> ExitCode {
     sys::default_sigpipe();
     let argv: Vec<OsString> = std::env::args_os().collect();
-    let cli = match Cli::try_parse_from(&argv) {
+    let cli: Cli = match parse_args("aoe", &argv, &help_for(&argv)) {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            // --help, --version
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("aoe: {}", one_line(&e, subcommand_of(&argv).as_deref()));
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(code) => return code,
     };
-    init_logging(cli.verbose);
+    // Failures are reported once, as the `aoe:` line; the library's warnings about them
+    // would say the same thing again.
+    init_logging(match cli.verbose {
+        0 => LevelFilter::ERROR,
+        1 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    });
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -457,51 +456,15 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     }
 }
 
-/// The first argument that names a subcommand, for the hint after a usage error.
-fn subcommand_of(argv: &[OsString]) -> Option<String> {
+/// The help to point at after a usage error: `aoe SUBCOMMAND --help` for the first argument
+/// that names a subcommand, else `aoe --help`.
+fn help_for(argv: &[OsString]) -> String {
     let cmd = Cli::command();
     let names: Vec<&str> = cmd.get_subcommands().map(|s| s.get_name()).collect();
-    argv.iter().skip(1).filter_map(|a| a.to_str()).find(|a| names.contains(a)).map(str::to_owned)
-}
-
-/// A clap error as one line, without the usage block that follows it.
-fn one_line(error: &clap::Error, subcommand: Option<&str>) -> String {
-    let text = error.render().to_string();
-    let mut parts = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if line.starts_with("Usage:") || line.starts_with("For more information") {
-            break;
-        }
-        if !line.starts_with("tip:") {
-            parts.push(line.strip_prefix("error: ").unwrap_or(line));
-        }
-    }
-    let help = match subcommand {
+    match argv.iter().skip(1).filter_map(|a| a.to_str()).find(|a| names.contains(a)) {
         Some(s) => format!("aoe {s} --help"),
         None => "aoe --help".to_owned(),
-    };
-    format!("{} (see {help})", parts.join(" "))
-}
-
-fn init_logging(verbose: u8) {
-    use std::io::IsTerminal;
-    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
-    // Failures are reported once, as the `aoe:` line; the library's warnings about them
-    // would say the same thing again.
-    let level = match verbose {
-        0 => LevelFilter::ERROR,
-        1 => LevelFilter::INFO,
-        2 => LevelFilter::DEBUG,
-        _ => LevelFilter::TRACE,
-    };
-    let filter = EnvFilter::builder().with_default_directive(level.into()).from_env_lossy();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .without_time()
-        .try_init();
+    }
 }
 
 #[cfg(test)]
@@ -511,7 +474,7 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Cli, String> {
         let argv: Vec<OsString> =
             std::iter::once("aoe").chain(args.iter().copied()).map(Into::into).collect();
-        Cli::try_parse_from(&argv).map_err(|e| one_line(&e, subcommand_of(&argv).as_deref()))
+        Cli::try_parse_from(&argv).map_err(|e| crate::common::one_line(&e, &help_for(&argv)))
     }
 
     #[test]

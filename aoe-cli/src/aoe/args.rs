@@ -1,12 +1,12 @@
-//! Values on the command line: disk names, byte counts, MAC addresses, durations. Each parser
-//! returns a message that says what was wrong and what is accepted; clap prints it as the
-//! one line of a usage error.
+//! Values on the command line: disk names, byte counts, durations (MAC addresses: the
+//! parser both tools share). Each parser returns a message that says what was wrong and what
+//! is accepted; clap prints it as the one line of a usage error.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use aoe_proto::{MacAddr, SHELF_BROADCAST, SLOT_BROADCAST};
+use aoe_proto::{SHELF_BROADCAST, SLOT_BROADCAST};
 
 /// A disk's name as Linux spells it: `e<shelf>.<slot>`, e.g. `e1.0` for shelf 1, slot 0.
 ///
@@ -14,7 +14,7 @@ use aoe_proto::{MacAddr, SHELF_BROADCAST, SLOT_BROADCAST};
 /// The `/dev/etherd/` prefix of the Linux driver's device nodes is accepted and ignored.
 ///
 /// ```
-/// use aoe_initiator::cli::DiskName;
+/// use aoe_cli::aoe::DiskName;
 ///
 /// let disk: DiskName = "e7.12".parse()?;
 /// assert_eq!((disk.shelf, disk.slot), (7, 12));
@@ -85,12 +85,6 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
         _ => return Err(bad(&format!("unknown suffix {suffix:?}"))),
     };
     number.checked_mul(1 << shift).ok_or_else(|| bad("too large"))
-}
-
-/// A MAC address: `00:11:22:aa:bb:cc`, `00-11-22-aa-bb-cc` or `001122aabbcc`, any case.
-pub(crate) fn parse_mac(text: &str) -> Result<MacAddr, String> {
-    text.parse()
-        .map_err(|_| format!("{text:?} is not a MAC address (like 00:11:22:aa:bb:cc or 001122aabbcc)"))
 }
 
 /// A duration: seconds (`2`, `0.5`, `2s`) or milliseconds (`500ms`).
@@ -167,10 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn macs_and_durations() {
-        assert_eq!(parse_mac("00:11:22:AA:bb:cc"), Ok(MacAddr([0, 0x11, 0x22, 0xaa, 0xbb, 0xcc])));
-        assert_eq!(parse_mac("001122aabbcc"), Ok(MacAddr([0, 0x11, 0x22, 0xaa, 0xbb, 0xcc])));
-        assert!(parse_mac("00:11:22").unwrap_err().contains("is not a MAC address"));
+    fn durations() {
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));

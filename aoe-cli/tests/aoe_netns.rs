@@ -523,15 +523,12 @@ fn signal(pid: u32, name: &str) {
 }
 
 fn assert_no_demo_namespaces(pid: u32) {
-    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    let list = text(&list.stdout);
-    for kind in ["target", "init"] {
-        let name = format!("aoe-demo-{kind}-{pid}");
-        assert!(
-            !list.lines().any(|l| l.split_whitespace().next() == Some(name.as_str())),
-            "{name} left in {list}"
-        );
-    }
+    let left: Vec<String> = aoe_testkit::netns::list()
+        .unwrap()
+        .into_iter()
+        .filter(|name| name.starts_with("aoe-demo-") && aoe_testkit::netns::made_by(name, pid))
+        .collect();
+    assert!(left.is_empty(), "the demo left {left:?}");
 }
 
 /// Transmitted packets per interface, from the namespace's `/proc/net/dev`.

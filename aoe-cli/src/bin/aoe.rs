@@ -1,6 +1,6 @@
 //! `aoe`: find, read, write, manage and measure ATA over Ethernet disks.
-//! See `aoe --help`; everything happens in [`aoe_initiator::cli`].
+//! See `aoe --help`; everything happens in [`aoe_cli::aoe`].
 
 fn main() -> std::process::ExitCode {
-    aoe_initiator::cli::main()
+    aoe_cli::aoe::main()
 }

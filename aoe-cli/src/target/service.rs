@@ -17,10 +17,10 @@ use aoe_proto::SECTOR_SIZE;
 use aoe_transport::afpacket::{self, AfPacket, AfPacketOptions};
 use aoe_transport::Transport;
 
-use crate::backend::{Backend, FileBackend, FileOptions, Window};
-use crate::export::{Export, ExportConfig};
-use crate::server::{Server, SharedExport};
-use crate::settings::{ExportSettings, Problem, Settings, SettingsError};
+use super::settings::{ExportSettings, Problem, Settings, SettingsError};
+use aoe_target::backend::{Backend, FileBackend, FileOptions, Window};
+use aoe_target::export::{Export, ExportConfig};
+use aoe_target::server::{Server, SharedExport};
 
 /// The backend of every export the program serves: a window of a file or block device.
 pub type FileExport = Window<FileBackend>;

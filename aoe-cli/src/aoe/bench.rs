@@ -2,10 +2,11 @@
 
 use std::time::{Duration, Instant};
 
+use aoe_initiator::{Device, Error, Io};
+
 use super::format::{self, Table};
 use super::rng::Rng;
 use super::{iface, BenchArgs, Cli, DiskName, Failure};
-use crate::{Device, Error, Io};
 
 /// Default bytes of the sequential tests.
 const DEFAULT_SIZE: u64 = 256 << 20;
@@ -105,8 +106,8 @@ pub(crate) fn bench(cli: &Cli, names: &[String], disk: DiskName, plan: Plan) -> 
 fn sequential(
     size: u64,
     chunk: usize,
-    mut io: impl FnMut(u64, usize) -> Result<(), crate::Error>,
-) -> Result<Duration, crate::Error> {
+    mut io: impl FnMut(u64, usize) -> Result<(), aoe_initiator::Error>,
+) -> Result<Duration, aoe_initiator::Error> {
     let start = Instant::now();
     let mut done = 0u64;
     while done < size {

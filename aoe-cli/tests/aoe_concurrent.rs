@@ -12,18 +12,16 @@
 //! Needs root (and vblade for its half); skipped otherwise, unless AOE_REQUIRE_NETNS /
 //! AOE_REQUIRE_PEERS say a skip is a failure. Every process is bounded in time.
 
-mod netns_common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aoe_testkit::data::{pattern, TempImage};
+use aoe_testkit::data::{pattern, TempImage, MIB};
 use aoe_testkit::netns::{Link, Netns};
 use aoe_testkit::privilege::{netns_available, tool_available};
+use aoe_testkit::process::vblade;
 use aoe_testkit::relay::Relay;
+use aoe_testkit::target::{file_export, Targets};
 use aoe_transport::fault::Plan;
-
-use netns_common::{file_export, vblade, Targets, MIB};
 
 const AOE: &str = env!("CARGO_BIN_EXE_aoe");
 /// Processes at once.

@@ -1,8 +1,9 @@
 //! `aoe reserve`: list, set or release a disk's reservation.
 
+use aoe_initiator::Error;
+
 use super::mask::{check_macs, macs};
 use super::{Cli, Failure, ReserveAction, ReserveArgs};
-use crate::Error;
 
 /// AoE error 6: the target is reserved by someone else.
 const TARGET_RESERVED: u8 = 6;

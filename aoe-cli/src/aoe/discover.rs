@@ -1,11 +1,11 @@
 //! `aoe discover`: every disk on the chosen interfaces, as a table or JSON.
 
+use aoe_initiator::{DiscoverOptions, TargetInfo};
 use aoe_transport::Transport;
 use serde::Serialize;
 
 use super::format::{self, Table};
 use super::{iface, Cli, DiscoverArgs, Failure};
-use crate::{DiscoverOptions, TargetInfo};
 
 pub(crate) fn run(cli: &Cli, args: &DiscoverArgs) -> Result<(), Failure> {
     let named: Vec<String> = cli.ifaces.iter().chain(&args.ifaces).cloned().collect();
@@ -37,7 +37,7 @@ pub(crate) fn find(cli: &Cli, links: &mut [Box<dyn Transport>]) -> Result<Vec<Ta
         identify_timeout: cli.dead_timeout,
         ..DiscoverOptions::default()
     };
-    crate::discover(links, &opts).map_err(|e| Failure::new(format!("discovery failed: {e}")))
+    aoe_initiator::discover(links, &opts).map_err(|e| Failure::new(format!("discovery failed: {e}")))
 }
 
 /// Every path to `t`, `iface→MAC`, comma-separated.
@@ -181,7 +181,7 @@ fn json(targets: &[TargetInfo]) -> Vec<DiskJson> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discover::TargetPath;
+    use aoe_initiator::discover::TargetPath;
     use aoe_proto::MacAddr;
 
     fn disk() -> TargetInfo {
@@ -230,7 +230,7 @@ mod tests {
     fn a_conflict_is_shown_with_both_identities() {
         let mut d = disk();
         let other = d.paths.pop().unwrap();
-        d.conflicts.push(crate::discover::PathConflict {
+        d.conflicts.push(aoe_initiator::discover::PathConflict {
             path: other,
             sectors: 8192,
             serial: "other".into(),

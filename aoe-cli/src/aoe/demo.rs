@@ -1,23 +1,24 @@
 //! `aoe demo`: the whole stack on one machine without touching any of its networks.
 //!
-//! Two network namespaces are made with `ip netns add`, joined by a veth pair created
-//! directly inside them (so nothing appears in the caller's namespace, whatever names
-//! it already uses). A thread moves into the target namespace and serves an in-memory disk
-//! with [`aoe_target::server::Server`]; another moves into the initiator namespace and runs
-//! the initiator side with the same code as `aoe discover`, `aoe write` and `aoe read`.
+//! Two network namespaces are made with [`aoe_testkit::netns`] (the code the tests build
+//! their private links with), joined by a veth pair created directly inside them (so nothing
+//! appears in the caller's namespace, whatever names it already uses). A thread moves into
+//! the target namespace and serves an in-memory disk with [`aoe_target::server::Server`];
+//! another moves into the initiator namespace and runs the initiator side with the same code
+//! as `aoe discover`, `aoe write` and `aoe read`.
 //! The namespaces (and with them the veth pair) are deleted on the way out, on errors, and on
 //! SIGINT or SIGTERM.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aoe_initiator::Device;
 use aoe_proto::MacAddr;
 use aoe_target::backend::MemoryBackend;
 use aoe_target::export::{Export, ExportConfig};
 use aoe_target::server::Server;
+use aoe_testkit::netns::{self, Netns, Veth};
 use aoe_transport::afpacket::{AfPacket, AfPacketOptions};
 use aoe_transport::Transport;
 
@@ -25,7 +26,6 @@ use super::bench::{self, Plan};
 use super::progress::summary;
 use super::rng::Rng;
 use super::{discover, format, iface, sys, Cli, DemoArgs, DiskName, Failure};
-use crate::Device;
 
 /// MTU of the veth pair: jumbo frames, 17 sectors per AoE frame.
 const MTU: u32 = 9000;
@@ -41,9 +41,6 @@ const INITIATOR_IF: &str = "veth-init";
 /// How long the target thread may take to start serving.
 const TARGET_START: Duration = Duration::from_secs(10);
 
-/// Namespaces that exist right now: what a signal handler must delete.
-static LIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
 pub(crate) fn run(cli: &Cli, args: &DemoArgs) -> Result<(), Failure> {
     if !sys::is_root() {
         return Err(Failure::usage(
@@ -58,25 +55,24 @@ pub(crate) fn run(cli: &Cli, args: &DemoArgs) -> Result<(), Failure> {
 }
 
 fn demo(cli: &Cli, args: &DemoArgs) -> Result<(), Failure> {
-    let pid = std::process::id();
     println!(
         "aoe demo: an AoE target and an initiator in two private network namespaces, joined by a \
          veth pair at MTU {MTU}"
     );
-    let target_ns = Namespace::create(format!("aoe-demo-target-{pid}"))?;
-    let initiator_ns = Namespace::create(format!("aoe-demo-init-{pid}"))?;
-    let (t, i) = (target_ns.name.as_str(), initiator_ns.name.as_str());
-    ip(&["-n", t, "link", "add", TARGET_IF, "type", "veth", "peer", "name", INITIATOR_IF, "netns", i])?;
-    let mtu = MTU.to_string();
-    ip(&["-n", t, "link", "set", TARGET_IF, "mtu", &mtu, "up"])?;
-    ip(&["-n", i, "link", "set", INITIATOR_IF, "mtu", &mtu, "up"])?;
+    let target_ns =
+        Netns::new("aoe-demo-target").map_err(|e| Failure::io("cannot create the target's namespace", e))?;
+    let initiator_ns =
+        Netns::new("aoe-demo-init").map_err(|e| Failure::io("cannot create the initiator's namespace", e))?;
+    let (t, i) = (target_ns.name(), initiator_ns.name());
+    let veth = Veth::named(&target_ns, TARGET_IF, &initiator_ns, INITIATOR_IF, MTU)
+        .map_err(|e| Failure::io("cannot create the veth pair", e))?;
 
     let stop = AtomicBool::new(false);
     let result = std::thread::scope(|scope| {
         let (ready_tx, ready_rx) = mpsc::channel();
         let target = std::thread::Builder::new()
             .name("aoe-demo-target".into())
-            .spawn_scoped(scope, || serve(&target_ns, &stop, ready_tx))
+            .spawn_scoped(scope, || target_ns.enter(|| serve(&stop, ready_tx)))
             .map_err(|e| Failure::io("cannot start the target thread", e))?;
         let outcome = match ready_rx.recv_timeout(TARGET_START) {
             Ok(Ok(mac)) => {
@@ -86,11 +82,7 @@ fn demo(cli: &Cli, args: &DemoArgs) -> Result<(), Failure> {
                 );
                 std::thread::Builder::new()
                     .name("aoe-demo-initiator".into())
-                    .spawn_scoped(scope, || {
-                        sys::enter_netns(&initiator_ns.path())
-                            .map_err(|e| Failure::io(format!("cannot enter namespace {i}"), e))?;
-                        initiate(cli, args, i)
-                    })
+                    .spawn_scoped(scope, || initiator_ns.enter(|| initiate(cli, args, i)))
                     .map_err(|e| Failure::io("cannot start the initiator thread", e))?
                     .join()
                     .unwrap_or_else(|_| Err(Failure::new("the initiator thread panicked")))
@@ -106,21 +98,18 @@ fn demo(cli: &Cli, args: &DemoArgs) -> Result<(), Failure> {
             (Ok(()), Ok(())) => Ok(()),
         }
     });
-    let names = format!("{} and {}", target_ns.name, initiator_ns.name);
+    let names = format!("{t} and {i}");
+    drop(veth);
     drop(initiator_ns);
     drop(target_ns);
     println!("cleaned up: namespaces {names} and the veth pair between them are gone");
     result
 }
 
-/// The target side: serves the in-memory disk on [`TARGET_IF`] until `stop`.
-fn serve(
-    ns: &Namespace,
-    stop: &AtomicBool,
-    ready: mpsc::Sender<Result<MacAddr, String>>,
-) -> Result<(), String> {
+/// The target side, on a thread inside the target namespace: serves the in-memory disk on
+/// [`TARGET_IF`] until `stop`.
+fn serve(stop: &AtomicBool, ready: mpsc::Sender<Result<MacAddr, String>>) -> Result<(), String> {
     let start = || -> Result<_, String> {
-        sys::enter_netns(&ns.path()).map_err(|e| format!("cannot enter namespace {}: {e}", ns.name))?;
         // As aoe-target opens it.
         let opts = AfPacketOptions { rx_ring: true, ..AfPacketOptions::default() };
         let link = AfPacket::open(TARGET_IF, opts).map_err(|e| e.to_string())?;
@@ -207,58 +196,8 @@ fn initiate(cli: &Cli, args: &DemoArgs, ns: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A network namespace made with `ip netns add`, deleted on drop.
-struct Namespace {
-    name: String,
-}
-
-impl Namespace {
-    fn create(name: String) -> Result<Namespace, Failure> {
-        // Listed before it exists: a signal between the two steps then still removes it.
-        lock_live().push(name.clone());
-        if let Err(e) = ip(&["netns", "add", &name]) {
-            lock_live().retain(|n| n != &name);
-            return Err(e);
-        }
-        Ok(Namespace { name })
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.name)
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        if let Err(e) = ip(&["netns", "del", &self.name]) {
-            eprintln!("aoe: {e}");
-        }
-        lock_live().retain(|n| n != &self.name);
-    }
-}
-
-fn lock_live() -> std::sync::MutexGuard<'static, Vec<String>> {
-    LIVE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Runs `ip ARGS`; a failure quotes the command and what `ip` said.
-fn ip(args: &[&str]) -> Result<String, Failure> {
-    let line = format!("ip {}", args.join(" "));
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Failure::io(format!("cannot run `{line}` (is iproute2 installed?)"), e))?;
-    if !out.status.success() {
-        return Err(Failure::new(format!(
-            "`{line}` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// On SIGINT or SIGTERM: delete the namespaces that exist, then exit with 128 + signal.
+/// On SIGINT or SIGTERM: delete the namespaces this process made (their drops will not run),
+/// then exit with 128 + signal.
 fn watch_signals() -> Result<signal_hook::iterator::Handle, Failure> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
@@ -269,9 +208,7 @@ fn watch_signals() -> Result<signal_hook::iterator::Handle, Failure> {
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 eprintln!("aoe: interrupted; removing the demo's namespaces");
-                for name in lock_live().drain(..) {
-                    let _ = ip(&["netns", "del", &name]);
-                }
+                netns::remove_all_made_by(std::process::id());
                 std::process::exit(128 + signal);
             }
         })

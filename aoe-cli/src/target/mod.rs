@@ -1,7 +1,8 @@
-//! The `aoe-target` command line: vblade's arguments, or `--config` for many exports.
+//! The `aoe-target` program: vblade's arguments, or `--config` for many exports, turned
+//! into [`settings::Settings`] and served by a [`service::Service`].
 //!
 //! ```
-//! use aoe_target::cli::Cli;
+//! use aoe_cli::target::Cli;
 //! use clap::Parser;
 //!
 //! let cli = Cli::try_parse_from(["aoe-target", "-r", "-o", "8", "1", "0", "eth1", "/srv/disk.img"])?;
@@ -11,6 +12,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -20,12 +22,15 @@ use std::time::Duration;
 use aoe_proto::MacAddr;
 use clap::{ArgAction, Parser};
 
-use crate::export::DEFAULT_BUFFER_COUNT;
-use crate::service::Service;
-use crate::settings::{ExportSettings, Settings, SettingsError, MAX_IO_THREADS};
+use aoe_target::export::DEFAULT_BUFFER_COUNT;
+use tracing_subscriber::filter::LevelFilter;
 
-/// Exit status for a command line that does not parse (as clap and getopt programs use).
-const EXIT_USAGE: u8 = 2;
+use crate::common::{init_logging, parse_args, parse_mac};
+use service::Service;
+use settings::{ExportSettings, Settings, SettingsError, MAX_IO_THREADS};
+
+pub mod service;
+pub mod settings;
 
 const LONG_ABOUT: &str = "\
 Serve files or block devices as ATA over Ethernet (AoE) disks, compatible with vblade.
@@ -43,6 +48,9 @@ It needs root or CAP_NET_RAW for its raw Ethernet sockets. All settings are chec
 anything is served; a problem is reported as one line on stderr, \"aoe-target: <what is \
 wrong>\", and the exit status is non-zero. SIGINT or SIGTERM stops it: it answers the frames \
 in hand, flushes every file and exits with status 0.";
+
+/// Where a usage error points.
+const HELP: &str = "aoe-target --help";
 
 const AFTER_HELP: &str = "See `aoe-target --help` for units, the configuration file and examples.";
 
@@ -213,11 +221,6 @@ pub struct Cli {
     pub file: Option<PathBuf>,
 }
 
-fn parse_mac(text: &str) -> Result<MacAddr, String> {
-    text.parse()
-        .map_err(|_| format!("{text:?} is not a MAC address (like 00:11:22:aa:bb:cc or 001122aabbcc)"))
-}
-
 impl Cli {
     /// The validated settings: the configuration file's, or the one export the arguments
     /// describe. Needs no I/O for the latter.
@@ -260,60 +263,19 @@ impl Cli {
     }
 }
 
-/// A clap error as one line, without the usage block that follows it.
-fn one_line(error: &clap::Error) -> String {
-    let text = error.render().to_string();
-    let mut parts = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if line.starts_with("Usage:") || line.starts_with("For more information") {
-            break;
-        }
-        if !line.starts_with("tip:") {
-            parts.push(line.strip_prefix("error: ").unwrap_or(line));
-        }
-    }
-    format!("{} (see aoe-target --help)", parts.join(" "))
-}
-
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("aoe-target: {message}");
     ExitCode::FAILURE
 }
 
-fn init_logging(verbose: u8) {
-    use std::io::IsTerminal;
-    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
-    let level = match verbose {
-        0 => LevelFilter::INFO,
-        1 => LevelFilter::DEBUG,
-        _ => LevelFilter::TRACE,
-    };
-    let filter = EnvFilter::builder().with_default_directive(level.into()).from_env_lossy();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .without_time()
-        .init();
-}
-
 /// The whole program: parse the process's arguments, check the settings, serve until
 /// SIGINT or SIGTERM.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            // --help, --version
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("aoe-target: {}", one_line(&e));
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    run(&cli)
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    match parse_args("aoe-target", &argv, HELP) {
+        Ok(cli) => run(&cli),
+        Err(code) => code,
+    }
 }
 
 /// Runs a parsed command line (see [`main`]).
@@ -338,7 +300,11 @@ pub fn run(cli: &Cli) -> ExitCode {
             Err(e) => fail(e),
         };
     }
-    init_logging(cli.verbose);
+    init_logging(match cli.verbose {
+        0 => LevelFilter::INFO,
+        1 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    });
     // Registered before anything is opened: a signal during start-up then stops the service
     // as soon as it starts. A second signal while the first is handled exits at once.
     let stop = Arc::new(AtomicBool::new(false));
@@ -368,7 +334,7 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, String> {
         Cli::try_parse_from(std::iter::once("aoe-target").chain(args.iter().copied()))
-            .map_err(|e| one_line(&e))
+            .map_err(|e| crate::common::one_line(&e, HELP))
     }
 
     #[test]
@@ -407,7 +373,7 @@ mod tests {
         // defaults
         let s = parse(&["1", "0", "eth1", "f"]).unwrap().settings().unwrap();
         assert_eq!(s.exports[0], ExportSettings::new(1, 0, "eth1", "f"));
-        assert_eq!(s.busy_poll, crate::server::DEFAULT_BUSY_POLL);
+        assert_eq!(s.busy_poll, aoe_target::server::DEFAULT_BUSY_POLL);
         assert!(s.rx_ring);
     }
 

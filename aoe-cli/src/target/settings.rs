@@ -4,7 +4,7 @@
 //! A configuration file lists one `[[export]]` table per exported disk:
 //!
 //! ```
-//! use aoe_target::settings::Settings;
+//! use aoe_cli::target::settings::Settings;
 //!
 //! let settings = Settings::from_toml(
 //!     r#"
@@ -22,11 +22,11 @@
 //! let export = &settings.exports[0];
 //! assert_eq!((export.shelf, export.slot, export.buffer_count), (1, 0, 16));
 //! assert_eq!(export.interfaces, ["eth1", "eth2"]);
-//! # Ok::<(), aoe_target::settings::SettingsError>(())
+//! # Ok::<(), aoe_cli::target::settings::SettingsError>(())
 //! ```
 //!
 //! [`Settings::from_toml`] and [`Settings::validate`] need no I/O. What needs the system (the
-//! file's size, the interfaces' state) is checked by [`crate::service::Service::open`], which
+//! file's size, the interfaces' state) is checked by [`super::service::Service::open`], which
 //! reports its findings with the same [`SettingsError`].
 
 use std::collections::HashMap;
@@ -37,8 +37,8 @@ use std::time::Duration;
 use aoe_proto::{MacAddr, SHELF_BROADCAST, SLOT_BROADCAST};
 use serde::{Deserialize, Deserializer};
 
-use crate::export::DEFAULT_BUFFER_COUNT;
-use crate::server::DEFAULT_BUSY_POLL;
+use aoe_target::export::DEFAULT_BUFFER_COUNT;
+use aoe_target::server::DEFAULT_BUSY_POLL;
 
 /// Every export one process serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,13 +48,13 @@ pub struct Settings {
     /// Where they came from: a configuration file, or `None` for the command line.
     pub source: Option<PathBuf>,
     /// How long each interface's server keeps polling after frames came before it sleeps
-    /// ([`Server::set_busy_poll`](crate::server::Server::set_busy_poll)).
+    /// ([`Server::set_busy_poll`](aoe_target::server::Server::set_busy_poll)).
     pub busy_poll: Duration,
     /// Receive through a ring shared with the kernel rather than with `recvmmsg`
     /// ([`AfPacketOptions::rx_ring`](aoe_transport::afpacket::AfPacketOptions::rx_ring)).
     pub rx_ring: bool,
     /// Threads per interface that do sector I/O
-    /// ([`Server::set_io_threads`](crate::server::Server::set_io_threads)); `None` chooses
+    /// ([`Server::set_io_threads`](aoe_target::server::Server::set_io_threads)); `None` chooses
     /// ([`Settings::io_threads_for`]).
     pub io_threads: Option<usize>,
 }
@@ -596,7 +596,7 @@ file = "/srv/b.img"
 
     #[test]
     fn the_shipped_example_parses() {
-        let s = Settings::from_toml(include_str!("../../dist/exports.toml"), "exports.toml").unwrap();
+        let s = Settings::from_toml(include_str!("../../../dist/exports.toml"), "exports.toml").unwrap();
         let names: Vec<String> = s.exports.iter().map(ExportSettings::name).collect();
         assert_eq!(names, ["e1.0", "e1.1"]);
         assert_eq!(s.exports[1].offset, 2048);

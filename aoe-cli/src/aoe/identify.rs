@@ -1,11 +1,11 @@
 //! `aoe identify`: the IDENTIFY DEVICE data of a disk.
 
+use aoe_initiator::session::AtaRequest;
 use aoe_proto::{AtaCommand, AtaFlags, Identify, SECTOR_SIZE};
 use serde::Serialize;
 
 use super::format::{self, Table};
 use super::{discover, Cli, Failure, IdentifyArgs};
-use crate::session::AtaRequest;
 
 /// Word 83 (command sets supported) bits worth showing.
 const W83_FLUSH: u16 = 0x1000;
