@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use aoe_initiator::{Device, Error, Io};
 
 use super::format::{self, Table};
-use super::rng::Rng;
+use super::rng;
 use super::{iface, BenchArgs, Cli, DiskName, Failure};
 
 /// Default bytes of the sequential tests.
@@ -59,7 +59,7 @@ pub(crate) fn bench(cli: &Cli, names: &[String], disk: DiskName, plan: Plan) -> 
         format::mb_per_s(size, elapsed),
     ]);
     if plan.write {
-        Rng::from_time().fill(&mut buf);
+        rng::from_time().fill(&mut buf);
         let start = Instant::now();
         sequential(size, buf.len(), |off, n| dev.write_at(&buf[..n], off)).map_err(on)?;
         dev.flush().map_err(on)?;
@@ -79,7 +79,7 @@ pub(crate) fn bench(cli: &Cli, names: &[String], disk: DiskName, plan: Plan) -> 
         ]);
     }
     let (window, max_sectors) = (dev.session().config().buffer_count, dev.session().config().max_sectors);
-    let mut rng = Rng::from_time();
+    let mut rng = rng::from_time();
     for depth in DEPTHS {
         let run = random_reads(&mut dev, depth, RANDOM_SECTORS, info.sectors, plan.seconds, &mut rng)
             .map_err(on)?;
@@ -150,7 +150,7 @@ fn random_reads(
     block_sectors: u64,
     span_sectors: u64,
     duration: Duration,
-    rng: &mut Rng,
+    rng: &mut rng::Rng,
 ) -> Result<RandomRun, Error> {
     let blocks = span_sectors / block_sectors.max(1);
     if blocks == 0 || depth == 0 {

@@ -24,7 +24,7 @@ use aoe_transport::Transport;
 
 use super::bench::{self, Plan};
 use super::progress::summary;
-use super::rng::Rng;
+use super::rng;
 use super::{discover, format, iface, sys, Cli, DemoArgs, DiskName, Failure};
 
 /// MTU of the veth pair: jumbo frames, 17 sectors per AoE frame.
@@ -155,7 +155,7 @@ fn initiate(cli: &Cli, args: &DemoArgs, ns: &str) -> Result<(), Failure> {
     println!();
     let mut dev = Device::with_target(links, info, &cli.device_options()).map_err(on)?;
     let mut data = vec![0u8; DATA_BYTES];
-    Rng::from_time().fill(&mut data);
+    rng::from_time().fill(&mut data);
     let n = DATA_BYTES as u64;
 
     let start = Instant::now();
