@@ -1,5 +1,6 @@
-//! Several `aoe` processes on one interface at once, against aoe-target's engine and against
-//! Debian's vblade, on a veth link between two private network namespaces.
+//! Several `aoe` processes on one interface at once, against the `aoe-target` program, its
+//! engine in this process, and Debian's vblade, on a veth link between two private network
+//! namespaces.
 //!
 //! Every packet socket on an interface sees every answer that reaches it, so each process
 //! sees the answers meant for the others: each must take only its own (the tag salt, and
@@ -24,6 +25,7 @@ use aoe_testkit::target::{file_export, Targets};
 use aoe_transport::fault::Plan;
 
 const AOE: &str = env!("CARGO_BIN_EXE_aoe");
+const AOE_TARGET: &str = env!("CARGO_BIN_EXE_aoe-target");
 /// Processes at once.
 const PROCESSES: usize = 4;
 /// Bytes each process moves: its own region of the disk.
@@ -34,7 +36,11 @@ const LIMIT: Duration = Duration::from_secs(120);
 /// Which target serves the image.
 #[derive(Debug, Clone, Copy)]
 enum Peer {
+    /// The `aoe-target` program.
+    Program,
+    /// aoe-target's engine and server in a thread of this process.
     Engine,
+    /// Debian's vblade.
     Vblade,
 }
 
@@ -66,7 +72,8 @@ impl Net {
 /// before the namespaces go (fields drop in order).
 struct Setup {
     _targets: Targets,
-    _vblade: Option<aoe_testkit::process::Guarded>,
+    /// vblade or the aoe-target program, when one of them serves.
+    _program: Option<aoe_testkit::process::Guarded>,
     net: Net,
 }
 
@@ -87,15 +94,30 @@ impl Setup {
         };
         let (ns, ifname) = net.target();
         let mut targets = Targets::default();
-        let vblade = match peer {
+        let program = match peer {
             Peer::Engine => {
                 targets.serve(ns, ifname, vec![file_export(1, 0, image.path())]);
                 None
             }
             Peer::Vblade => Some(vblade(ns, 1, 0, ifname, image.path())),
+            Peer::Program => Some(aoe_target(ns, ifname, image.path())),
         };
-        Some(Setup { _targets: targets, _vblade: vblade, net })
+        Some(Setup { _targets: targets, _program: program, net })
     }
+}
+
+/// Starts `aoe-target 1 0 IFNAME FILE` in `ns` and waits for its start-up line.
+fn aoe_target(ns: &Netns, ifname: &str, file: &std::path::Path) -> aoe_testkit::process::Guarded {
+    let mut cmd = ns.command(AOE_TARGET);
+    cmd.args(["1", "0", ifname]).arg(file).env_remove("RUST_LOG");
+    let target = aoe_testkit::process::Guarded::spawn(cmd).unwrap();
+    let ready = format!("e1.0 on {ifname} (");
+    assert!(
+        aoe_testkit::process::wait_until(Duration::from_secs(10), || target.stderr().contains(&ready)),
+        "aoe-target did not start: {:?}",
+        target.stderr()
+    );
+    target
 }
 
 /// Starts `aoe ARGS` in `ns` with its output captured.
@@ -212,7 +234,7 @@ fn concurrent_writers(test: &str, peer: Peer, mtu: u32, runs: usize, region: usi
 
 #[test]
 fn four_readers_at_once_against_aoe_target() {
-    concurrent_readers("four_readers_at_once_against_aoe_target", Peer::Engine, 9000, 12);
+    concurrent_readers("four_readers_at_once_against_aoe_target", Peer::Program, 9000, 12);
 }
 
 #[test]
@@ -222,7 +244,7 @@ fn four_readers_at_once_against_vblade() {
 
 #[test]
 fn four_writers_at_once_against_aoe_target() {
-    concurrent_writers("four_writers_at_once_against_aoe_target", Peer::Engine, 9000, 3, REGION, None);
+    concurrent_writers("four_writers_at_once_against_aoe_target", Peer::Program, 9000, 3, REGION, None);
 }
 
 #[test]
@@ -243,7 +265,7 @@ fn lossy() -> Plan {
 #[test]
 fn four_writers_at_once_through_a_lossy_link_against_aoe_target() {
     let test = "four_writers_at_once_through_a_lossy_link_against_aoe_target";
-    concurrent_writers(test, Peer::Engine, 9000, 2, 4 * MIB, Some(lossy()));
+    concurrent_writers(test, Peer::Program, 9000, 2, 4 * MIB, Some(lossy()));
 }
 
 #[test]
