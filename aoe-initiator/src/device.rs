@@ -313,10 +313,7 @@ impl Device {
     /// After a transport error the session forgets every op: the submitted ones complete
     /// with (a copy of) the error.
     fn fail_submitted(&mut self, e: &Error) {
-        for (id, buf) in self.submitted.drain() {
-            let result = Err(Error::io("the transport failed", std::io::Error::other(e.to_string())));
-            self.done.push_back(Done { id, result, buf });
-        }
+        fail_all(&mut self.submitted, &mut self.done, &e.to_string());
     }
 
     /// What is known about the target.
@@ -678,6 +675,15 @@ fn log_event(event: &Event) {
     }
 }
 
+/// Completes every submitted op with an I/O error saying `why`, its buffer handed back: the
+/// session forgot them (a transport error, or a blocking call that could not finish).
+fn fail_all(submitted: &mut HashMap<OpId, Vec<u8>>, done: &mut VecDeque<Done>, why: &str) {
+    for (id, buf) in submitted.drain() {
+        let result = Err(Error::io("the transport failed", std::io::Error::other(why.to_owned())));
+        done.push_back(Done { id, result, buf });
+    }
+}
+
 /// Sectors in a buffer of whole sectors.
 fn sectors(buf: &[u8]) -> u64 {
     buf.len() as u64 / SECTOR
@@ -752,10 +758,7 @@ impl Drive<'_> {
                 Err(e) => e.to_string(),
                 Ok(_) => "session went idle before every op completed".to_owned(),
             };
-            for (id, buf) in self.submitted.drain() {
-                let result = Err(Error::io("the transport failed", std::io::Error::other(e.clone())));
-                self.done.push_back(Done { id, result, buf });
-            }
+            fail_all(self.submitted, self.done, &e);
         }
         result?;
         if left > 0 {
