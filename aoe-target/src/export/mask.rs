@@ -20,7 +20,14 @@ impl<B: Backend> Export<B> {
         let mut error = MaskError::None;
         match command {
             MaskCommand::Read => {}
-            MaskCommand::Edit => error = self.edit_mask(directives),
+            MaskCommand::Edit => {
+                // Edits are rare (an administrator's), so the copy costs nothing that matters.
+                let before = self.mask.clone();
+                error = self.edit_mask(directives);
+                if self.mask != before {
+                    self.state_changed();
+                }
+            }
             MaskCommand::Other(_) => error = MaskError::Unspecified,
         }
         let mut list = [Directive::new(DirectiveCommand::Add, MacAddr::ZERO); MAX_LIST_ENTRIES];

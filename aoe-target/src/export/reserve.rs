@@ -28,8 +28,11 @@ impl<B: Backend> Export<B> {
                 return self.refuse(port, request, ErrorCode::TargetReserved, out);
             }
             ReserveCommand::Set | ReserveCommand::ForceSet => {
-                self.reserve.clear();
-                self.reserve.extend_from_slice(macs);
+                if self.reserve != macs {
+                    self.reserve.clear();
+                    self.reserve.extend_from_slice(macs);
+                    self.state_changed();
+                }
             }
             ReserveCommand::Other(_) => return self.refuse(port, request, ErrorCode::BadArgument, out),
         }
