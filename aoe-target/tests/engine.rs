@@ -556,6 +556,25 @@ fn the_state_initiators_set_is_read_restored_and_versioned() {
 }
 
 #[test]
+fn group_addresses_are_never_initiators() {
+    let mut rig = Rig::new();
+    let query = BodyRepr::Config(ConfigRepr::request(ConfigCommand::Read, b""));
+    for src in [MacAddr::BROADCAST, MacAddr([0x01, 0x00, 0x5e, 0, 0, 1]), MacAddr([0x33, 0x33, 0, 0, 0, 1])] {
+        assert!(
+            rig.send_from(src, HeaderRepr::request(1, 2, 1), query).is_none(),
+            "{src}: no answer to everyone"
+        );
+    }
+    let group = Directive::new(DirectiveCommand::Add, MacAddr([0x01, 0x80, 0xc2, 0, 0, 0]));
+    assert_eq!(mask(&mut rig, HOST, MaskCommand::Edit, &[group]), Some((MaskError::BadDirective, vec![])));
+    assert_eq!(
+        reserve(&mut rig, HOST, ReserveCommand::Set, &[HOST, MacAddr::BROADCAST]).0,
+        Some(ErrorCode::BadArgument)
+    );
+    assert!(rig.export.reservations().is_empty());
+}
+
+#[test]
 fn announcement_is_a_broadcast_config_answer() {
     let rig = Rig::new();
     let mut out = [0u8; 1514];

@@ -118,6 +118,7 @@ fn prepare(settings: &Settings) -> Result<Prepared, SettingsError> {
         }
         exports.push((export.clone(), Arc::new(Mutex::new(engine))));
     }
+    refuse_shared_sectors(settings, &exports)?;
     let mut interfaces: Vec<Interface> = Vec::new();
     for (index, (export, _)) in exports.iter().enumerate() {
         for name in &export.interfaces {
@@ -141,8 +142,51 @@ fn prepare(settings: &Settings) -> Result<Prepared, SettingsError> {
             let down = afpacket::OpenError::InterfaceDown(info.name);
             return Err(settings.error(Some(index), down.into()));
         }
+        if info.loopback {
+            return Err(settings.error(Some(index), Problem::Loopback(info.name)));
+        }
     }
     Ok((exports, interfaces, state))
+}
+
+/// Refuses two exports that can write the same sectors of one file (or block device): each
+/// would answer as a disk of its own while the other changes it. Read-only exports may share.
+fn refuse_shared_sectors(
+    settings: &Settings,
+    exports: &[(ExportSettings, SharedExport<FileExport>)],
+) -> Result<(), SettingsError> {
+    use std::os::unix::fs::MetadataExt;
+    /// The file (device and inode, or the block device's number), the byte range of it
+    /// exported, whether read-only, and the export's index.
+    struct Span {
+        file: (u64, u64),
+        bytes: std::ops::Range<u64>,
+        read_only: bool,
+        index: usize,
+    }
+    let mut seen: Vec<Span> = Vec::with_capacity(exports.len());
+    for (index, (export, shared)) in exports.iter().enumerate() {
+        let Ok(meta) = std::fs::metadata(&export.file) else { continue };
+        // A block device is named by the device it is, a file by its inode.
+        let id = if meta.file_type().is_block_device() {
+            (u64::MAX, meta.rdev())
+        } else {
+            (meta.dev(), meta.ino())
+        };
+        let start = export.offset.saturating_mul(SECTOR_SIZE as u64);
+        let len = shared.lock().unwrap_or_else(|e| e.into_inner()).backend().len();
+        let range = start..start.saturating_add(len);
+        for other in &seen {
+            let overlap = range.start < other.bytes.end && other.bytes.start < range.end;
+            if other.file == id && overlap && !(export.read_only && other.read_only) {
+                let (first, name) = (other.index, exports[other.index].0.name());
+                let problem = Problem::SameFileTwice { path: export.file.clone(), first, other: name };
+                return Err(settings.error(Some(index), problem));
+            }
+        }
+        seen.push(Span { file: id, bytes: range, read_only: export.read_only, index });
+    }
+    Ok(())
 }
 
 /// The ethers file's text, when a rule names a host.

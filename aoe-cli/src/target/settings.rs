@@ -37,7 +37,7 @@ use std::time::Duration;
 use aoe_proto::{MacAddr, SHELF_BROADCAST, SLOT_BROADCAST};
 use serde::{Deserialize, Deserializer};
 
-use aoe_target::export::{Access, AccessRule, AccessRules, DEFAULT_BUFFER_COUNT};
+use aoe_target::export::{Access, AccessRule, AccessRules, DEFAULT_BUFFER_COUNT, MAX_LIST_ENTRIES};
 use aoe_target::server::DEFAULT_BUSY_POLL;
 
 /// Every export one process serves.
@@ -66,6 +66,9 @@ pub struct Settings {
 
 /// Where host names are looked up unless the configuration says otherwise.
 pub const DEFAULT_ETHERS: &str = "/etc/ethers";
+
+/// Longest configuration file read: 4 MiB holds tens of thousands of exports.
+pub const MAX_CONFIG_FILE: u64 = 4 << 20;
 
 /// Most I/O threads per interface.
 pub const MAX_IO_THREADS: usize = 256;
@@ -339,10 +342,20 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Reads and parses a configuration file (see [`from_toml`](Self::from_toml)).
+    /// Reads and parses a configuration file (see [`from_toml`](Self::from_toml)). A file
+    /// longer than [`MAX_CONFIG_FILE`] (say, `/dev/zero`) is refused, not read on forever.
     pub fn load(path: &Path) -> Result<Self, SettingsError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| SettingsError::ReadConfig { file: path.to_owned(), source })?;
+        use std::io::Read;
+        let fail = |source| SettingsError::ReadConfig { file: path.to_owned(), source };
+        let file = std::fs::File::open(path).map_err(fail)?;
+        let mut bytes = Vec::new();
+        file.take(MAX_CONFIG_FILE + 1).read_to_end(&mut bytes).map_err(fail)?;
+        if bytes.len() as u64 > MAX_CONFIG_FILE {
+            let why = format!("longer than {MAX_CONFIG_FILE} bytes, which no list of exports needs");
+            return Err(fail(std::io::Error::new(std::io::ErrorKind::InvalidData, why)));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| fail(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")))?;
         Self::from_toml(&text, path)
     }
 
@@ -386,6 +399,19 @@ impl Settings {
             }
             if export.file.as_os_str().is_empty() {
                 return fail(Problem::NoFile);
+            }
+            if export.mask.len() > MAX_LIST_ENTRIES {
+                return fail(Problem::MaskTooLong(export.mask.len()));
+            }
+            if let Some(mac) = export.mask.iter().find(|m| m.is_multicast()) {
+                return fail(Problem::GroupAddress { setting: "mask", mac: *mac });
+            }
+            let rule_macs = export.rules.iter().filter_map(|r| match r.who {
+                Initiator::Mac(mac) => Some(mac),
+                _ => None,
+            });
+            if let Some(mac) = rule_macs.into_iter().find(MacAddr::is_multicast) {
+                return fail(Problem::GroupAddress { setting: "rules", mac });
             }
             if let Some(at) = export.rules.iter().position(|r| r.who == Initiator::Everyone) {
                 if at + 1 < export.rules.len() {
@@ -482,6 +508,30 @@ pub enum Problem {
     /// `file = ""`.
     #[error("file is empty: name a regular file or block device")]
     NoFile,
+    /// More mask entries than an answer lists.
+    #[error("mask has {0} entries; the protocol's list holds at most {MAX_LIST_ENTRIES}")]
+    MaskTooLong(usize),
+    /// A broadcast or multicast address where an initiator's belongs.
+    #[error("{setting}: {mac} is a group (broadcast or multicast) address, which no initiator has")]
+    GroupAddress {
+        /// `mask` or `rules`.
+        setting: &'static str,
+        /// The address.
+        mac: MacAddr,
+    },
+    /// Two exports write the same sectors of one file.
+    #[error("file {path} is also exported by export[{first}] ({other}) over the same sectors; two disks writing one file corrupt each other (make both read_only, or give them disjoint offset and length)")]
+    SameFileTwice {
+        /// The path.
+        path: PathBuf,
+        /// The other export's index.
+        first: usize,
+        /// Its name.
+        other: String,
+    },
+    /// A loopback interface.
+    #[error("interfaces: {0} is a loopback interface, which reaches no other host")]
+    Loopback(String),
     /// A rule after the one for `*`, which it could never match.
     #[error("rules: {0:?} comes after the rule for *, which covers every initiator: put * last")]
     RuleAfterEveryone(String),

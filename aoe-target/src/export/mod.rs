@@ -163,6 +163,9 @@ pub enum Ignored {
     Masked,
     /// From an initiator the export's access rules deny ([`Access::Deny`]).
     Denied,
+    /// From a broadcast or multicast source address, which no initiator has: an answer
+    /// would go to every host on the segment.
+    MulticastSource,
     /// A config-string test (exact or prefix) that does not match: the protocol says to
     /// stay silent.
     ConfigMismatch,
@@ -344,6 +347,9 @@ impl<B: Backend> Export<B> {
         }
         if !header.addresses(self.config.shelf, self.config.slot) {
             return Ok(Outcome::Ignored(Ignored::NotAddressed));
+        }
+        if request.ethernet().src.is_multicast() {
+            return Ok(Outcome::Ignored(Ignored::MulticastSource));
         }
         if !self.mask.is_empty() && !self.mask.contains(&request.ethernet().src) {
             return Ok(Outcome::Ignored(Ignored::Masked));
