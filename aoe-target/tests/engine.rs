@@ -574,6 +574,61 @@ fn group_addresses_are_never_initiators() {
     assert!(rig.export.reservations().is_empty());
 }
 
+/// A backend whose every read, write and flush fails with one OS error.
+struct Failing(i32);
+
+impl Backend for Failing {
+    fn len(&self) -> u64 {
+        SECTORS * 512
+    }
+    fn read_at(&self, _: &mut [u8], _: u64) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(self.0))
+    }
+    fn write_at(&self, _: &[u8], _: u64) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(self.0))
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(self.0))
+    }
+}
+
+#[test]
+fn store_errors_become_registers_that_say_why() {
+    let (ok, err, df) =
+        (AtaStatus::DRDY, AtaStatus::DRDY | AtaStatus::ERR, AtaStatus::DRDY | AtaStatus::ERR | AtaStatus::DF);
+    let _ = ok;
+    let cases = [
+        (libc::ENOSPC, (df, AtaError::UNC), (df, AtaError::UNC), (df, AtaError::UNC)),
+        (libc::EROFS, (df, AtaError::ABRT), (df, AtaError::ABRT), (df, AtaError::ABRT)),
+        (libc::EIO, (err, AtaError::UNC), (err, AtaError::UNC), (df, AtaError::ABRT)),
+    ];
+    for (errno, read, write, flush) in cases {
+        let port = Port::new(TARGET, 1500);
+        let mut export = Export::new(ExportConfig::new(1, 2), Failing(errno));
+        let mut run = |header: AtaRepr, data: &[u8]| {
+            let mut buf = vec![0u8; 1514];
+            let len = FrameRepr {
+                dst: TARGET,
+                src: HOST,
+                header: HeaderRepr::request(1, 2, 9),
+                body: BodyRepr::Ata { header, data },
+            }
+            .emit_padded(&mut buf)
+            .unwrap();
+            let request = Received::parse(&buf[..len]).unwrap();
+            let mut out = vec![0u8; 1514];
+            let outcome = export.handle(&port, &request, &mut out).unwrap();
+            let n = outcome.complete(export.backend(), &mut out).unwrap().unwrap();
+            let Body::Ata { header, data } = Frame::parse(&out[..n]).unwrap().body else { panic!() };
+            assert!(data.iter().all(|&b| b == 0), "a failed read carries no sectors");
+            status(&AtaRepr::parse(header))
+        };
+        assert_eq!(run(AtaRepr::read(1, 1, true), &[]), read, "read, errno {errno}");
+        assert_eq!(run(AtaRepr::write(1, 1, true), &[7; 512]), write, "write, errno {errno}");
+        assert_eq!(run(AtaRepr::command(AtaCommand::FlushCacheExt, 0), &[]), flush, "flush, errno {errno}");
+    }
+}
+
 #[test]
 fn announcement_is_a_broadcast_config_answer() {
     let rig = Rig::new();
