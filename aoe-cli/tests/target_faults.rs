@@ -4,6 +4,9 @@
 //! failing disk's reads keep working. On a veth link between two private network
 //! namespaces, the full filesystem a private tmpfs of 1 MiB.
 //!
+//! Also: exports with `-s` and `-d` hold their file open with O_SYNC and O_DIRECT, so that
+//! an answered write is on stable storage.
+//!
 //! Needs root; skipped otherwise, unless AOE_REQUIRE_NETNS says a skip is a failure.
 
 // kill has no safe wrapper in std.
@@ -114,4 +117,54 @@ fn a_full_store_fails_writes_by_name_and_nothing_else() {
     assert!(status.is_some(), "{}", target.stderr());
     let _ = std::fs::remove_file(&data);
     let _ = std::fs::remove_file(&back);
+}
+
+/// The open flags of the file descriptor of `target` that refers to `path`, from
+/// /proc/PID/fdinfo (octal).
+fn open_flags(pid: u32, path: &std::path::Path) -> Option<u32> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    for fd in fds.flatten() {
+        if std::fs::read_link(fd.path()).ok().as_deref() == Some(path) {
+            let info =
+                std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_str()?)).ok()?;
+            let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+            return u32::from_str_radix(flags.trim(), 8).ok();
+        }
+    }
+    None
+}
+
+#[test]
+fn sync_and_direct_exports_write_through_to_stable_storage() {
+    if !netns_available("sync_and_direct_exports_write_through_to_stable_storage") {
+        return;
+    }
+    let link = Link::new("tgsync", 1500).unwrap();
+    // O_DIRECT needs a filesystem that takes it, not tmpfs: cargo's scratch directory is on disk.
+    let dir =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("aoe-sync-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let image = dir.join("disk.img");
+    std::fs::write(&image, vec![0u8; MIB]).unwrap();
+    for (option, flag, name) in [("-s", libc::O_SYNC, "O_SYNC"), ("-d", libc::O_DIRECT, "O_DIRECT")] {
+        let mut cmd = link.target.command(AOE_TARGET);
+        cmd.args([option, "1", "0", link.target_if(), image.to_str().unwrap()]).env_remove("RUST_LOG");
+        let mut target = Guarded::spawn(cmd).unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || target.stderr().contains("e1.0 on ")),
+            "{}",
+            target.stderr()
+        );
+        let flags = open_flags(target.pid(), &image).expect("the target holds the image open");
+        assert_eq!(
+            flags & flag as u32,
+            flag as u32,
+            "{option}: the image is not open with {name}: flags {flags:o}"
+        );
+        let data = dir.join("data");
+        std::fs::write(&data, pattern(5, 256 << 10)).unwrap();
+        assert!(aoe(&link, &["write", "--verify", "e1.0", data.to_str().unwrap()]).status.success());
+        let _ = target.terminate();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
