@@ -440,3 +440,41 @@ fn vblade_nbdcopy_round_trip() {
     ok("nbdcopy", &[&uri, back.path()]);
     assert_same("nbdcopy back from vblade", &back.read(), &data);
 }
+
+#[test]
+fn tcp_on_loopback_by_default() {
+    let test = "tcp_on_loopback_by_default";
+    if !available(test, &["nbdinfo"]) {
+        return;
+    }
+    let setup = Setup::new(test, Peer::Program, &[]);
+    // Without --unix or --tcp: TCP on 127.0.0.1:10809 (of the initiator's private namespace,
+    // where nothing else listens).
+    let mut cmd = setup.link.initiator.command(AOE);
+    cmd.args(["nbd", "e1.0"]).env_remove("RUST_LOG");
+    let mut tcp = Guarded::spawn(cmd).unwrap();
+    let ready = "serving e1.0 as nbd://127.0.0.1:10809/e1.0\n";
+    assert!(
+        wait_until(Duration::from_secs(20), || tcp.stdout().contains(ready)
+            || matches!(tcp.try_wait(), Ok(Some(_)))),
+        "aoe nbd: stdout {:?}, stderr {:?}",
+        tcp.stdout(),
+        tcp.stderr()
+    );
+    let out = setup.link.initiator.run("nbdinfo", &["--json", "nbd://127.0.0.1:10809/e1.0"], LIMIT).unwrap();
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "nbdinfo: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(json_field(&json, "export-size"), DISK.to_string(), "{json}");
+    assert_eq!(json_field(&json, "is_read_only"), "false", "{json}");
+    // An explicit address, port chosen by the system: the ready line says which.
+    let mut cmd = setup.link.initiator.command(AOE);
+    cmd.args(["nbd", "--tcp", "127.0.0.1:0", "--name", "disk", "e1.0"]).env_remove("RUST_LOG");
+    let any = Guarded::spawn(cmd).unwrap();
+    assert!(wait_until(Duration::from_secs(20), || any.stdout().contains("/disk\n")), "{}", any.stderr());
+    let line = any.stdout();
+    let uri = line.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(uri.starts_with("nbd://127.0.0.1:") && !uri.contains(":0/"), "{line}");
+    let out = setup.link.initiator.run("nbdinfo", &["--size", &uri], LIMIT).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), DISK.to_string());
+    assert!(tcp.terminate().unwrap().success());
+}
