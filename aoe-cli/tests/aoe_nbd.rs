@@ -478,3 +478,79 @@ fn tcp_on_loopback_by_default() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), DISK.to_string());
     assert!(tcp.terminate().unwrap().success());
 }
+
+/// Threads of process `pid`.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok());
+    kib.unwrap_or(0) * 1024
+}
+
+#[test]
+fn clients_that_vanish_or_stop_reading_leave_nothing_behind() {
+    use aoe_nbd::wire::{
+        ClientFlags, ClientFlagsField, Command as Cmd, CommandFlags, OptionHeader, OptionType, RequestHeader,
+    };
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use zerocopy::IntoBytes;
+
+    let test = "clients_that_vanish_or_stop_reading_leave_nothing_behind";
+    if !available(test, &["nbdcopy"]) {
+        return;
+    }
+    let setup = Setup::new(test, Peer::Program, &[]);
+    let pid = setup.nbd.pid();
+    let uri = setup.uri();
+    let baseline = threads(pid);
+    // nbdcopy killed in the middle of a copy, three times.
+    for _ in 0..3 {
+        let out = TempFile::new("killed", &[]);
+        let mut cmd = Command::new("nbdcopy");
+        cmd.args([&uri, out.path()]);
+        let mut copy = Guarded::spawn(cmd).unwrap();
+        wait_until(Duration::from_secs(10), || std::fs::metadata(&out.0).is_ok_and(|m| m.len() > 0));
+        let _ = Command::new("kill").args(["-KILL", &format!("-{}", copy.pid())]).status();
+        let _ = copy.wait_timeout(Duration::from_secs(10));
+    }
+    // A client that asks for 2 GiB and never reads the replies, then goes away.
+    let mut c = UnixStream::connect(&setup.socket.0).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut hello = ClientFlagsField::new(ClientFlags::all()).as_bytes().to_vec();
+    hello.extend_from_slice(OptionHeader::new(OptionType::ExportName, 0).as_bytes());
+    c.write_all(&hello).unwrap();
+    let mut greeting = [0u8; 18 + 10];
+    c.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting[..8], b"NBDMAGIC");
+    let mut reqs = Vec::new();
+    for i in 0..2048u64 {
+        let offset = (i % (DISK as u64 / MIB as u64 - 1)) * MIB as u64;
+        reqs.extend_from_slice(
+            RequestHeader::new(Cmd::Read, CommandFlags::empty(), i, offset, MIB as u32).as_bytes(),
+        );
+    }
+    c.write_all(&reqs).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let held = rss(pid);
+    assert!(held < 512 * MIB as u64, "aoe nbd holds {held} bytes for a client that does not read");
+    drop(c);
+    // A client that connects and goes away during the handshake.
+    drop(UnixStream::connect(&setup.socket.0).unwrap());
+    assert!(
+        wait_until(Duration::from_secs(30), || threads(pid) <= baseline),
+        "aoe nbd has {} threads, {baseline} before the clients",
+        threads(pid)
+    );
+    // And it still serves.
+    let again = TempFile::new("again", &[]);
+    ok("nbdcopy", &[&uri, again.path()]);
+    assert_same("after the vanished clients", &again.read(), &pattern(0x4E_4244, DISK));
+}
