@@ -556,3 +556,96 @@ fn clients_that_vanish_or_stop_reading_leave_nothing_behind() {
     ok("nbdcopy", &[&uri, again.path()]);
     assert_same("after the vanished clients", &again.read(), &pattern(0x4E_4244, DISK));
 }
+
+#[test]
+fn raw_client_unaligned_pipelined_and_refused_requests() {
+    use aoe_nbd::wire::{
+        ClientFlags, ClientFlagsField, Command as Cmd, CommandFlags, OptionHeader, OptionType, RequestHeader,
+        SimpleReplyHeader, EINVAL, ENOSPC,
+    };
+    use std::collections::HashMap;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use zerocopy::IntoBytes;
+
+    let test = "raw_client_unaligned_pipelined_and_refused_requests";
+    if !available(test, &[]) {
+        return;
+    }
+    let setup = Setup::new(test, Peer::Program, &[]);
+    let mut c = UnixStream::connect(&setup.socket.0).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut hello = ClientFlagsField::new(ClientFlags::all()).as_bytes().to_vec();
+    hello.extend_from_slice(OptionHeader::new(OptionType::ExportName, 0).as_bytes());
+    c.write_all(&hello).unwrap();
+    let mut greeting = [0u8; 18 + 10];
+    c.read_exact(&mut greeting).unwrap();
+    assert_eq!(u64::from_be_bytes(greeting[18..26].try_into().unwrap()), DISK as u64);
+
+    let mut model = pattern(0x4E_4244, DISK);
+    let disk = DISK as u64;
+    let a = pattern(0xA, 3000);
+    let b = pattern(0xB, 4096);
+    // (handle, command, flags, offset, length, payload, expected error, read length)
+    let mut sent = Vec::new();
+    let mut expect: HashMap<u64, (u32, usize)> = HashMap::new();
+    let mut push = |h: u64, cmd: Cmd, flags: CommandFlags, off: u64, len: u32, payload: &[u8], err: u32| {
+        sent.extend_from_slice(RequestHeader::new(cmd, flags, h, off, len).as_bytes());
+        sent.extend_from_slice(payload);
+        let read = if cmd == Cmd::Read && err == 0 { len as usize } else { 0 };
+        expect.insert(h, (err, read));
+    };
+    push(1, Cmd::Write, CommandFlags::empty(), 1000, 3000, &a, 0);
+    push(2, Cmd::WriteZeroes, CommandFlags::empty(), 5001, 10_000, &[], 0);
+    push(3, Cmd::Write, CommandFlags::FUA, 65_536, 4096, &b, 0);
+    push(4, Cmd::Flush, CommandFlags::empty(), 0, 0, &[], 0);
+    push(5, Cmd::Read, CommandFlags::empty(), disk - 10, 20, &[], EINVAL);
+    push(6, Cmd::Write, CommandFlags::empty(), disk - 10, 20, &[7u8; 20], ENOSPC);
+    push(7, Cmd::Trim, CommandFlags::empty(), 0, 4096, &[], EINVAL);
+    push(8, Cmd::WriteZeroes, CommandFlags::FAST_ZERO, 0, 4096, &[], aoe_nbd::wire::ENOTSUP);
+    push(9, Cmd::Read, CommandFlags::empty(), disk - 7, 7, &[], 0);
+    c.write_all(&sent).unwrap();
+    model[1000..4000].copy_from_slice(&a);
+    model[5001..15_001].fill(0);
+    model[65_536..65_536 + 4096].copy_from_slice(&b);
+    let mut replies = HashMap::new();
+    while replies.len() < expect.len() {
+        let mut h = [0u8; 16];
+        c.read_exact(&mut h).unwrap();
+        let (r, _) = SimpleReplyHeader::parse(&h).unwrap();
+        let (err, read) = expect[&r.handle()];
+        assert_eq!(r.error(), err, "handle {}", r.handle());
+        let mut data = vec![0u8; read];
+        c.read_exact(&mut data).unwrap();
+        assert!(replies.insert(r.handle(), data).is_none(), "two replies to {}", r.handle());
+    }
+    assert_eq!(replies[&9], model[DISK - 7..]);
+    // Reads that straddle what was written, in flight together.
+    let mut reqs = Vec::new();
+    let spans = [(999u64, 3002u32), (5000, 10_002), (65_535, 4098), (0, 70_000)];
+    for (i, (off, len)) in spans.iter().enumerate() {
+        reqs.extend_from_slice(
+            RequestHeader::new(Cmd::Read, CommandFlags::empty(), 100 + i as u64, *off, *len).as_bytes(),
+        );
+    }
+    c.write_all(&reqs).unwrap();
+    for _ in spans {
+        let mut h = [0u8; 16];
+        c.read_exact(&mut h).unwrap();
+        let (r, _) = SimpleReplyHeader::parse(&h).unwrap();
+        assert_eq!(r.error(), 0);
+        let (off, len) = spans[(r.handle() - 100) as usize];
+        let mut data = vec![0u8; len as usize];
+        c.read_exact(&mut data).unwrap();
+        assert_same(
+            &format!("read {len} at {off}"),
+            &data,
+            &model[off as usize..off as usize + len as usize],
+        );
+    }
+    c.write_all(RequestHeader::new(Cmd::Disc, CommandFlags::empty(), 200, 0, 0).as_bytes()).unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "bytes after DISC: {rest:?}");
+    assert_same("image file", &setup.image.read_all(), &model);
+}
