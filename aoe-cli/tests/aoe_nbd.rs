@@ -649,3 +649,39 @@ fn raw_client_unaligned_pipelined_and_refused_requests() {
     assert!(rest.is_empty(), "bytes after DISC: {rest:?}");
     assert_same("image file", &setup.image.read_all(), &model);
 }
+
+#[test]
+fn connections_beyond_the_limit_are_closed() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+
+    let test = "connections_beyond_the_limit_are_closed";
+    if !available(test, &[]) {
+        return;
+    }
+    let setup = Setup::new(test, Peer::Program, &[]);
+    let greet = |c: &mut UnixStream| -> usize {
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut g = [0u8; 18];
+        let mut got = 0;
+        while got < g.len() {
+            match c.read(&mut g[got..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        got
+    };
+    // 64 clients at once, each greeted (they sit in the handshake).
+    let mut held: Vec<UnixStream> = (0..64).map(|_| UnixStream::connect(&setup.socket.0).unwrap()).collect();
+    for c in &mut held {
+        assert_eq!(greet(c), 18);
+    }
+    let mut extra = UnixStream::connect(&setup.socket.0).unwrap();
+    assert_eq!(greet(&mut extra), 0, "a 65th connection was served");
+    drop(held);
+    // Once they are gone, new clients are served again.
+    assert!(wait_until(Duration::from_secs(20), || greet(
+        &mut UnixStream::connect(&setup.socket.0).unwrap()
+    ) == 18));
+}

@@ -183,7 +183,7 @@ end, also on Ctrl-C. Needs root (network namespaces and raw sockets).",
 SIGINT or SIGTERM (then the disk's cache is flushed). Listens on a Unix socket (--unix PATH) or on \
 TCP, by default 127.0.0.1:10809, the NBD port on loopback only: NBD has no authentication and no \
 encryption, so anyone who can connect can read and write the whole disk. Use --tcp with another \
-address only on a network you trust. Several clients may connect at once, each with many requests \
+address only on a network you trust. Up to 64 clients may connect at once, each with many requests \
 in flight; flushes become FLUSH CACHE EXT on the disk; a target that stops answering fails the \
 requests after --dead-timeout with EIO. The export is named after the disk (e1.0) unless --name \
 says otherwise; a client asking for the default export (the empty name) gets it too. Once the \

@@ -15,7 +15,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
@@ -29,6 +29,8 @@ use super::{Cli, Failure, NbdArgs};
 
 /// Requests of one connection submitted to the disk and not yet answered.
 pub(crate) const MAX_IN_FLIGHT: usize = 128;
+/// Clients served at once; more are closed as they connect.
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// Bytes of read and write data of one connection in flight at once.
 pub(crate) const MAX_IN_FLIGHT_BYTES: u64 = 64 << 20;
 /// Largest READ or WRITE a client may send (advertised as the maximum block size).
@@ -186,6 +188,7 @@ fn listen(args: &NbdArgs) -> Result<Listener, Failure> {
 /// Accepts clients until the process stops; each gets its own threads.
 fn accept(listener: Listener, dev: SharedDevice, config: Config, stop: Arc<AtomicBool>) {
     let mut id = 0u64;
+    let active = Arc::new(AtomicUsize::new(0));
     loop {
         let stream = match &listener {
             Listener::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
@@ -205,14 +208,24 @@ fn accept(listener: Listener, dev: SharedDevice, config: Config, stop: Arc<Atomi
                 continue;
             }
         };
+        if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            // Each connection may hold MAX_IN_FLIGHT_BYTES: the count bounds the memory.
+            tracing::warn!(limit = MAX_CONNECTIONS, "too many connections; closing a new one");
+            stream.shutdown();
+            continue;
+        }
         id += 1;
-        let (dev, config) = (dev.clone(), config.clone());
+        let (dev, config, mine) = (dev.clone(), config.clone(), Arc::clone(&active));
+        active.fetch_add(1, Ordering::SeqCst);
         let spawned = std::thread::Builder::new().name(format!("aoe-nbd-{id}")).spawn(move || {
             if let Err(e) = serve(stream, &dev, config) {
                 tracing::info!(connection = id, error = %e, "connection closed");
             }
+            mine.fetch_sub(1, Ordering::SeqCst);
         });
         if let Err(e) = spawned {
+            // The closure, and with it its decrement, never ran.
+            active.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(error = %e, "cannot start a connection thread");
         }
     }
