@@ -96,7 +96,9 @@ fn check(server: &mut Server, event: Event) {
             assert!(!read_only && len >= 1 && fits(offset, len.into()));
             replies.expect("a request before the handshake ended").error(&mut out, handle, wire::EIO);
         }
-        Event::Flush { handle } => replies.expect("a request before the handshake ended").ok(&mut out, handle),
+        Event::Flush { handle } => {
+            replies.expect("a request before the handshake ended").ok(&mut out, handle)
+        }
         Event::Ready { .. } => assert!(replies.is_some()),
         Event::Disconnect => assert!(server.is_closed()),
     }
