@@ -168,3 +168,42 @@ fn sync_and_direct_exports_write_through_to_stable_storage() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_mtu_lowered_under_a_running_target_is_picked_up() {
+    if !netns_available("an_mtu_lowered_under_a_running_target_is_picked_up") {
+        return;
+    }
+    let link = Link::new("tgmtu", 9000).unwrap();
+    let image = TempImage::new(4 * MIB, 11).unwrap();
+    let mut cmd = link.target.command(AOE_TARGET);
+    cmd.args(["1", "0", link.target_if(), image.path().to_str().unwrap()]).env_remove("RUST_LOG");
+    let mut target = Guarded::spawn(cmd).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || target.stderr().contains("e1.0 on ")),
+        "{}",
+        target.stderr()
+    );
+    let discover =
+        |link: &Link| String::from_utf8_lossy(&aoe(link, &["discover", "--json"]).stdout).into_owned();
+    assert!(discover(&link).contains("\"sectors_per_frame\": 17"), "{}", discover(&link));
+
+    for (ns, iface) in [(&link.target, link.target_if()), (&link.initiator, link.initiator_if())] {
+        let out =
+            ns.run("ip", &["link", "set", "dev", iface, "mtu", "1500"], Duration::from_secs(5)).unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || target
+            .stderr()
+            .contains("MTU is now 1500: 2 sectors per frame")),
+        "{}",
+        target.stderr()
+    );
+    assert!(discover(&link).contains("\"sectors_per_frame\": 2,"), "{}", discover(&link));
+    let back = std::env::temp_dir().join(format!("aoe-mtu-back-{}", std::process::id()));
+    assert!(aoe(&link, &["read", "e1.0", back.to_str().unwrap()]).status.success());
+    assert_eq!(std::fs::read(&back).unwrap(), image.read_all(), "every byte arrives at the new MTU");
+    let _ = std::fs::remove_file(&back);
+    let _ = target.terminate();
+}
