@@ -207,3 +207,40 @@ fn an_mtu_lowered_under_a_running_target_is_picked_up() {
     let _ = std::fs::remove_file(&back);
     let _ = target.terminate();
 }
+
+#[test]
+fn a_file_truncated_under_a_running_target_is_served_at_its_new_size() {
+    if !netns_available("a_file_truncated_under_a_running_target_is_served_at_its_new_size") {
+        return;
+    }
+    let link = Link::new("tgtrunc", 9000).unwrap();
+    let image = TempImage::new(8 * MIB, 12).unwrap();
+    let before = image.read_all();
+    let mut cmd = link.target.command(AOE_TARGET);
+    cmd.args(["1", "0", link.target_if(), image.path().to_str().unwrap()]).env_remove("RUST_LOG");
+    let mut target = Guarded::spawn(cmd).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || target.stderr().contains("e1.0 on ")),
+        "{}",
+        target.stderr()
+    );
+    let back = std::env::temp_dir().join(format!("aoe-trunc-back-{}", std::process::id()));
+    let back_arg = back.to_str().unwrap();
+    // The whole disk once, so that its pages are mapped and sent from the mapping.
+    assert!(aoe(&link, &["read", "e1.0", back_arg]).status.success());
+
+    std::fs::OpenOptions::new().write(true).open(image.path()).unwrap().set_len(3 * MIB as u64).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || target.stderr().contains("now holds 6144 sectors, not 16384")),
+        "{}",
+        target.stderr()
+    );
+    let identify = String::from_utf8_lossy(&aoe(&link, &["identify", "--json", "e1.0"]).stdout).into_owned();
+    assert!(identify.contains("6144"), "IDENTIFY reports the new size: {identify}");
+    // What is left reads back as it was; the target answers on, it did not go silent.
+    assert!(aoe(&link, &["read", "e1.0", back_arg]).status.success());
+    assert_eq!(std::fs::read(&back).unwrap(), before[..3 * MIB]);
+    let _ = std::fs::remove_file(&back);
+    assert_eq!(target.try_wait().unwrap(), None, "the target is still running");
+    let _ = target.terminate();
+}

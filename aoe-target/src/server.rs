@@ -202,6 +202,20 @@ impl<T: Transport, B: Backend> Server<T, B> {
         }
     }
 
+    /// Looks again at the size of every export's store ([`Backend::refresh_len`]), so that
+    /// a file truncated under an export is answered at its new size (what no longer exists
+    /// is IDNF, and IDENTIFY reports the new capacity) rather than from a mapping of pages
+    /// that are gone. [`run`](Self::run) does this every second.
+    pub fn check_sizes(&mut self) {
+        for routed in &self.exports {
+            let mut export = lock(&routed.export);
+            if let Err(e) = export.backend().refresh_len() {
+                tracing::debug!("e{}.{}: looking up the store's size: {e}", routed.shelf, routed.slot);
+            }
+            export.follow_backend_size();
+        }
+    }
+
     /// Looks up the interface's MTU again ([`Transport::refresh_mtu`]); when it changed, the
     /// sectors per frame follow (up to what the buffers were sized for at the start: a larger
     /// MTU needs a restart to be used), are logged, and every export is announced again so
@@ -368,6 +382,7 @@ impl<T: Transport, B: Backend> Server<T, B> {
                 if let Err(e) = self.check_mtu() {
                     tracing::debug!(link = self.transport.name(), "looking up the MTU: {e}");
                 }
+                self.check_sizes();
             }
             let spinning = last_frames.is_some_and(|t| t.elapsed() < self.busy_poll);
             let wait = if spinning { Duration::ZERO } else { IDLE_POLL };

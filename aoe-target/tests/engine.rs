@@ -630,6 +630,49 @@ fn store_errors_become_registers_that_say_why() {
 }
 
 #[test]
+fn a_truncated_file_answers_idnf_past_its_new_end_and_identify_follows() {
+    use aoe_target::backend::{FileBackend, FileOptions};
+    let path = std::env::temp_dir().join(format!("aoe-engine-trunc-{}.img", std::process::id()));
+    std::fs::write(&path, vec![7u8; 64 * 512]).unwrap();
+    let port = Port::new(TARGET, 9000);
+    let mut export =
+        Export::new(ExportConfig::new(1, 2), FileBackend::open(&path, FileOptions::default()).unwrap());
+    let run = |export: &mut Export<FileBackend>, header: AtaRepr| {
+        let mut buf = vec![0u8; 9014];
+        let body = BodyRepr::Ata { header, data: &[] };
+        let len = FrameRepr { dst: TARGET, src: HOST, header: HeaderRepr::request(1, 2, 9), body }
+            .emit_padded(&mut buf)
+            .unwrap();
+        let request = Received::parse(&buf[..len]).unwrap();
+        let mut out = vec![0u8; 9014];
+        let outcome = export.handle(&port, &request, &mut out).unwrap();
+        let n = outcome.complete(export.backend(), &mut out).unwrap().unwrap();
+        let Body::Ata { header, data } = Frame::parse(&out[..n]).unwrap().body else { panic!() };
+        (status(&AtaRepr::parse(header)), data.to_vec())
+    };
+    assert_eq!(run(&mut export, AtaRepr::read(40, 8, true)).0, (AtaStatus::DRDY, AtaError::empty()));
+
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(32 * 512).unwrap();
+    // A server looks every second (Server::check_sizes); here, at once.
+    assert_eq!(export.backend().refresh_len().unwrap(), 32 * 512);
+    let (registers, _) = run(&mut export, AtaRepr::read(40, 8, true));
+    assert_eq!(registers, (AtaStatus::DRDY | AtaStatus::ERR, AtaError::IDNF | AtaError::ABRT));
+    assert_eq!(export.sectors(), 32);
+    let (registers, data) = run(&mut export, AtaRepr::command(AtaCommand::IdentifyDevice, 1));
+    assert_eq!(
+        (registers.1, Identify::parse(&data).map(|id| id.sectors).ok()),
+        (AtaError::empty(), Some(32))
+    );
+    let (registers, data) = run(&mut export, AtaRepr::read(24, 8, true));
+    assert_eq!(
+        (registers, data),
+        ((AtaStatus::DRDY, AtaError::empty()), vec![7u8; 8 * 512]),
+        "what is left reads"
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
 fn announcement_is_a_broadcast_config_answer() {
     let rig = Rig::new();
     let mut out = [0u8; 1514];

@@ -147,6 +147,10 @@ impl<'r> SectorIo<'r> {
         if self.op != SectorOp::Read {
             return None;
         }
+        // Not from bytes the store no longer holds (a file truncated under the mapping).
+        if self.offset.checked_add(self.len as u64)? > backend.len() {
+            return None;
+        }
         let (map, start) = backend.mapping()?;
         Tail::new(map, start.checked_add(self.offset)?, self.len)
     }
