@@ -54,56 +54,35 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+// Every index and slice below is within a length checked just before it (proptests feed
+// random bytes to both phases).
+#![allow(clippy::indexing_slicing, clippy::expect_used)]
 
-/// The protocol's numbers this client uses.
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// The protocol's numbers this client uses, from [`crate::wire`], as plain integers.
 mod c {
-    pub const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
-    pub const IHAVEOPT: u64 = 0x4948_4156_454F_5054;
-    /// The old style's second magic, after NBDMAGIC.
-    pub const OLDSTYLE_MAGIC: u64 = 0x0000_4202_8186_1253;
-    pub const REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
-    pub const REQUEST_MAGIC: u32 = 0x2560_9513;
-    pub const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
-    pub const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
+    use crate::wire::{ClientFlags, CommandFlags, HandshakeFlags, TransmissionFlags};
+    pub use crate::wire::{
+        CLISERV_MAGIC as OLDSTYLE_MAGIC, CMD_DISC, CMD_FLUSH, CMD_READ, CMD_WRITE, IHAVEOPT, INFO_BLOCK_SIZE,
+        INFO_EXPORT, MAX_STRING_LEN as MAX_NAME, NBDMAGIC, OPTION_REPLY_MAGIC as REPLY_MAGIC,
+        OPT_EXPORT_NAME, OPT_GO, REP_ACK, REP_ERR_BLOCK_SIZE_REQD, REP_ERR_INVALID, REP_ERR_PLATFORM,
+        REP_ERR_POLICY, REP_ERR_SHUTDOWN, REP_ERR_TLS_REQD, REP_ERR_TOO_BIG, REP_ERR_UNKNOWN, REP_ERR_UNSUP,
+        REP_FLAG_ERROR, REP_INFO, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC,
+    };
 
-    pub const FLAG_FIXED_NEWSTYLE: u16 = 1 << 0;
-    pub const FLAG_NO_ZEROES: u16 = 1 << 1;
-    pub const FLAG_C_FIXED_NEWSTYLE: u32 = 1 << 0;
-    pub const FLAG_C_NO_ZEROES: u32 = 1 << 1;
+    pub const FLAG_FIXED_NEWSTYLE: u16 = HandshakeFlags::FIXED_NEWSTYLE.bits();
+    pub const FLAG_NO_ZEROES: u16 = HandshakeFlags::NO_ZEROES.bits();
+    pub const FLAG_C_FIXED_NEWSTYLE: u32 = ClientFlags::FIXED_NEWSTYLE.bits();
+    pub const FLAG_C_NO_ZEROES: u32 = ClientFlags::NO_ZEROES.bits();
+    pub const FLAG_HAS_FLAGS: u16 = TransmissionFlags::HAS_FLAGS.bits();
+    pub const FLAG_READ_ONLY: u16 = TransmissionFlags::READ_ONLY.bits();
+    pub const FLAG_SEND_FLUSH: u16 = TransmissionFlags::SEND_FLUSH.bits();
+    pub const FLAG_SEND_FUA: u16 = TransmissionFlags::SEND_FUA.bits();
+    pub const CMD_FLAG_FUA: u16 = CommandFlags::FUA.bits();
 
-    pub const OPT_EXPORT_NAME: u32 = 1;
-    pub const OPT_GO: u32 = 7;
-
-    pub const REP_ACK: u32 = 1;
-    pub const REP_INFO: u32 = 3;
-    pub const REP_FLAG_ERROR: u32 = 1 << 31;
-    pub const REP_ERR_UNSUP: u32 = REP_FLAG_ERROR | 1;
-    pub const REP_ERR_POLICY: u32 = REP_FLAG_ERROR | 2;
-    pub const REP_ERR_INVALID: u32 = REP_FLAG_ERROR | 3;
-    pub const REP_ERR_PLATFORM: u32 = REP_FLAG_ERROR | 4;
-    pub const REP_ERR_TLS_REQD: u32 = REP_FLAG_ERROR | 5;
-    pub const REP_ERR_UNKNOWN: u32 = REP_FLAG_ERROR | 6;
-    pub const REP_ERR_SHUTDOWN: u32 = REP_FLAG_ERROR | 7;
-    pub const REP_ERR_BLOCK_SIZE_REQD: u32 = REP_FLAG_ERROR | 8;
-    pub const REP_ERR_TOO_BIG: u32 = REP_FLAG_ERROR | 9;
-
-    pub const INFO_EXPORT: u16 = 0;
-    pub const INFO_BLOCK_SIZE: u16 = 3;
-
-    pub const FLAG_HAS_FLAGS: u16 = 1 << 0;
-    pub const FLAG_READ_ONLY: u16 = 1 << 1;
-    pub const FLAG_SEND_FLUSH: u16 = 1 << 2;
-    pub const FLAG_SEND_FUA: u16 = 1 << 3;
-
-    pub const CMD_READ: u16 = 0;
-    pub const CMD_WRITE: u16 = 1;
-    pub const CMD_DISC: u16 = 2;
-    pub const CMD_FLUSH: u16 = 3;
-    pub const CMD_FLAG_FUA: u16 = 1 << 0;
-
-    /// Largest export name the protocol allows (bytes).
-    pub const MAX_NAME: usize = 4096;
     /// Largest payload to send or ask for when the server names no maximum.
     pub const DEFAULT_MAX_PAYLOAD: u32 = 32 << 20;
 }
@@ -155,7 +134,7 @@ pub enum ProtocolError {
     #[error("the server accepted NBD_OPT_GO without sending NBD_INFO_EXPORT")]
     NoExportInfo,
     /// The server refused the export.
-    #[error("the server refused export {name:?}: {reason}{}", if message.is_empty() { String::new() } else { format!(" ({message})") })]
+    #[error("the server refused export {name:?}: {reason}{}", if message.is_empty() { String::new() } else { alloc::format!(" ({message})") })]
     Refused {
         /// The export asked for.
         name: String,
@@ -600,7 +579,7 @@ pub struct Reply {
 pub struct Transmission {
     info: ExportInfo,
     next_cookie: u64,
-    in_flight: HashMap<u64, (RequestKind, u32)>,
+    in_flight: BTreeMap<u64, (RequestKind, u32)>,
     input: Vec<u8>,
     /// A read's reply header was decoded: the cookie whose data comes next.
     reading: Option<u64>,
@@ -614,7 +593,7 @@ impl Transmission {
         Transmission {
             info,
             next_cookie: 1,
-            in_flight: HashMap::new(),
+            in_flight: BTreeMap::new(),
             input: Vec::new(),
             reading: None,
             replies: VecDeque::new(),
@@ -780,6 +759,8 @@ fn be64(b: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::ToString;
+    use alloc::vec;
     use proptest::prelude::*;
 
     /// The server's side, written out byte by byte from the protocol document.

@@ -1,0 +1,1 @@
+//! The server side of NBD as a state machine.
