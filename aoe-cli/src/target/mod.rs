@@ -198,7 +198,8 @@ pub struct Cli {
     #[arg(long, value_name = "THREADS", value_parser = clap::value_parser!(u16).range(0..=MAX_IO_THREADS as i64))]
     pub io_threads: Option<u16>,
 
-    /// Check the settings (files, offsets, lengths, interfaces) and exit without serving
+    /// Check the settings (files, offsets, lengths, interfaces; an NBD server is connected to
+    /// and its size shown) and exit without serving
     #[arg(long)]
     pub check: bool,
 
@@ -220,7 +221,7 @@ pub struct Cli {
     pub netif: Option<String>,
 
     /// Regular file or block device holding the disk's sectors, or an NBD export:
-    /// nbd://HOST[:PORT]/EXPORT (port 10809 by default) or nbd+unix:///EXPORT?socket=PATH. The
+    /// nbd://HOST/EXPORT, nbd://HOST:PORT/EXPORT (port 10809 by default) or nbd+unix:///EXPORT?socket=PATH. The
     /// NBD server decides the size and whether the disk is read-only; it is reconnected when
     /// it drops the connection
     #[arg(value_name = "FILE", required_unless_present = "config")]
