@@ -45,7 +45,7 @@ fn many_callers_share_one_connection() {
     let socket = scratch("sock");
     let _server = nbdkit(&socket, &["memory", "16M"]);
     let nbd = NbdBackend::open(&unix(&socket), NbdOptions::default()).unwrap();
-    assert_eq!(nbd.len(), 16 << 20);
+    assert_eq!((nbd.len(), nbd.connections()), (16 << 20, 1));
     assert!(!nbd.read_only() && nbd.info().can_flush());
     std::thread::scope(|s| {
         for t in 0..8u64 {
@@ -70,6 +70,7 @@ fn many_callers_share_one_connection() {
     nbd.read_at(&mut back, 512).unwrap();
     assert!(back == big);
     assert!(nbd.read_at(&mut back[..512], 16 << 20).is_err(), "past the end");
+    assert_eq!(nbd.connections(), 1, "one connection carried it all");
 }
 
 #[test]
@@ -132,6 +133,7 @@ fn a_restarted_server_is_reconnected_and_requests_in_flight_retried() {
         server = nbdkit(&socket, &["file", &file_arg]);
     });
     assert_eq!(written.load(Ordering::Relaxed), 1024);
+    assert!(nbd.connections() >= 2, "the server was restarted: connected again");
     let all = std::fs::read(&image).unwrap();
     for t in 0..4u64 {
         for i in 0..256u64 {
@@ -179,4 +181,22 @@ fn a_server_that_stays_away_fails_requests_after_the_timeout() {
     let err = nbd.read_at(&mut buf, 0).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
     let _ = std::fs::remove_file(&socket);
+}
+
+#[test]
+fn a_server_that_stops_answering_is_connected_to_again() {
+    if !tool_available("a_server_that_stops_answering_is_connected_to_again", "nbdkit") {
+        return;
+    }
+    let socket = scratch("sock");
+    // Reads take 30 s; writes are answered at once.
+    let _server = nbdkit(&socket, &["--filter=delay", "memory", "1M", "rdelay=30"]);
+    let options = NbdOptions { io_timeout: Duration::from_secs(1), ..NbdOptions::default() };
+    let nbd = NbdBackend::open(&unix(&socket), options).unwrap();
+    let mut buf = [0; 512];
+    let err = nbd.read_at(&mut buf, 0).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    // The connection that hung was ended; a new one carries the write.
+    nbd.write_at(&[3; 512], 512).unwrap();
+    assert_eq!(nbd.connections(), 2);
 }

@@ -11,8 +11,9 @@
 //! after each failure (100 ms doubling up to [`NbdOptions::max_backoff`]). Reads, writes and
 //! flushes are idempotent, so the requests that had not completed are sent again on the new
 //! connection; so are those a stopping server fails with `ESHUTDOWN`. A request that
-//! cannot complete within [`NbdOptions::io_timeout`] fails: the
-//! initiator sees an ATA error, never wrong data. A server that comes back with another
+//! cannot complete within [`NbdOptions::io_timeout`] fails: the initiator sees an ATA error,
+//! never wrong data; if the server is connected but did not answer it, the connection is
+//! ended and made again. A server that comes back with another
 //! export size is not used again: every request fails from then on, and the error is logged.
 //!
 //! What the server says of its export decides the AoE export's: its size, whether it is
@@ -427,6 +428,11 @@ impl NbdBackend {
         &self.shared.info
     }
 
+    /// Connections made so far: 1, plus one per reconnection.
+    pub fn connections(&self) -> u64 {
+        lock(&self.shared.state).generation
+    }
+
     /// Where the export is.
     pub fn address(&self) -> &NbdAddress {
         &self.shared.address
@@ -508,6 +514,18 @@ impl NbdBackend {
                     if state.generation == generation {
                         if let Some(connection) = state.connection.as_mut() {
                             connection.waiting.remove(&cookie);
+                        }
+                        // A server that takes requests and answers none is as good as gone:
+                        // end the connection, so that the reader connects again.
+                        if let Some((g, stream)) = lock(&shared.writer).as_ref() {
+                            if *g == generation {
+                                tracing::warn!(
+                                    "{}: no answer in {:?}; connecting again",
+                                    shared.address,
+                                    shared.options.io_timeout
+                                );
+                                stream.shutdown();
+                            }
                         }
                     }
                     return Err(io::Error::new(
