@@ -125,3 +125,25 @@ fn every_command_has_help_with_an_example() {
     let out = aoe(&["--version"]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("aoe "));
 }
+
+#[test]
+fn nbd_bad_arguments_and_unusable_sockets() {
+    fails(
+        &["-i", NO_IF, "nbd", "--unix", "/tmp/x", "--tcp", "127.0.0.1:1", "e1.0"],
+        2,
+        "cannot be used with",
+    );
+    fails(&["-i", NO_IF, "nbd", "--tcp", "localhost", "e1.0"], 2, "invalid socket address");
+    fails(
+        &["-i", NO_IF, "nbd", "--unix", "/nonexistent-aoe-dir/s", "e1.0"],
+        1,
+        "cannot listen on /nonexistent-aoe-dir/s",
+    );
+    let name = format!("--name={}", "x".repeat(5000));
+    fails(&["-i", NO_IF, "nbd", &name, "e1.0"], 2, "at most 4096 bytes");
+    // Past the arguments the interface is missing: one line, nothing on stdout, and the
+    // socket it listened on is gone again.
+    let sock = std::env::temp_dir().join(format!("aoe-args-nbd-{}.sock", std::process::id()));
+    fails(&["-i", NO_IF, "nbd", "--unix", sock.to_str().unwrap(), "e1.0"], 1, NO_IF);
+    assert!(!sock.exists(), "aoe nbd left its socket behind");
+}

@@ -4,19 +4,19 @@
 # private network namespaces, in the same run, REPS times each, alternating; prints the
 # medians and the NBD/file ratio. Needs root, iproute2 and nbdkit.
 #
-#   cargo build --release -p aoe-cli && sudo benches/nbd.sh [REPS] [SIZE]
+#   cargo build --release -p aoe-cli && sudo benches/nbd-backend.sh [REPS] [SIZE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-3}
 size=${2:-128M}
 bin=${AOE_BIN_DIR:-target/release}
 for p in "$bin/aoe" "$bin/aoe-target"; do
-  [ -x "$p" ] || { echo "nbd.sh: no $p; build with cargo build --release -p aoe-cli" >&2; exit 2; }
+  [ -x "$p" ] || { echo "nbd-backend.sh: no $p; build with cargo build --release -p aoe-cli" >&2; exit 2; }
 done
 for t in ip nbdkit; do
-  command -v "$t" >/dev/null || { echo "nbd.sh: SKIP: needs $t"; exit 0; }
+  command -v "$t" >/dev/null || { echo "nbd-backend.sh: SKIP: needs $t"; exit 0; }
 done
-[ "$(id -u)" = 0 ] || { echo "nbd.sh: SKIP: needs root"; exit 0; }
+[ "$(id -u)" = 0 ] || { echo "nbd-backend.sh: SKIP: needs root"; exit 0; }
 
 tag=$$
 nt=aoenbdb-t-$tag ni=aoenbdb-i-$tag
@@ -71,7 +71,7 @@ done
 [ -n "${VERBOSE:-}" ] && cat "$work/bench.out" "$work/file.txt" "$work/threads.txt" "$work/nbd.txt"
 
 median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-echo "nbd.sh: aoe bench --write --size $size over veth MTU 9000, median of $reps alternating runs"
+echo "nbd-backend.sh: aoe bench --write --size $size over veth MTU 9000, median of $reps alternating runs"
 echo "(the file served inline, as by default, and by 16 I/O threads as the NBD export is)"
 printf '%-22s %10s %12s %10s %10s %10s\n' "measure" "file" "file, 16 thr" "NBD" "NBD/file" "NBD/16 thr"
 col=1
