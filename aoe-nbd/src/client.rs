@@ -1023,6 +1023,55 @@ mod tests {
         assert_eq!(t.receive(&simple_reply(0, cookie)), Err(ProtocolError::UnknownCookie(cookie)));
     }
 
+    fn hex(text: &str) -> Vec<u8> {
+        let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+        digits.chunks(2).map(|p| u8::from_str_radix(core::str::from_utf8(p).unwrap(), 16).unwrap()).collect()
+    }
+
+    /// What nbdkit 1.32 (`nbdkit -U SOCK --filter=blocksize memory 1M`) sent a client that
+    /// asked for export "disk" with NBD_OPT_GO and NBD_INFO_BLOCK_SIZE: the greeting, then
+    /// INFO_EXPORT (1 MiB; flush, FUA, trim, write zeroes, multi-conn, cache, fast zero),
+    /// INFO_BLOCK_SIZE (1, 4096, no maximum) and ACK.
+    const NBDKIT_HANDSHAKE: &str = "
+        4e42444d41474943 49484156454f5054 0003
+        0003e889045565a9 00000007 00000003 0000000c 0000 0000000000100000 0d6d
+        0003e889045565a9 00000007 00000003 0000000e 0003 00000001 00001000 ffffffff
+        0003e889045565a9 00000007 00000001 00000000";
+
+    #[test]
+    fn golden_nbdkit_session() {
+        let mut hs = Handshake::new("disk").unwrap();
+        let bytes = hex(NBDKIT_HANDSHAKE);
+        assert!(hs.receive(&bytes[..18]).unwrap().is_none());
+        // The client's answer, as sent to nbdkit when these bytes were taken.
+        assert_eq!(
+            hs.take_output(),
+            hex("00000003 49484156454f5054 00000007 0000000c 00000004 6469736b 0001 0003")
+        );
+        let mut t = hs.receive(&bytes[18..]).unwrap().expect("connected");
+        let info = *t.info();
+        assert_eq!((info.size, info.flags), (1 << 20, 0x0d6d));
+        assert_eq!(info.block_size, Some(BlockSize { minimum: 1, preferred: 4096, maximum: u32::MAX }));
+        assert_eq!(info.max_payload(), 32 << 20, "no maximum: 32 MiB, as the protocol suggests");
+        assert!(info.can_flush() && info.can_fua() && !info.read_only());
+        // Cookies 1 to 4 as sent then; nbdkit answered the write first.
+        let cookies: Vec<u64> =
+            [Request::read(0, 512), Request::read(4096, 1024), Request::write(512, 512), Request::flush()]
+                .into_iter()
+                .map(|r| t.request(r).unwrap().0)
+                .collect();
+        assert_eq!(cookies, [1, 2, 3, 4]);
+        let mut replies = hex("67446698 00000000 0000000000000003 67446698 00000000 0000000000000001");
+        replies.extend([0; 512]);
+        replies.extend(hex("67446698 00000000 0000000000000002"));
+        replies.extend([0; 1024]);
+        replies.extend(hex("67446698 00000000 0000000000000004"));
+        t.receive(&replies).unwrap();
+        let order: Vec<(u64, usize)> =
+            core::iter::from_fn(|| t.poll_reply()).map(|r| (r.cookie, r.result.unwrap().len())).collect();
+        assert_eq!(order, [(3, 0), (1, 512), (2, 1024), (4, 0)]);
+    }
+
     proptest! {
         #[test]
         fn random_bytes_never_panic_the_handshake(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..8), fixed in any::<bool>()) {
