@@ -200,3 +200,25 @@ fn a_server_that_stops_answering_is_connected_to_again() {
     nbd.write_at(&[3; 512], 512).unwrap();
     assert_eq!(nbd.connections(), 2);
 }
+
+#[test]
+fn a_server_restarted_while_idle_is_found_out_by_the_next_request() {
+    if !tool_available("a_server_restarted_while_idle_is_found_out_by_the_next_request", "nbdkit") {
+        return;
+    }
+    let socket = scratch("sock");
+    let image = scratch("img");
+    std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
+    let file_arg = image.to_str().unwrap().to_owned();
+    let mut server = nbdkit(&socket, &["file", &file_arg]);
+    let nbd = NbdBackend::open(&unix(&socket), NbdOptions::default()).unwrap();
+    nbd.write_at(&pattern(9, 4096), 8192).unwrap();
+    server.terminate().unwrap();
+    let _server = nbdkit(&socket, &["file", &file_arg]);
+    let mut back = vec![0; 4096];
+    nbd.read_at(&mut back, 8192).unwrap();
+    assert!(back == pattern(9, 4096));
+    assert_eq!(nbd.connections(), 2);
+    drop(nbd);
+    std::fs::remove_file(&image).unwrap();
+}

@@ -2,19 +2,23 @@
 //!
 //! [`NbdBackend`] keeps one connection to the server, shared by every thread that calls it:
 //! a caller registers its request with the [`Transmission`] (getting a cookie), sends it under
-//! a writer lock, and sleeps until a reader thread, which decodes every reply, hands it the
-//! one with its cookie. So as many requests are in flight as threads call the backend (the
-//! server's I/O threads, `--io-threads`).
+//! a writer lock, and waits for the reply with its cookie. There is no reader thread: one of
+//! the waiting callers reads the socket and hands every reply it decodes to its caller, and
+//! when its own has come it wakes another waiting caller to read in its place (a request alone
+//! in flight thus reads its own reply, with no thread between it and the server). So as many
+//! requests are in flight as threads call the backend (the server's I/O threads,
+//! `--io-threads`).
 //!
-//! When the connection drops (or the server breaks the protocol), the reader thread fails
-//! every request in flight over to a retry, and connects again, waiting a little longer
+//! When the connection drops (or the server breaks the protocol), every request in flight is
+//! failed over to a retry, and a thread of the backend connects again, waiting a little longer
 //! after each failure (100 ms doubling up to [`NbdOptions::max_backoff`]). Reads, writes and
 //! flushes are idempotent, so the requests that had not completed are sent again on the new
-//! connection; so are those a stopping server fails with `ESHUTDOWN`. A request that
-//! cannot complete within [`NbdOptions::io_timeout`] fails: the initiator sees an ATA error,
-//! never wrong data; if the server is connected but did not answer it, the connection is
-//! ended and made again. A server that comes back with another
-//! export size is not used again: every request fails from then on, and the error is logged.
+//! connection; so are those a stopping server fails with `ESHUTDOWN`. A request that cannot
+//! complete within [`NbdOptions::io_timeout`] fails: the initiator sees an ATA error, never
+//! wrong data; if the server is connected but did not answer it, the connection is ended and
+//! made again. A server that comes back with another export size is not used again: every
+//! request fails from then on, and the error is logged. An idle connection is not watched: a
+//! server that went away meanwhile is found out, and connected to again, by the next request.
 //!
 //! What the server says of its export decides the AoE export's: its size, whether it is
 //! read-only (`NBD_FLAG_READ_ONLY`, [`Backend::read_only`]) and whether a flush is sent
@@ -270,6 +274,12 @@ impl Stream {
             Stream::Unix(s) => s.set_read_timeout(timeout).and_then(|_| s.set_write_timeout(timeout)),
         }
     }
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(timeout),
+            Stream::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
     fn shutdown(&self) {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(Shutdown::Both),
@@ -370,6 +380,15 @@ struct State {
     fatal: Option<String>,
 }
 
+/// The receiving half of a connection, with its generation and a buffer. Whoever holds its
+/// lock reads replies for everyone.
+#[derive(Debug)]
+struct Receiver {
+    generation: u64,
+    stream: Stream,
+    buf: Vec<u8>,
+}
+
 #[derive(Debug)]
 struct Shared {
     address: NbdAddress,
@@ -378,8 +397,13 @@ struct Shared {
     state: Mutex<State>,
     /// Signalled when a connection is made (or the backend gives up).
     connected: Condvar,
+    /// Signalled when the connection is lost (or the backend stops): wakes the thread that
+    /// connects again.
+    lost: Condvar,
     /// The sending half, with its connection's generation.
     writer: Mutex<Option<(u64, Stream)>>,
+    /// The receiving half.
+    receiver: Mutex<Option<Receiver>>,
     stop: AtomicBool,
 }
 
@@ -391,7 +415,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 pub struct NbdBackend {
     shared: Arc<Shared>,
-    reader: Option<JoinHandle<()>>,
+    reconnector: Option<JoinHandle<()>>,
 }
 
 impl NbdBackend {
@@ -402,7 +426,8 @@ impl NbdBackend {
             .map_err(|e| io::Error::new(e.kind(), format!("NBD server {address}: {e}")))?;
         let info = *transmission.info();
         tracing::info!("{address}: connected: {}", describe(&info));
-        let reading = stream.try_clone()?;
+        let receiver = Receiver { generation: 1, stream: stream.try_clone()?, buf: vec![0; READ_CHUNK] };
+        receiver.stream.set_read_timeout(Some(READ_POLL))?;
         let shared = Arc::new(Shared {
             address: address.clone(),
             options,
@@ -413,14 +438,16 @@ impl NbdBackend {
                 fatal: None,
             }),
             connected: Condvar::new(),
+            lost: Condvar::new(),
             writer: Mutex::new(Some((1, stream))),
+            receiver: Mutex::new(Some(receiver)),
             stop: AtomicBool::new(false),
         });
-        let for_reader = Arc::clone(&shared);
-        let reader = thread::Builder::new()
-            .name("aoe-nbd-reader".into())
-            .spawn(move || read_replies(&for_reader, reading))?;
-        Ok(NbdBackend { shared, reader: Some(reader) })
+        let for_thread = Arc::clone(&shared);
+        let reconnector = thread::Builder::new()
+            .name("aoe-nbd-connect".into())
+            .spawn(move || keep_connected(&for_thread))?;
+        Ok(NbdBackend { shared, reconnector: Some(reconnector) })
     }
 
     /// What the server said of the export when first connected.
@@ -441,6 +468,11 @@ impl NbdBackend {
     /// Sends `request` (with `payload` after it, for a write) and waits for its answer,
     /// sending it again on a new connection when the one it went on drops, until the I/O
     /// timeout.
+    ///
+    /// There is no reader thread: a caller waiting for its reply reads the socket itself
+    /// when no other caller does, and hands every reply it decodes to its caller; when its
+    /// own has come it wakes a caller still waiting to read in its place. A request alone
+    /// in flight so costs its caller no wake-up but the server's answer.
     fn call(&self, request: Request, payload: &[u8]) -> io::Result<Vec<u8>> {
         let shared = &*self.shared;
         let deadline = Instant::now() + shared.options.io_timeout;
@@ -482,68 +514,93 @@ impl NbdBackend {
                 match writer.as_mut() {
                     Some((g, stream)) if *g == generation => {
                         if let Err(e) = stream.write_all(&frame) {
-                            // The reader sees the connection end and fails it over.
+                            // Whoever reads next sees the connection end and fails it over.
                             tracing::debug!("{}: sending: {e}", shared.address);
                             stream.shutdown();
                         }
                     }
-                    // Gone since: the reader has failed (or will fail) this request over.
+                    // Gone since: this request was failed over with it.
                     _ => {}
                 }
             }
-            let mut outcome = lock(&slot.outcome);
-            loop {
-                if let Some(outcome) = outcome.take() {
-                    match outcome {
-                        Outcome::Answered(Ok(data)) => return Ok(data),
-                        // A server that is stopping fails what it has not done yet: it is
-                        // done by the next one.
-                        Outcome::Answered(Err(ESHUTDOWN)) => {
-                            drop(outcome);
-                            thread::sleep(SHUTDOWN_PAUSE);
-                            break;
-                        }
-                        Outcome::Answered(Err(errno)) => return Err(server_error(request.kind, errno)),
-                        Outcome::Lost => break,
-                    }
-                }
-                let now = Instant::now();
-                if now >= deadline {
-                    drop(outcome);
-                    let mut state = lock(&shared.state);
-                    if state.generation == generation {
-                        if let Some(connection) = state.connection.as_mut() {
-                            connection.waiting.remove(&cookie);
-                        }
-                        // A server that takes requests and answers none is as good as gone:
-                        // end the connection, so that the reader connects again.
-                        if let Some((g, stream)) = lock(&shared.writer).as_ref() {
-                            if *g == generation {
-                                tracing::warn!(
-                                    "{}: no answer in {:?}; connecting again",
-                                    shared.address,
-                                    shared.options.io_timeout
-                                );
-                                stream.shutdown();
-                            }
-                        }
-                    }
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "NBD server {} did not answer in {:?}",
-                            shared.address, shared.options.io_timeout
-                        ),
-                    ));
-                }
-                outcome =
-                    slot.ready.wait_timeout(outcome, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            match self.wait(&slot, generation, cookie, deadline)? {
+                Outcome::Answered(Ok(data)) => return Ok(data),
+                // A server that is stopping fails what it has not done yet: it is done by
+                // the next one.
+                Outcome::Answered(Err(ESHUTDOWN)) => thread::sleep(SHUTDOWN_PAUSE),
+                Outcome::Answered(Err(errno)) => return Err(server_error(request.kind, errno)),
+                Outcome::Lost => {}
             }
             tracing::debug!(
                 "{}: request {cookie} lost with its connection; sending it again",
                 shared.address
             );
         }
+    }
+
+    /// Waits for `slot` to be filled, reading replies meanwhile whenever no one else does.
+    fn wait(&self, slot: &Slot, generation: u64, cookie: u64, deadline: Instant) -> io::Result<Outcome> {
+        let shared = &*self.shared;
+        let mut read = false;
+        let outcome = loop {
+            let mut outcome = lock(&slot.outcome);
+            if let Some(outcome) = outcome.take() {
+                break Ok(outcome);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                drop(outcome);
+                break Err(self.give_up(generation, cookie));
+            }
+            // Holding the slot's lock while trying: a reader that leaves after this try
+            // wakes this slot only once it waits (see `hand_over`).
+            match shared.receiver.try_lock() {
+                Ok(mut receiver) => {
+                    drop(outcome);
+                    read = true;
+                    read_once(shared, &mut receiver);
+                }
+                Err(std::sync::TryLockError::Poisoned(e)) => {
+                    drop(outcome);
+                    read = true;
+                    read_once(shared, &mut e.into_inner());
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    let wait = (deadline - now).min(HANDOVER_SAFETY);
+                    let _ = slot.ready.wait_timeout(outcome, wait).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        };
+        if read {
+            hand_over(shared);
+        }
+        outcome
+    }
+
+    /// A request that timed out: forgets its slot; if its connection is still up, the server
+    /// takes requests and answers none, and the connection is ended (to be made again).
+    fn give_up(&self, generation: u64, cookie: u64) -> io::Error {
+        let shared = &*self.shared;
+        let mut state = lock(&shared.state);
+        if state.generation == generation {
+            if let Some(connection) = state.connection.as_mut() {
+                connection.waiting.remove(&cookie);
+            }
+            if let Some((g, stream)) = lock(&shared.writer).as_ref() {
+                if *g == generation {
+                    tracing::warn!(
+                        "{}: no answer in {:?}; connecting again",
+                        shared.address,
+                        shared.options.io_timeout
+                    );
+                    stream.shutdown();
+                }
+            }
+        }
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("NBD server {} did not answer in {:?}", shared.address, shared.options.io_timeout),
+        )
     }
 }
 
@@ -573,55 +630,108 @@ fn server_error(kind: RequestKind, errno: u32) -> io::Error {
     io::Error::new(os.kind(), format!("NBD server: {kind:?} failed: {os}"))
 }
 
-/// The reader thread: decodes replies and hands them to their callers; when the connection
-/// ends, fails its requests over and connects again.
-fn read_replies(shared: &Shared, mut stream: Stream) {
-    let mut buf = vec![0u8; READ_CHUNK];
-    loop {
-        let why = loop {
-            let n = match stream.read(&mut buf) {
-                Ok(0) => break "closed by the server".to_owned(),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break e.to_string(),
-            };
-            let mut state = lock(&shared.state);
-            let Some(connection) = state.connection.as_mut() else { break "gone".to_owned() };
-            if let Err(e) = connection.transmission.receive(&buf[..n]) {
-                break format!("protocol error: {e}");
-            }
-            while let Some(reply) = connection.transmission.poll_reply() {
-                // A reply for a caller that gave up is dropped.
-                if let Some(slot) = connection.waiting.remove(&reply.cookie) {
-                    slot.fill(Outcome::Answered(reply.result));
-                }
-            }
-        };
-        // Fail every request in flight over, and stop sending on this connection.
-        {
-            let mut state = lock(&shared.state);
-            if let Some(connection) = state.connection.take() {
-                for slot in connection.waiting.into_values() {
-                    slot.fill(Outcome::Lost);
-                }
-            }
-            if let Some((_, s)) = lock(&shared.writer).take() {
-                s.shutdown();
-            }
-        }
-        stream.shutdown();
-        if shared.stop.load(Ordering::Relaxed) {
-            return;
-        }
-        tracing::warn!("{}: connection lost ({why}); connecting again", shared.address);
-        let Some(new) = reconnect(shared) else { return };
-        stream = new;
+/// Longest a caller waits for its reply without looking whether the socket needs a reader,
+/// in case a hand-over was missed.
+const HANDOVER_SAFETY: Duration = Duration::from_millis(20);
+/// Longest one read of the socket blocks, so that a reader looks at its own deadline.
+const READ_POLL: Duration = Duration::from_millis(50);
+
+/// Wakes one caller still waiting for a reply, to read in place of the one that leaves.
+fn hand_over(shared: &Shared) {
+    let next = lock(&shared.state).connection.as_ref().and_then(|c| c.waiting.values().next().cloned());
+    if let Some(slot) = next {
+        let _guard = lock(&slot.outcome);
+        slot.ready.notify_one();
     }
 }
 
-/// Connects again, waiting longer after each failure, until connected (returns the reading
-/// half), stopped, or the export is found changed (`None`).
-fn reconnect(shared: &Shared) -> Option<Stream> {
+/// One read of the socket: hands every reply it completes to its caller. The end of the
+/// connection, or a protocol error, fails every request in flight over.
+fn read_once(shared: &Shared, receiver: &mut Option<Receiver>) {
+    let Some(r) = receiver.as_mut() else {
+        // Between connections: wait for the next rather than spin.
+        thread::sleep(HANDOVER_SAFETY.min(MIN_BACKOFF));
+        return;
+    };
+    let why = match r.stream.read(&mut r.buf) {
+        Ok(0) => "closed by the server".to_owned(),
+        Ok(n) => {
+            let mut state = lock(&shared.state);
+            if state.generation != r.generation {
+                "gone".to_owned()
+            } else if let Some(connection) = state.connection.as_mut() {
+                match connection.transmission.receive(&r.buf[..n]) {
+                    Ok(()) => {
+                        while let Some(reply) = connection.transmission.poll_reply() {
+                            // A reply for a caller that gave up is dropped.
+                            if let Some(slot) = connection.waiting.remove(&reply.cookie) {
+                                slot.fill(Outcome::Answered(reply.result));
+                            }
+                        }
+                        return;
+                    }
+                    Err(e) => format!("protocol error: {e}"),
+                }
+            } else {
+                "gone".to_owned()
+            }
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+            ) =>
+        {
+            return
+        }
+        Err(e) => e.to_string(),
+    };
+    let generation = r.generation;
+    r.stream.shutdown();
+    *receiver = None;
+    lose(shared, generation, &why);
+}
+
+/// The connection of `generation` ended: fails its requests over, stops sending on it and
+/// wakes the thread that connects again.
+fn lose(shared: &Shared, generation: u64, why: &str) {
+    let mut state = lock(&shared.state);
+    if state.generation != generation {
+        return;
+    }
+    if let Some(connection) = state.connection.take() {
+        for slot in connection.waiting.into_values() {
+            slot.fill(Outcome::Lost);
+        }
+        if !shared.stop.load(Ordering::Relaxed) {
+            tracing::warn!("{}: connection lost ({why}); connecting again", shared.address);
+        }
+    }
+    if let Some((_, s)) = lock(&shared.writer).take() {
+        s.shutdown();
+    }
+    shared.lost.notify_all();
+}
+
+/// The thread that connects again: waits for the connection to be lost, then connects,
+/// until the backend is dropped or the server comes back changed.
+fn keep_connected(shared: &Shared) {
+    loop {
+        {
+            let mut state = lock(&shared.state);
+            while state.connection.is_some() && !shared.stop.load(Ordering::Relaxed) {
+                state = shared.lost.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        if shared.stop.load(Ordering::Relaxed) || !reconnect(shared) {
+            return;
+        }
+    }
+}
+
+/// Connects again, waiting longer after each failure, until connected (true), stopped, or
+/// the export is found changed (false).
+fn reconnect(shared: &Shared) -> bool {
     let mut backoff = MIN_BACKOFF;
     let mut attempts = 0u32;
     loop {
@@ -629,13 +739,18 @@ fn reconnect(shared: &Shared) -> Option<Stream> {
         let until = Instant::now() + backoff;
         while Instant::now() < until {
             if shared.stop.load(Ordering::Relaxed) {
-                return None;
+                return false;
             }
             thread::sleep(Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())));
         }
         attempts += 1;
-        match connect(&shared.address, shared.options.connect_timeout) {
-            Ok((stream, transmission)) => {
+        let connected = connect(&shared.address, shared.options.connect_timeout).and_then(|(stream, t)| {
+            let reading = stream.try_clone()?;
+            reading.set_read_timeout(Some(READ_POLL))?;
+            Ok((stream, reading, t))
+        });
+        match connected {
+            Ok((stream, reading, transmission)) => {
                 let info = *transmission.info();
                 if info.size != shared.info.size || info.read_only() != shared.info.read_only() {
                     let fatal = format!(
@@ -647,24 +762,22 @@ fn reconnect(shared: &Shared) -> Option<Stream> {
                     tracing::error!("{fatal}");
                     lock(&shared.state).fatal = Some(fatal);
                     shared.connected.notify_all();
-                    return None;
+                    return false;
                 }
-                let reading = match stream.try_clone() {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!("{}: {e}", shared.address);
-                        continue;
-                    }
-                };
+                // The receiver first: a caller that sends on the new connection finds
+                // its reader's socket there.
+                let mut receiver = lock(&shared.receiver);
                 let mut state = lock(&shared.state);
                 state.generation += 1;
                 let generation = state.generation;
+                *receiver = Some(Receiver { generation, stream: reading, buf: vec![0; READ_CHUNK] });
+                drop(receiver);
                 state.connection = Some(Connection { transmission, waiting: BTreeMap::new() });
                 *lock(&shared.writer) = Some((generation, stream));
                 drop(state);
                 shared.connected.notify_all();
                 tracing::info!("{}: reconnected after {attempts} attempt(s)", shared.address);
-                return Some(reading);
+                return true;
             }
             Err(e) => {
                 if attempts == 1 || attempts.is_power_of_two() {
@@ -680,7 +793,7 @@ fn reconnect(shared: &Shared) -> Option<Stream> {
 }
 
 impl Drop for NbdBackend {
-    /// Says goodbye to the server (NBD_CMD_DISC) and stops the reader thread.
+    /// Says goodbye to the server (NBD_CMD_DISC) and stops the thread that connects again.
     fn drop(&mut self) {
         let shared = &*self.shared;
         shared.stop.store(true, Ordering::Relaxed);
@@ -694,9 +807,13 @@ impl Drop for NbdBackend {
             }
             stream.shutdown();
         }
+        {
+            let _state = lock(&shared.state);
+            shared.lost.notify_all();
+        }
         shared.connected.notify_all();
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
+        if let Some(thread) = self.reconnector.take() {
+            let _ = thread.join();
         }
     }
 }
