@@ -124,7 +124,7 @@ fn nbdkit_memory_on_a_unix_socket_is_an_aoe_disk() {
     if !available("nbdkit_memory_on_a_unix_socket_is_an_aoe_disk", &["nbdkit", "nbdcopy"]) {
         return;
     }
-    let link = Link::new("aoenbd", 9000).unwrap();
+    let link = Link::new("aoetnbd", 9000).unwrap();
     let socket = Scratch::new("sock");
     let _nbdkit = nbdkit_unix(socket.path(), &["memory", "256M"]);
     let uri = unix_uri(socket.path(), "");
@@ -142,7 +142,7 @@ fn nbdkit_memory_on_tcp_loopback_is_an_aoe_disk() {
     if !available("nbdkit_memory_on_tcp_loopback_is_an_aoe_disk", &["nbdkit", "nbdcopy"]) {
         return;
     }
-    let link = Link::new("aoenbd", 9000).unwrap();
+    let link = Link::new("aoetnbd", 9000).unwrap();
     // In the target's namespace, on its own loopback: nothing outside sees it.
     let mut cmd = link.target.command("nbdkit");
     cmd.args(["-f", "--exit-with-parent", "-i", "127.0.0.1", "-p", "10809", "memory", "256M"]);
@@ -165,7 +165,7 @@ fn qemu_nbd_serves_a_thin_qcow2_image_over_aoe() {
     if !available("qemu_nbd_serves_a_thin_qcow2_image_over_aoe", &["qemu-nbd", "qemu-img"]) {
         return;
     }
-    let link = Link::new("aoenbd", 9000).unwrap();
+    let link = Link::new("aoetnbd", 9000).unwrap();
     let qcow2 = Scratch::new("disk.qcow2");
     let out =
         Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", qcow2.text(), "64M"]).output().unwrap();
@@ -200,7 +200,7 @@ fn a_read_only_nbd_export_is_a_read_only_aoe_disk() {
     if !available("a_read_only_nbd_export_is_a_read_only_aoe_disk", &["nbdkit"]) {
         return;
     }
-    let link = Link::new("aoenbd", 9000).unwrap();
+    let link = Link::new("aoetnbd", 9000).unwrap();
     let socket = Scratch::new("sock");
     let _nbdkit = nbdkit_unix(socket.path(), &["-r", "pattern", "16M"]);
     let target = target(&link, &unix_uri(socket.path(), ""));
@@ -223,7 +223,7 @@ fn nbdkit_restarted_mid_transfer_loses_nothing() {
     if !available("nbdkit_restarted_mid_transfer_loses_nothing", &["nbdkit"]) {
         return;
     }
-    let link = Link::new("aoenbd", 9000).unwrap();
+    let link = Link::new("aoetnbd", 9000).unwrap();
     let image = TempImage::zeroed(64 * MIB).unwrap();
     let image_arg = image.path().to_str().unwrap().to_owned();
     let socket = Scratch::new("sock");
