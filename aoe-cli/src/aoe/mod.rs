@@ -454,6 +454,12 @@ impl Cli {
     }
 }
 
+/// The `aoe` command line as clap describes it: what its man pages and shell completions
+/// are generated from.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
 /// The whole program: parse the process's arguments, run the command, report.
 pub fn main() -> ExitCode {
     sys::default_sigpipe();

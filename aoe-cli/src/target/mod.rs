@@ -31,6 +31,7 @@ use settings::{ExportSettings, Settings, SettingsError, MAX_IO_THREADS};
 
 pub mod service;
 pub mod settings;
+pub mod state;
 
 const LONG_ABOUT: &str = "\
 Serve files or block devices as ATA over Ethernet (AoE) disks, compatible with vblade.

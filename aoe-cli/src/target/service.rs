@@ -17,7 +17,8 @@ use aoe_proto::SECTOR_SIZE;
 use aoe_transport::afpacket::{self, AfPacket, AfPacketOptions};
 use aoe_transport::Transport;
 
-use super::settings::{ExportSettings, Problem, Settings, SettingsError};
+use super::settings::{resolve_rules, ExportSettings, Initiator, Problem, Settings, SettingsError};
+use super::state::{Saved, StateDir};
 use aoe_target::backend::nbd::{is_uri, NbdAddress, NbdBackend, NbdOptions};
 use aoe_target::backend::{Backend, FileBackend, FileOptions, MappedFile, Window};
 use aoe_target::export::{Export, ExportConfig};
@@ -115,6 +116,8 @@ fn open_storage(settings: &Settings, index: usize) -> Result<Storage, SettingsEr
 pub struct Service {
     exports: Vec<(ExportSettings, SharedExport<FileExport>)>,
     servers: Vec<Server<AfPacket, FileExport>>,
+    /// Where the exports' config strings and lists are kept, if anywhere.
+    state: Option<StateDir>,
 }
 
 impl std::fmt::Debug for Service {
@@ -155,8 +158,9 @@ pub fn open_backend(settings: &Settings, index: usize) -> Result<FileExport, Set
     })
 }
 
-/// Exports with their settings, and the interfaces in the order they are first named.
-type Prepared = (Vec<(ExportSettings, SharedExport<FileExport>)>, Vec<Interface>);
+/// Exports with their settings, the interfaces in the order they are first named, and the
+/// state directory.
+type Prepared = (Vec<(ExportSettings, SharedExport<FileExport>)>, Vec<Interface>, Option<StateDir>);
 
 /// An interface to serve, and what it serves.
 struct Interface {
@@ -170,6 +174,14 @@ struct Interface {
 /// Validates, opens every file and checks every interface.
 fn prepare(settings: &Settings) -> Result<Prepared, SettingsError> {
     settings.validate()?;
+    let ethers = read_ethers(settings)?;
+    let state = match &settings.state_dir {
+        Some(dir) => Some(
+            StateDir::open(dir)
+                .map_err(|source| settings.error(None, Problem::StateDir { path: dir.clone(), source }))?,
+        ),
+        None => None,
+    };
     let mut exports = Vec::with_capacity(settings.exports.len());
     let mut block_device = Vec::with_capacity(settings.exports.len());
     for (index, export) in settings.exports.iter().enumerate() {
@@ -179,8 +191,15 @@ fn prepare(settings: &Settings) -> Result<Prepared, SettingsError> {
         config.buffer_count = export.buffer_count;
         config.read_only = export.read_only || backend.read_only();
         config.mask = export.mask.clone();
-        exports.push((export.clone(), Arc::new(Mutex::new(Export::new(config, backend)))));
+        config.access =
+            resolve_rules(&export.rules, ethers.as_deref()).map_err(|p| settings.error(Some(index), p))?;
+        let mut engine = Export::new(config, backend);
+        if let Some(state) = &state {
+            restore(state, export, &mut engine).map_err(|p| settings.error(Some(index), p))?;
+        }
+        exports.push((export.clone(), Arc::new(Mutex::new(engine))));
     }
+    refuse_shared_sectors(settings, &exports)?;
     let mut interfaces: Vec<Interface> = Vec::new();
     for (index, (export, _)) in exports.iter().enumerate() {
         for name in &export.interfaces {
@@ -204,15 +223,106 @@ fn prepare(settings: &Settings) -> Result<Prepared, SettingsError> {
             let down = afpacket::OpenError::InterfaceDown(info.name);
             return Err(settings.error(Some(index), down.into()));
         }
+        if info.loopback {
+            return Err(settings.error(Some(index), Problem::Loopback(info.name)));
+        }
     }
-    Ok((exports, interfaces))
+    Ok((exports, interfaces, state))
+}
+
+/// Refuses two exports that can write the same sectors of one file (or block device): each
+/// would answer as a disk of its own while the other changes it. Read-only exports may share.
+fn refuse_shared_sectors(
+    settings: &Settings,
+    exports: &[(ExportSettings, SharedExport<FileExport>)],
+) -> Result<(), SettingsError> {
+    use std::os::unix::fs::MetadataExt;
+    /// The file (device and inode, or the block device's number), the byte range of it
+    /// exported, whether read-only, and the export's index.
+    struct Span {
+        file: (u64, u64),
+        bytes: std::ops::Range<u64>,
+        read_only: bool,
+        index: usize,
+    }
+    let mut seen: Vec<Span> = Vec::with_capacity(exports.len());
+    for (index, (export, shared)) in exports.iter().enumerate() {
+        let Ok(meta) = std::fs::metadata(&export.file) else { continue };
+        // A block device is named by the device it is, a file by its inode.
+        let id = if meta.file_type().is_block_device() {
+            (u64::MAX, meta.rdev())
+        } else {
+            (meta.dev(), meta.ino())
+        };
+        let start = export.offset.saturating_mul(SECTOR_SIZE as u64);
+        let len = shared.lock().unwrap_or_else(|e| e.into_inner()).backend().len();
+        let range = start..start.saturating_add(len);
+        for other in &seen {
+            let overlap = range.start < other.bytes.end && other.bytes.start < range.end;
+            if other.file == id && overlap && !(export.read_only && other.read_only) {
+                let (first, name) = (other.index, exports[other.index].0.name());
+                let problem = Problem::SameFileTwice { path: export.file.clone(), first, other: name };
+                return Err(settings.error(Some(index), problem));
+            }
+        }
+        seen.push(Span { file: id, bytes: range, read_only: export.read_only, index });
+    }
+    Ok(())
+}
+
+/// The ethers file's text, when a rule names a host.
+fn read_ethers(settings: &Settings) -> Result<Option<String>, SettingsError> {
+    let names_a_host = |e: &ExportSettings| e.rules.iter().any(|r| matches!(r.who, Initiator::Name(_)));
+    if !settings.exports.iter().any(names_a_host) {
+        return Ok(None);
+    }
+    let path = &settings.ethers;
+    let fail = |source| settings.error(None, Problem::Ethers { path: path.clone(), source });
+    let file = std::fs::File::open(path).map_err(fail)?;
+    let mut text = String::new();
+    io::Read::read_to_string(&mut io::Read::take(file, MAX_ETHERS_FILE), &mut text).map_err(fail)?;
+    Ok(Some(text))
+}
+
+/// Longest ethers file read.
+const MAX_ETHERS_FILE: u64 = 4 << 20;
+
+/// Gives `engine` the config string and lists saved for it. When the configuration's mask
+/// changed since they were saved, the configured mask is kept.
+fn restore(
+    state: &StateDir,
+    export: &ExportSettings,
+    engine: &mut Export<FileExport>,
+) -> Result<(), Problem> {
+    let name = export.name();
+    let Some(Saved { state: mut saved, config_mask }) = state.load(&name).map_err(Problem::State)? else {
+        return Ok(());
+    };
+    if config_mask != export.mask {
+        tracing::info!(
+            "{name}: the configured mask changed since the state was saved; using the configured one"
+        );
+        saved.mask = export.mask.clone();
+    }
+    engine
+        .restore(saved)
+        .map_err(|e| Problem::State(format!("state file {}: {e}", state.path(&name).display())))?;
+    let restored = engine.state();
+    tracing::info!(
+        "{name}: restored from {}: config string of {} bytes, {} mask and {} reserve entries",
+        state.path(&name).display(),
+        restored.config_string.len(),
+        restored.mask.len(),
+        restored.reserve.len()
+    );
+    Ok(())
 }
 
 impl Service {
     /// Opens every file, then checks every interface (it must exist, be up and carry
     /// Ethernet), then opens one raw socket per interface. Fails on the first problem.
     pub fn open(settings: &Settings) -> Result<Service, SettingsError> {
-        let (exports, interfaces) = prepare(settings)?;
+        let (exports, interfaces, state) = prepare(settings)?;
         let mut servers = Vec::with_capacity(interfaces.len());
         for Interface { name, exports: served, block_devices } in interfaces {
             let index = served[0];
@@ -233,13 +343,13 @@ impl Service {
                 .map_err(|source| settings.error(Some(index), Problem::IoThreads { threads, source }))?;
             servers.push(server);
         }
-        Ok(Service { exports, servers })
+        Ok(Service { exports, servers, state })
     }
 
     /// Does every check [`open`](Self::open) does except opening raw sockets (which needs
     /// privilege); returns each export's settings and size in sectors.
     pub fn check(settings: &Settings) -> Result<Vec<(ExportSettings, u64)>, SettingsError> {
-        let (exports, _) = prepare(settings)?;
+        let (exports, _, _) = prepare(settings)?;
         Ok(exports
             .into_iter()
             .map(|(s, shared)| {
@@ -260,7 +370,7 @@ impl Service {
     ///
     /// Returns the first error: a server's I/O error, else a flush error.
     pub fn run(self, stop: &AtomicBool) -> io::Result<()> {
-        let Service { exports, mut servers } = self;
+        let Service { exports, mut servers, state } = self;
         for server in &mut servers {
             server.announce()?;
             let port = server.port();
@@ -283,7 +393,18 @@ impl Service {
             }
         }
         let first_error: Mutex<Option<io::Error>> = Mutex::new(None);
+        let keeper = state.map(|dir| StateKeeper::new(dir, &exports));
         thread::scope(|scope| {
+            if let Some(keeper) = &keeper {
+                let exports = &exports;
+                let spawned = thread::Builder::new()
+                    .name("aoe-state".into())
+                    .spawn_scoped(scope, move || keeper.run(exports, stop));
+                if let Err(e) = spawned {
+                    stop.store(true, Ordering::Relaxed);
+                    first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                }
+            }
             for mut server in servers {
                 let first_error = &first_error;
                 let name = format!("aoe-{}", server.transport().name());
@@ -316,6 +437,63 @@ impl Service {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// How often the state keeper looks for changed config strings and lists.
+const STATE_POLL: Duration = Duration::from_millis(100);
+
+/// Saves each export's config string and lists when an initiator changed them.
+struct StateKeeper {
+    dir: StateDir,
+    /// The state version last saved, per export; `None` before the first save.
+    saved: Mutex<Vec<Option<u64>>>,
+}
+
+impl StateKeeper {
+    fn new(dir: StateDir, exports: &[(ExportSettings, SharedExport<FileExport>)]) -> Self {
+        let versions =
+            exports.iter().map(|(_, e)| Some(e.lock().unwrap_or_else(|e| e.into_inner()).state_version()));
+        StateKeeper { dir, saved: Mutex::new(versions.collect()) }
+    }
+
+    /// Saves what changed every [`STATE_POLL`] until `stop`, then once more.
+    fn run(&self, exports: &[(ExportSettings, SharedExport<FileExport>)], stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            thread::sleep(STATE_POLL);
+            self.save_changed(exports);
+        }
+        self.save_changed(exports);
+    }
+
+    fn save_changed(&self, exports: &[(ExportSettings, SharedExport<FileExport>)]) {
+        let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        for ((settings, shared), last) in exports.iter().zip(saved.iter_mut()) {
+            let (version, state) = {
+                let export = shared.lock().unwrap_or_else(|e| e.into_inner());
+                if Some(export.state_version()) == *last {
+                    continue;
+                }
+                (export.state_version(), export.state())
+            };
+            let name = settings.name();
+            match self.dir.save(&name, &Saved { state, config_mask: settings.mask.clone() }) {
+                Ok(()) => {
+                    tracing::debug!("{name}: state saved to {}", self.dir.path(&name).display());
+                    *last = Some(version);
+                }
+                Err(e) => {
+                    // Tried again at the next poll; said once per failure, not every poll.
+                    if last.is_some() {
+                        tracing::warn!(
+                            "{name}: cannot save its state to {}: {e}",
+                            self.dir.path(&name).display()
+                        );
+                    }
+                    *last = None;
+                }
+            }
+        }
     }
 }
 
@@ -353,6 +531,10 @@ fn describe(export: &ExportSettings, read_only: bool) -> String {
     if !export.mask.is_empty() {
         let macs: Vec<String> = export.mask.iter().map(ToString::to_string).collect();
         parts.push(format!("mask {}", macs.join(",")));
+    }
+    if !export.rules.is_empty() {
+        let rules: Vec<String> = export.rules.iter().map(ToString::to_string).collect();
+        parts.push(format!("rules {}", rules.join(", ")));
     }
     parts.join(", ")
 }
