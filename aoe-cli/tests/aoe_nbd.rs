@@ -281,7 +281,9 @@ fn nbdcopy_both_ways_byte_for_byte() {
     }
     // Write 64 MiB of other data (from offset 0, as nbdcopy does), with a flush, then compare
     // the image file (the rest untouched) and a read back through NBD.
-    let data = pattern(0xD47A, 64 * MIB);
+    // 8 MiB of it zeroes, which nbdcopy sends as WRITE_ZEROES (fast ones refused first).
+    let mut data = pattern(0xD47A, 64 * MIB);
+    data[20 * MIB..28 * MIB].fill(0);
     let src = TempFile::new("src", &data);
     ok("nbdcopy", &["--flush", src.path(), &uri]);
     let image = setup.image.read_all();
@@ -439,4 +441,247 @@ fn vblade_nbdcopy_round_trip() {
     let back = TempFile::new("back", &[]);
     ok("nbdcopy", &[&uri, back.path()]);
     assert_same("nbdcopy back from vblade", &back.read(), &data);
+}
+
+#[test]
+fn tcp_on_loopback_by_default() {
+    let test = "tcp_on_loopback_by_default";
+    if !available(test, &["nbdinfo"]) {
+        return;
+    }
+    let setup = Setup::new(test, Peer::Program, &[]);
+    // Without --unix or --tcp: TCP on 127.0.0.1:10809 (of the initiator's private namespace,
+    // where nothing else listens).
+    let mut cmd = setup.link.initiator.command(AOE);
+    cmd.args(["nbd", "e1.0"]).env_remove("RUST_LOG");
+    let mut tcp = Guarded::spawn(cmd).unwrap();
+    let ready = "serving e1.0 as nbd://127.0.0.1:10809/e1.0\n";
+    assert!(
+        wait_until(Duration::from_secs(20), || tcp.stdout().contains(ready)
+            || matches!(tcp.try_wait(), Ok(Some(_)))),
+        "aoe nbd: stdout {:?}, stderr {:?}",
+        tcp.stdout(),
+        tcp.stderr()
+    );
+    let out = setup.link.initiator.run("nbdinfo", &["--json", "nbd://127.0.0.1:10809/e1.0"], LIMIT).unwrap();
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "nbdinfo: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(json_field(&json, "export-size"), DISK.to_string(), "{json}");
+    assert_eq!(json_field(&json, "is_read_only"), "false", "{json}");
+    // An explicit address, port chosen by the system: the ready line says which.
+    let mut cmd = setup.link.initiator.command(AOE);
+    cmd.args(["nbd", "--tcp", "127.0.0.1:0", "--name", "disk", "e1.0"]).env_remove("RUST_LOG");
+    let any = Guarded::spawn(cmd).unwrap();
+    assert!(wait_until(Duration::from_secs(20), || any.stdout().contains("/disk\n")), "{}", any.stderr());
+    let line = any.stdout();
+    let uri = line.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(uri.starts_with("nbd://127.0.0.1:") && !uri.contains(":0/"), "{line}");
+    let out = setup.link.initiator.run("nbdinfo", &["--size", &uri], LIMIT).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), DISK.to_string());
+    assert!(tcp.terminate().unwrap().success());
+}
+
+/// Threads of process `pid`.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok());
+    kib.unwrap_or(0) * 1024
+}
+
+#[test]
+fn clients_that_vanish_or_stop_reading_leave_nothing_behind() {
+    use aoe_nbd::wire::{
+        ClientFlags, ClientFlagsField, Command as Cmd, CommandFlags, OptionHeader, OptionType, RequestHeader,
+    };
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use zerocopy::IntoBytes;
+
+    let test = "clients_that_vanish_or_stop_reading_leave_nothing_behind";
+    if !available(test, &["nbdcopy"]) {
+        return;
+    }
+    let setup = Setup::new(test, Peer::Program, &[]);
+    let pid = setup.nbd.pid();
+    let uri = setup.uri();
+    let baseline = threads(pid);
+    // nbdcopy killed in the middle of a copy, three times.
+    for _ in 0..3 {
+        let out = TempFile::new("killed", &[]);
+        let mut cmd = Command::new("nbdcopy");
+        cmd.args([&uri, out.path()]);
+        let mut copy = Guarded::spawn(cmd).unwrap();
+        wait_until(Duration::from_secs(10), || std::fs::metadata(&out.0).is_ok_and(|m| m.len() > 0));
+        let _ = Command::new("kill").args(["-KILL", &format!("-{}", copy.pid())]).status();
+        let _ = copy.wait_timeout(Duration::from_secs(10));
+    }
+    // A client that asks for 2 GiB and never reads the replies, then goes away.
+    let mut c = UnixStream::connect(&setup.socket.0).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut hello = ClientFlagsField::new(ClientFlags::all()).as_bytes().to_vec();
+    hello.extend_from_slice(OptionHeader::new(OptionType::ExportName, 0).as_bytes());
+    c.write_all(&hello).unwrap();
+    let mut greeting = [0u8; 18 + 10];
+    c.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting[..8], b"NBDMAGIC");
+    let mut reqs = Vec::new();
+    for i in 0..2048u64 {
+        let offset = (i % (DISK as u64 / MIB as u64 - 1)) * MIB as u64;
+        reqs.extend_from_slice(
+            RequestHeader::new(Cmd::Read, CommandFlags::empty(), i, offset, MIB as u32).as_bytes(),
+        );
+    }
+    c.write_all(&reqs).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let held = rss(pid);
+    assert!(held < 512 * MIB as u64, "aoe nbd holds {held} bytes for a client that does not read");
+    drop(c);
+    // A client that connects and goes away during the handshake.
+    drop(UnixStream::connect(&setup.socket.0).unwrap());
+    assert!(
+        wait_until(Duration::from_secs(30), || threads(pid) <= baseline),
+        "aoe nbd has {} threads, {baseline} before the clients",
+        threads(pid)
+    );
+    // And it still serves.
+    let again = TempFile::new("again", &[]);
+    ok("nbdcopy", &[&uri, again.path()]);
+    assert_same("after the vanished clients", &again.read(), &pattern(0x4E_4244, DISK));
+}
+
+#[test]
+fn raw_client_unaligned_pipelined_and_refused_requests() {
+    use aoe_nbd::wire::{
+        ClientFlags, ClientFlagsField, Command as Cmd, CommandFlags, OptionHeader, OptionType, RequestHeader,
+        SimpleReplyHeader, EINVAL, ENOSPC,
+    };
+    use std::collections::HashMap;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use zerocopy::IntoBytes;
+
+    let test = "raw_client_unaligned_pipelined_and_refused_requests";
+    if !available(test, &[]) {
+        return;
+    }
+    let setup = Setup::new(test, Peer::Program, &[]);
+    let mut c = UnixStream::connect(&setup.socket.0).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut hello = ClientFlagsField::new(ClientFlags::all()).as_bytes().to_vec();
+    hello.extend_from_slice(OptionHeader::new(OptionType::ExportName, 0).as_bytes());
+    c.write_all(&hello).unwrap();
+    let mut greeting = [0u8; 18 + 10];
+    c.read_exact(&mut greeting).unwrap();
+    assert_eq!(u64::from_be_bytes(greeting[18..26].try_into().unwrap()), DISK as u64);
+
+    let mut model = pattern(0x4E_4244, DISK);
+    let disk = DISK as u64;
+    let a = pattern(0xA, 3000);
+    let b = pattern(0xB, 4096);
+    // (handle, command, flags, offset, length, payload, expected error, read length)
+    let mut sent = Vec::new();
+    let mut expect: HashMap<u64, (u32, usize)> = HashMap::new();
+    let mut push = |h: u64, cmd: Cmd, flags: CommandFlags, off: u64, len: u32, payload: &[u8], err: u32| {
+        sent.extend_from_slice(RequestHeader::new(cmd, flags, h, off, len).as_bytes());
+        sent.extend_from_slice(payload);
+        let read = if cmd == Cmd::Read && err == 0 { len as usize } else { 0 };
+        expect.insert(h, (err, read));
+    };
+    push(1, Cmd::Write, CommandFlags::empty(), 1000, 3000, &a, 0);
+    push(2, Cmd::WriteZeroes, CommandFlags::empty(), 5001, 10_000, &[], 0);
+    push(3, Cmd::Write, CommandFlags::FUA, 65_536, 4096, &b, 0);
+    push(4, Cmd::Flush, CommandFlags::empty(), 0, 0, &[], 0);
+    push(5, Cmd::Read, CommandFlags::empty(), disk - 10, 20, &[], EINVAL);
+    push(6, Cmd::Write, CommandFlags::empty(), disk - 10, 20, &[7u8; 20], ENOSPC);
+    push(7, Cmd::Trim, CommandFlags::empty(), 0, 4096, &[], EINVAL);
+    push(8, Cmd::WriteZeroes, CommandFlags::FAST_ZERO, 0, 4096, &[], aoe_nbd::wire::ENOTSUP);
+    push(9, Cmd::Read, CommandFlags::empty(), disk - 7, 7, &[], 0);
+    c.write_all(&sent).unwrap();
+    model[1000..4000].copy_from_slice(&a);
+    model[5001..15_001].fill(0);
+    model[65_536..65_536 + 4096].copy_from_slice(&b);
+    let mut replies = HashMap::new();
+    while replies.len() < expect.len() {
+        let mut h = [0u8; 16];
+        c.read_exact(&mut h).unwrap();
+        let (r, _) = SimpleReplyHeader::parse(&h).unwrap();
+        let (err, read) = expect[&r.handle()];
+        assert_eq!(r.error(), err, "handle {}", r.handle());
+        let mut data = vec![0u8; read];
+        c.read_exact(&mut data).unwrap();
+        assert!(replies.insert(r.handle(), data).is_none(), "two replies to {}", r.handle());
+    }
+    assert_eq!(replies[&9], model[DISK - 7..]);
+    // Reads that straddle what was written, in flight together.
+    let mut reqs = Vec::new();
+    let spans = [(999u64, 3002u32), (5000, 10_002), (65_535, 4098), (0, 70_000)];
+    for (i, (off, len)) in spans.iter().enumerate() {
+        reqs.extend_from_slice(
+            RequestHeader::new(Cmd::Read, CommandFlags::empty(), 100 + i as u64, *off, *len).as_bytes(),
+        );
+    }
+    c.write_all(&reqs).unwrap();
+    for _ in spans {
+        let mut h = [0u8; 16];
+        c.read_exact(&mut h).unwrap();
+        let (r, _) = SimpleReplyHeader::parse(&h).unwrap();
+        assert_eq!(r.error(), 0);
+        let (off, len) = spans[(r.handle() - 100) as usize];
+        let mut data = vec![0u8; len as usize];
+        c.read_exact(&mut data).unwrap();
+        assert_same(
+            &format!("read {len} at {off}"),
+            &data,
+            &model[off as usize..off as usize + len as usize],
+        );
+    }
+    c.write_all(RequestHeader::new(Cmd::Disc, CommandFlags::empty(), 200, 0, 0).as_bytes()).unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "bytes after DISC: {rest:?}");
+    assert_same("image file", &setup.image.read_all(), &model);
+}
+
+#[test]
+fn connections_beyond_the_limit_are_closed() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+
+    let test = "connections_beyond_the_limit_are_closed";
+    if !available(test, &[]) {
+        return;
+    }
+    let setup = Setup::new(test, Peer::Program, &[]);
+    let greet = |c: &mut UnixStream| -> usize {
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut g = [0u8; 18];
+        let mut got = 0;
+        while got < g.len() {
+            match c.read(&mut g[got..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        got
+    };
+    // 64 clients at once, each greeted (they sit in the handshake).
+    let mut held: Vec<UnixStream> = (0..64).map(|_| UnixStream::connect(&setup.socket.0).unwrap()).collect();
+    for c in &mut held {
+        assert_eq!(greet(c), 18);
+    }
+    let mut extra = UnixStream::connect(&setup.socket.0).unwrap();
+    assert_eq!(greet(&mut extra), 0, "a 65th connection was served");
+    drop(held);
+    // Once they are gone, new clients are served again.
+    assert!(wait_until(Duration::from_secs(20), || greet(
+        &mut UnixStream::connect(&setup.socket.0).unwrap()
+    ) == 18));
 }

@@ -343,7 +343,13 @@ impl Server {
                 }
             }
             Phase::Request => {
-                if let Some(piece) = self.fill(input, RequestHeader::LEN) {
+                if self.partial.is_empty() && input.len() >= RequestHeader::LEN {
+                    // The common case: a whole header in the input, read in place.
+                    let (h, rest) = RequestHeader::parse(input)?;
+                    let h = *h;
+                    *input = rest;
+                    self.request(&h);
+                } else if let Some(piece) = self.fill(input, RequestHeader::LEN) {
                     let (h, _) = RequestHeader::parse(&piece)?;
                     self.request(h);
                 }

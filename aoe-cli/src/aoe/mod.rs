@@ -1,5 +1,6 @@
 //! The `aoe` command-line tool: find AoE disks, read and write them, manage their config
-//! string, MAC mask and reservations, benchmark them, and a self-contained demo.
+//! string, MAC mask and reservations, benchmark them, serve them to NBD clients, and a
+//! self-contained demo.
 //!
 //! The binary only calls [`main`]. Each subcommand lives in the module named after it; they
 //! share the interface choice (`iface`) and the human formats (`format`), and talk to
@@ -61,6 +62,7 @@ Examples:
   aoe -i eth1 read e1.0 disk.img     copy disk e1.0 to a file, via eth1 only
   aoe write --verify e1.0 disk.img   copy a file to e1.0 and check it
   sudo aoe demo                      a target and an initiator in two private namespaces
+  aoe nbd --unix /tmp/e1.0.sock e1.0 serve e1.0 to NBD clients (qemu, nbdcopy, nbdfuse)
 
 Exit status: 0 success, 1 failure (one line on stderr: aoe: ...), 2 bad command line.
 `aoe <command> --help` describes each command, with its units and an example.";
@@ -181,11 +183,11 @@ end, also on Ctrl-C. Needs root (network namespaces and raw sockets).",
 SIGINT or SIGTERM (then the disk's cache is flushed). Listens on a Unix socket (--unix PATH) or on \
 TCP, by default 127.0.0.1:10809, the NBD port on loopback only: NBD has no authentication and no \
 encryption, so anyone who can connect can read and write the whole disk. Use --tcp with another \
-address only on a network you trust. Several clients may connect at once, each with many requests \
+address only on a network you trust. Up to 64 clients may connect at once, each with many requests \
 in flight; flushes become FLUSH CACHE EXT on the disk; a target that stops answering fails the \
 requests after --dead-timeout with EIO. The export is named after the disk (e1.0) unless --name \
-says otherwise; a client asking for the default export (the empty name) gets it too. Once \
-listening, prints one line on stdout: `serving DISK as URI`.",
+says otherwise; a client asking for the default export (the empty name) gets it too. Once the \
+disk answers and the socket listens, prints one line on stdout: `serving DISK as URI`.",
         after_help = "Examples:\n  aoe nbd --unix /run/e1.0.sock e1.0 &\n  nbdinfo 'nbd+unix:///e1.0?socket=/run/e1.0.sock'\n  \
 qemu-img convert -O qcow2 'nbd+unix:///e1.0?socket=/run/e1.0.sock' e1.0.qcow2\n  aoe nbd --read-only e1.0     (nbd://127.0.0.1:10809/e1.0)"
     )]
@@ -543,6 +545,19 @@ mod tests {
         assert_eq!((r.action, r.macs.len()), (ReserveAction::Set, 0));
         let Command::Discover(d) = parse(&["discover", "eth1", "--json"]).unwrap().command else { panic!() };
         assert!(d.json && d.ifaces == ["eth1"]);
+        let Command::Nbd(n) = parse(&["nbd", "--unix", "/run/s", "--read-only", "e1.0"]).unwrap().command
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (n.unix.as_deref(), n.tcp, n.read_only, n.name),
+            (Some(std::path::Path::new("/run/s")), None, true, None)
+        );
+        let Command::Nbd(n) = parse(&["nbd", "--tcp", "[::1]:10809", "--name", "x", "e1.0"]).unwrap().command
+        else {
+            panic!()
+        };
+        assert_eq!((n.tcp, n.name.as_deref()), (Some("[::1]:10809".parse().unwrap()), Some("x")));
     }
 
     #[test]

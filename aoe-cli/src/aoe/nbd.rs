@@ -15,7 +15,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
@@ -29,12 +29,16 @@ use super::{Cli, Failure, NbdArgs};
 
 /// Requests of one connection submitted to the disk and not yet answered.
 pub(crate) const MAX_IN_FLIGHT: usize = 128;
+/// Clients served at once; more are closed as they connect.
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// Bytes of read and write data of one connection in flight at once.
 pub(crate) const MAX_IN_FLIGHT_BYTES: u64 = 64 << 20;
 /// Largest READ or WRITE a client may send (advertised as the maximum block size).
 const MAX_PAYLOAD: u32 = 32 << 20;
 /// Zeroes written per submitted write when emulating WRITE_ZEROES.
 const ZERO_CHUNK: usize = 1 << 20;
+/// How long a client may take over each step of the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Socket reads.
 const READ_BUF: usize = 256 << 10;
 const SECTOR: u64 = 512;
@@ -57,6 +61,12 @@ impl Stream {
             Stream::Unix(s) => Stream::Unix(s.try_clone()?),
             Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
         })
+    }
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_read_timeout(t),
+            Stream::Tcp(s) => s.set_read_timeout(t),
+        }
     }
     fn shutdown(&self) {
         let _ = match self {
@@ -178,6 +188,7 @@ fn listen(args: &NbdArgs) -> Result<Listener, Failure> {
 /// Accepts clients until the process stops; each gets its own threads.
 fn accept(listener: Listener, dev: SharedDevice, config: Config, stop: Arc<AtomicBool>) {
     let mut id = 0u64;
+    let active = Arc::new(AtomicUsize::new(0));
     loop {
         let stream = match &listener {
             Listener::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
@@ -197,14 +208,24 @@ fn accept(listener: Listener, dev: SharedDevice, config: Config, stop: Arc<Atomi
                 continue;
             }
         };
+        if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            // Each connection may hold MAX_IN_FLIGHT_BYTES: the count bounds the memory.
+            tracing::warn!(limit = MAX_CONNECTIONS, "too many connections; closing a new one");
+            stream.shutdown();
+            continue;
+        }
         id += 1;
-        let (dev, config) = (dev.clone(), config.clone());
+        let (dev, config, mine) = (dev.clone(), config.clone(), Arc::clone(&active));
+        active.fetch_add(1, Ordering::SeqCst);
         let spawned = std::thread::Builder::new().name(format!("aoe-nbd-{id}")).spawn(move || {
             if let Err(e) = serve(stream, &dev, config) {
                 tracing::info!(connection = id, error = %e, "connection closed");
             }
+            mine.fetch_sub(1, Ordering::SeqCst);
         });
         if let Err(e) = spawned {
+            // The closure, and with it its decrement, never ran.
+            active.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(error = %e, "cannot start a connection thread");
         }
     }
@@ -225,25 +246,42 @@ enum Job {
 }
 
 /// Bytes and requests in flight on one connection, shared by its two threads.
+#[derive(Default)]
 struct Budget {
-    used: Mutex<(usize, u64)>,
+    used: Mutex<Used>,
     freed: Condvar,
 }
 
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Used {
+    requests: usize,
+    bytes: u64,
+    /// The replier stopped: nothing will be given back, so nobody waits any more.
+    closed: bool,
+}
+
 impl Budget {
-    /// Blocks until one more request of `bytes` fits (a lone request always fits).
+    /// Blocks until one more request of `bytes` fits (a lone request always fits), or the
+    /// replier has stopped.
     fn take(&self, bytes: u64) {
         let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
-        while used.0 > 0 && (used.0 >= MAX_IN_FLIGHT || used.1 + bytes > MAX_IN_FLIGHT_BYTES) {
+        while !used.closed
+            && used.requests > 0
+            && (used.requests >= MAX_IN_FLIGHT || used.bytes + bytes > MAX_IN_FLIGHT_BYTES)
+        {
             used = self.freed.wait(used).unwrap_or_else(PoisonError::into_inner);
         }
-        used.0 += 1;
-        used.1 += bytes;
+        used.requests += 1;
+        used.bytes += bytes;
     }
     fn give(&self, bytes: u64) {
         let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
-        used.0 = used.0.saturating_sub(1);
-        used.1 = used.1.saturating_sub(bytes);
+        used.requests = used.requests.saturating_sub(1);
+        used.bytes = used.bytes.saturating_sub(bytes);
+        self.freed.notify_all();
+    }
+    fn close(&self) {
+        self.used.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
         self.freed.notify_all();
     }
 }
@@ -253,6 +291,8 @@ impl Budget {
 fn serve(mut stream: Stream, dev: &SharedDevice, config: Config) -> io::Result<()> {
     let mut server = Server::new(config);
     let mut buf = vec![0u8; READ_BUF];
+    // A client that connects and says nothing does not keep a thread forever.
+    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     // Handshake: answer each option as it comes.
     let replies = loop {
         stream.write_all(&server.take_output())?;
@@ -273,14 +313,22 @@ fn serve(mut stream: Stream, dev: &SharedDevice, config: Config) -> io::Result<(
         // Events of the handshake (Ready, Disconnect) need nothing more; the loop sees the
         // phase. Requests pipelined behind the final option stay queued for below.
     };
-    let budget = Arc::new(Budget { used: Mutex::new((0, 0)), freed: Condvar::new() });
+    stream.set_read_timeout(None)?;
+    let budget = Arc::new(Budget::default());
     let (jobs, inbox) = mpsc::sync_channel::<Job>(MAX_IN_FLIGHT);
     let replier = {
-        let out = stream.try_clone()?;
+        let (out, closer) = (stream.try_clone()?, stream.try_clone()?);
         let budget = Arc::clone(&budget);
-        std::thread::Builder::new()
-            .name("aoe-nbd-reply".into())
-            .spawn(move || reply(out, inbox, replies, &budget))?
+        std::thread::Builder::new().name("aoe-nbd-reply".into()).spawn(move || {
+            let result = reply(out, inbox, replies, &budget);
+            if result.is_err() {
+                // The client is gone or stuck: wake the reader (blocked on the socket or
+                // on the budget) so that the connection ends.
+                closer.shutdown();
+            }
+            budget.close();
+            result
+        })?
     };
     let result = transmit(&mut stream, &mut server, dev, &jobs, &budget, &mut buf);
     drop(jobs);
@@ -555,7 +603,7 @@ mod tests {
 
     #[test]
     fn budget_lets_one_big_request_through_and_bounds_the_rest() {
-        let b = Arc::new(Budget { used: Mutex::new((0, 0)), freed: Condvar::new() });
+        let b = Arc::new(Budget::default());
         b.take(MAX_IN_FLIGHT_BYTES * 2);
         let b2 = Arc::clone(&b);
         let t = std::thread::spawn(move || b2.take(1));
@@ -563,7 +611,18 @@ mod tests {
         assert!(!t.is_finished());
         b.give(MAX_IN_FLIGHT_BYTES * 2);
         t.join().unwrap();
-        assert_eq!(*b.used.lock().unwrap(), (1, 1));
+        assert_eq!(*b.used.lock().unwrap(), Used { requests: 1, bytes: 1, closed: false });
+    }
+
+    #[test]
+    fn a_closed_budget_blocks_nobody() {
+        let b = Budget::default();
+        for _ in 0..MAX_IN_FLIGHT {
+            b.take(1);
+        }
+        b.close();
+        // Would wait for a give that never comes if the budget were still open.
+        b.take(MAX_IN_FLIGHT_BYTES);
     }
 
     #[test]

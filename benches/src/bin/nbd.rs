@@ -119,22 +119,28 @@ fn run(args: &Args, dir: &Path) -> Result<String> {
     let _ = std::fs::remove_file(&socket);
 
     let mut out = format!(
-        "nbd: {} MiB disk on /dev/shm served by aoe-target, veth MTU 9000, {} reps (median, min..max MB/s)\n",
+        "nbd: {} MiB disk on /dev/shm served by aoe-target, veth MTU 9000, {} reps \
+         (MB/s: median, min..max; ratio: nbdcopy / aoe)\n",
         args.size, args.reps
     );
     out += &format!(
-        "{:<10} {:>24} {:>28} {:>8}\n",
-        "direction", "aoe read/write", "nbdcopy via aoe nbd", "ratio"
+        "{:<10} {:>24} {:>28} {:>8} {:>14}\n",
+        "direction", "aoe read/write", "nbdcopy via aoe nbd", "ratio", "per-rep ratio"
     );
     let rows: &[(&str, usize)] = if !args.no_write { &[("read", 0), ("write", 2)] } else { &[("read", 0)] };
     for &(name, i) in rows {
         let (Some(a), Some(n)) = (Summary::of(&samples[i]), Summary::of(&samples[i + 1])) else { continue };
+        // The two runs of one rep are neighbours in time: their ratio is less exposed to the
+        // load of a shared machine than the ratio of the medians.
+        let ratios: Vec<f64> = samples[i].iter().zip(&samples[i + 1]).map(|(a, n)| 100.0 * n / a).collect();
+        let per_rep = Summary::of(&ratios).map_or(f64::NAN, |r| r.median);
         out += &format!(
-            "{:<10} {:>24} {:>28} {:>7.0}%\n",
+            "{:<10} {:>24} {:>28} {:>7.0}% {:>13.0}%\n",
             name,
             format!("{:.0} ({:.0}..{:.0})", a.median, a.min, a.max),
             format!("{:.0} ({:.0}..{:.0})", n.median, n.min, n.max),
-            100.0 * n.median / a.median
+            100.0 * n.median / a.median,
+            per_rep
         );
     }
     Ok(out)
