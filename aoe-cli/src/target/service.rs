@@ -73,6 +73,12 @@ impl Backend for Storage {
             Storage::Nbd(n) => n.flush(),
         }
     }
+    fn refresh_len(&self) -> io::Result<u64> {
+        match self {
+            Storage::File(f) => f.refresh_len(),
+            Storage::Nbd(n) => n.refresh_len(),
+        }
+    }
     fn mapping(&self) -> Option<(&Arc<MappedFile>, u64)> {
         match self {
             Storage::File(f) => f.mapping(),
