@@ -6,6 +6,9 @@
 //!   (read this, write that, flush) come out, and the replies the caller asks for are
 //!   encoded into a buffer. It never touches a socket or a disk.
 //!
+//! - [`client`]: the client side as a state machine: the handshake for one export, then
+//!   requests encoded with cookies and simple replies matched to them.
+//!
 //! The fixed newstyle handshake is spoken; oldstyle and TLS are not.
 #![no_std]
 #![cfg_attr(
@@ -17,5 +20,6 @@ extern crate alloc;
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod client;
 pub mod server;
 pub mod wire;

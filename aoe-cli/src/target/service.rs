@@ -19,12 +19,104 @@ use aoe_transport::Transport;
 
 use super::settings::{resolve_rules, ExportSettings, Initiator, Problem, Settings, SettingsError};
 use super::state::{Saved, StateDir};
-use aoe_target::backend::{Backend, FileBackend, FileOptions, Window};
+use aoe_target::backend::nbd::{is_uri, NbdAddress, NbdBackend, NbdOptions};
+use aoe_target::backend::{Backend, FileBackend, FileOptions, MappedFile, Window};
 use aoe_target::export::{Export, ExportConfig};
 use aoe_target::server::{Server, SharedExport};
 
-/// The backend of every export the program serves: a window of a file or block device.
-pub type FileExport = Window<FileBackend>;
+/// The backend of every export the program serves: a window of a file, a block device or
+/// an NBD export.
+pub type FileExport = Window<Storage>;
+
+/// Where an export's sectors are: what its `file` names.
+#[derive(Debug)]
+pub enum Storage {
+    /// A regular file or block device.
+    File(FileBackend),
+    /// An NBD export, named by an `nbd://` or `nbd+unix://` URI.
+    Nbd(NbdBackend),
+}
+
+impl Storage {
+    /// True for a block device or an NBD export: storage whose I/O waits (on a disk, on a
+    /// network), served by I/O threads unless told otherwise.
+    pub fn waits(&self) -> bool {
+        match self {
+            Storage::File(f) => f.is_block_device(),
+            Storage::Nbd(_) => true,
+        }
+    }
+}
+
+impl Backend for Storage {
+    fn len(&self) -> u64 {
+        match self {
+            Storage::File(f) => f.len(),
+            Storage::Nbd(n) => n.len(),
+        }
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match self {
+            Storage::File(f) => f.read_at(buf, offset),
+            Storage::Nbd(n) => n.read_at(buf, offset),
+        }
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        match self {
+            Storage::File(f) => f.write_at(buf, offset),
+            Storage::Nbd(n) => n.write_at(buf, offset),
+        }
+    }
+    fn flush(&self) -> io::Result<()> {
+        match self {
+            Storage::File(f) => f.flush(),
+            Storage::Nbd(n) => n.flush(),
+        }
+    }
+    fn refresh_len(&self) -> io::Result<u64> {
+        match self {
+            Storage::File(f) => f.refresh_len(),
+            Storage::Nbd(n) => n.refresh_len(),
+        }
+    }
+    fn mapping(&self) -> Option<(&Arc<MappedFile>, u64)> {
+        match self {
+            Storage::File(f) => f.mapping(),
+            Storage::Nbd(_) => None,
+        }
+    }
+    fn read_only(&self) -> bool {
+        match self {
+            Storage::File(f) => f.read_only(),
+            Storage::Nbd(n) => n.read_only(),
+        }
+    }
+}
+
+/// The NBD export `file` names, if it is a URI.
+pub fn nbd_address(file: &std::path::Path) -> Option<Result<NbdAddress, aoe_target::backend::nbd::UriError>> {
+    file.to_str().filter(|f| is_uri(f)).map(str::parse)
+}
+
+/// Opens what export `index` names: a file or block device, or an NBD export.
+fn open_storage(settings: &Settings, index: usize) -> Result<Storage, SettingsError> {
+    let export = &settings.exports[index];
+    let fail = |problem| settings.error(Some(index), problem);
+    let path = &export.file;
+    if let Some(address) = nbd_address(path) {
+        let address = address.map_err(|e| fail(Problem::NbdUri(e)))?;
+        let nbd = NbdBackend::open(&address, NbdOptions::default())
+            .map_err(|source| fail(Problem::Nbd { uri: address.uri.clone(), source }))?;
+        return Ok(Storage::Nbd(nbd));
+    }
+    let file_error = |source| fail(Problem::File { path: path.clone(), source });
+    let kind = std::fs::metadata(path).map_err(file_error)?.file_type();
+    if !(kind.is_file() || kind.is_block_device()) {
+        return Err(fail(Problem::NotAFile(path.clone())));
+    }
+    let options = FileOptions { read_only: export.read_only, direct: export.direct, sync: export.sync };
+    FileBackend::open(path, options).map(Storage::File).map_err(file_error)
+}
 
 /// Open exports and the sockets that serve them, ready to [`run`](Self::run).
 pub struct Service {
@@ -41,7 +133,8 @@ impl std::fmt::Debug for Service {
     }
 }
 
-/// Checks and opens the file of export `index`, windowed by its offset and length.
+/// Checks and opens the file (or NBD export) of export `index`, windowed by its offset and
+/// length.
 ///
 /// # Panics
 ///
@@ -50,13 +143,7 @@ pub fn open_backend(settings: &Settings, index: usize) -> Result<FileExport, Set
     let export = &settings.exports[index];
     let fail = |problem| settings.error(Some(index), problem);
     let path = &export.file;
-    let file_error = |source| fail(Problem::File { path: path.clone(), source });
-    let kind = std::fs::metadata(path).map_err(file_error)?.file_type();
-    if !(kind.is_file() || kind.is_block_device()) {
-        return Err(fail(Problem::NotAFile(path.clone())));
-    }
-    let options = FileOptions { read_only: export.read_only, direct: export.direct, sync: export.sync };
-    let file = FileBackend::open(path, options).map_err(file_error)?;
+    let file = open_storage(settings, index)?;
     let sectors = file.len() / SECTOR_SIZE as u64;
     let (offset, path) = (export.offset, path.clone());
     if offset > sectors {
@@ -105,10 +192,10 @@ fn prepare(settings: &Settings) -> Result<Prepared, SettingsError> {
     let mut block_device = Vec::with_capacity(settings.exports.len());
     for (index, export) in settings.exports.iter().enumerate() {
         let backend = open_backend(settings, index)?;
-        block_device.push(backend.inner().is_block_device());
+        block_device.push(backend.inner().waits());
         let mut config = ExportConfig::new(export.shelf, export.slot);
         config.buffer_count = export.buffer_count;
-        config.read_only = export.read_only;
+        config.read_only = export.read_only || backend.read_only();
         config.mask = export.mask.clone();
         config.access =
             resolve_rules(&export.rules, ethers.as_deref()).map_err(|p| settings.error(Some(index), p))?;
@@ -307,7 +394,7 @@ impl Service {
                     port.max_sectors,
                     settings.buffer_count,
                     settings.file.display(),
-                    describe(settings),
+                    describe(settings, export.config().read_only),
                 );
             }
         }
@@ -436,8 +523,8 @@ fn serve<T: Transport, B: Backend>(server: &mut Server<T, B>, stop: &AtomicBool)
 }
 
 /// "read-write, O_DIRECT, O_SYNC, offset 8 sectors, mask 2 MACs"
-fn describe(export: &ExportSettings) -> String {
-    let mut parts = vec![if export.read_only { "read-only" } else { "read-write" }.to_owned()];
+fn describe(export: &ExportSettings, read_only: bool) -> String {
+    let mut parts = vec![if read_only { "read-only" } else { "read-write" }.to_owned()];
     if export.direct {
         parts.push("O_DIRECT".into());
     }
@@ -511,11 +598,15 @@ mod tests {
     #[test]
     fn describes_options() {
         let mut e = ExportSettings::new(1, 0, "lo", "x");
-        assert_eq!(describe(&e), "read-write");
+        assert_eq!(describe(&e, false), "read-write");
+        assert_eq!(describe(&e, true), "read-only", "an NBD server's read-only export");
         e.read_only = true;
         e.direct = true;
         e.offset = 8;
         e.mask = vec![aoe_proto::MacAddr([2, 0, 0, 0, 0, 1])];
-        assert_eq!(describe(&e), "read-only, O_DIRECT, offset 8 sectors, mask 02:00:00:00:00:01");
+        assert_eq!(
+            describe(&e, e.read_only),
+            "read-only, O_DIRECT, offset 8 sectors, mask 02:00:00:00:00:01"
+        );
     }
 }

@@ -85,7 +85,8 @@ pub struct ExportSettings {
     pub slot: u8,
     /// Network interfaces it is offered on (at least one).
     pub interfaces: Vec<String>,
-    /// The regular file or block device holding the sectors.
+    /// The regular file or block device holding the sectors, or an NBD export named by a URI:
+    /// `nbd://HOST[:PORT]/EXPORT` or `nbd+unix:///EXPORT?socket=PATH`.
     pub file: PathBuf,
     /// Refuse writes (vblade `-r`).
     #[serde(default)]
@@ -294,9 +295,9 @@ impl Settings {
     }
 
     /// The I/O threads for an interface that serves exports `exports` (indices into
-    /// [`exports`](Self::exports)), of which `block_devices` are block devices: as set, else
-    /// [`DEFAULT_IO_THREADS`] when one of them is a block device or opened with `O_DIRECT`
-    /// (reads and writes that wait on a disk), else none (files whose sectors the page cache
+    /// [`exports`](Self::exports)), of which `block_devices` are block devices or NBD exports:
+    /// as set, else [`DEFAULT_IO_THREADS`] when one of them is one of those or opened with
+    /// `O_DIRECT` (reads and writes that wait on a disk or a network), else none (files whose sectors the page cache
     /// holds are served fastest by the serving thread itself).
     pub fn io_threads_for(&self, exports: &[usize], block_devices: usize) -> usize {
         match self.io_threads {
@@ -399,6 +400,14 @@ impl Settings {
             }
             if export.file.as_os_str().is_empty() {
                 return fail(Problem::NoFile);
+            }
+            if let Some(address) = super::service::nbd_address(&export.file) {
+                if let Err(e) = address {
+                    return fail(Problem::NbdUri(e));
+                }
+                if export.direct || export.sync {
+                    return fail(Problem::NbdFileOption);
+                }
             }
             if export.mask.len() > MAX_LIST_ENTRIES {
                 return fail(Problem::MaskTooLong(export.mask.len()));
@@ -567,6 +576,20 @@ pub enum Problem {
     File {
         /// The path.
         path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `file` is a URI but not an NBD one this target can use.
+    #[error("file {0}")]
+    NbdUri(aoe_target::backend::nbd::UriError),
+    /// `direct` or `sync` with an NBD export.
+    #[error("direct and sync are for files: an NBD export's server decides how it writes")]
+    NbdFileOption,
+    /// The NBD server cannot be reached or refuses the export (the message names it).
+    #[error("{source}")]
+    Nbd {
+        /// The URI.
+        uri: String,
         /// Why.
         source: std::io::Error,
     },
@@ -827,6 +850,12 @@ file = "/srv/b.img"
             ),
             (String::new(), "exports.toml: no [[export]] table"),
             (format!("io_threads = 257\n{ONE}"), "exports.toml: io_threads = 257 is more than 256"),
+            (ONE.replace("/srv/disk0.img", "nbd+unix:///d"), "file nbd+unix:///d: no socket"),
+            (ONE.replace("/srv/disk0.img", "nbds://h/d"), "not supported"),
+            (
+                format!("{}direct = true\n", ONE.replace("/srv/disk0.img", "nbd://h/d")),
+                "direct and sync are for files",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(&text).unwrap_err();

@@ -1,4 +1,5 @@
-//! Where an export's sectors live: a file or block device, or memory, behind positional I/O.
+//! Where an export's sectors live: a file or block device, memory, or an NBD server
+//! ([`nbd`]), behind positional I/O.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
@@ -10,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use aoe_proto::SECTOR_SIZE;
 
 mod mapped;
+pub mod nbd;
 
 pub use mapped::{MappedFile, Tail};
 
@@ -42,6 +44,11 @@ pub trait Backend: Send + Sync {
     fn mapping(&self) -> Option<(&Arc<MappedFile>, u64)> {
         None
     }
+    /// True when the storage itself refuses writes (an NBD export the server offers
+    /// read-only): the export is then served read-only whatever it was told.
+    fn read_only(&self) -> bool {
+        false
+    }
 }
 
 impl<B: Backend + ?Sized> Backend for Box<B> {
@@ -63,6 +70,9 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     fn mapping(&self) -> Option<(&Arc<MappedFile>, u64)> {
         (**self).mapping()
     }
+    fn read_only(&self) -> bool {
+        (**self).read_only()
+    }
 }
 
 impl<B: Backend + ?Sized> Backend for Arc<B> {
@@ -83,6 +93,9 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     fn mapping(&self) -> Option<(&Arc<MappedFile>, u64)> {
         (**self).mapping()
+    }
+    fn read_only(&self) -> bool {
+        (**self).read_only()
     }
 }
 
@@ -221,6 +234,9 @@ impl<B: Backend> Backend for Window<B> {
     }
     fn mapping(&self) -> Option<(&Arc<MappedFile>, u64)> {
         self.inner.mapping().map(|(map, start)| (map, start + self.offset))
+    }
+    fn read_only(&self) -> bool {
+        self.inner.read_only()
     }
 }
 
