@@ -5,11 +5,10 @@
 //! there on the [`SharedDevice`] while the requests of the other threads fly: as many
 //! requests are in flight as the session has threads (and the target's window allows).
 //! Reads and writes on sector boundaries go to the device as they are; others are widened to
-//! whole sectors by [`SharedDevice::read_at`] / [`SharedDevice::write_at`]. `fsync` and the
-//! `flush` of a file written through are FLUSH CACHE (EXT).
+//! whole sectors by [`SharedDevice::read_at`] / [`SharedDevice::write_at`]. `fsync` is FLUSH
+//! CACHE (EXT); `close` flushes nothing (see [`DiskFs::flush`]).
 
 use std::ffi::OsStr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use aoe_initiator::device::Io;
@@ -48,8 +47,6 @@ pub(crate) struct DiskFs {
     opts: FsOptions,
     attr: FileAttr,
     root: FileAttr,
-    /// Set by a write, cleared by a flush: close flushes the disk only after writes.
-    dirty: AtomicBool,
 }
 
 impl DiskFs {
@@ -83,15 +80,11 @@ impl DiskFs {
             nlink: 2,
             ..attr
         };
-        DiskFs { disk, name, opts, attr, root, dirty: AtomicBool::new(false) }
+        DiskFs { disk, name, opts, attr, root }
     }
 
     fn sync(&self) -> Result<(), Errno> {
-        self.dirty.store(false, Ordering::SeqCst);
-        self.disk.flush().map_err(|e| {
-            self.dirty.store(true, Ordering::SeqCst);
-            errno("flush", &e)
-        })
+        self.disk.flush().map_err(|e| errno("flush", &e))
     }
 }
 
@@ -117,10 +110,7 @@ impl Filesystem for DiskFs {
         let _ = config.set_max_background(self.opts.max_background);
         let _ = config.set_congestion_threshold(self.opts.max_background.saturating_mul(3) / 4);
         // Direct I/O of a loop device is asynchronous: many requests of one caller at once.
-        #[cfg(target_os = "linux")]
         let _ = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO);
-        #[cfg(not(target_os = "linux"))]
-        let _ = InitFlags::empty();
         Ok(())
     }
 
@@ -158,11 +148,12 @@ impl Filesystem for DiskFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        // A disk has the size it has: truncating to it (O_TRUNC aside) is all that works.
-        match (ino, size) {
-            (DISK_INO, Some(s)) if s != self.attr.size => reply.error(Errno::EPERM),
-            (DISK_INO, _) => reply.attr(&TTL, &self.attr),
-            (INodeNo::ROOT, _) => reply.attr(&TTL, &self.root),
+        // A disk has the size it has: as for a block device, truncating it (O_TRUNC) changes
+        // nothing, and neither do modes, owners or times.
+        let _ = size;
+        match ino {
+            DISK_INO => reply.attr(&TTL, &self.attr),
+            INodeNo::ROOT => reply.attr(&TTL, &self.root),
             _ => reply.error(Errno::ENOENT),
         }
     }
@@ -174,7 +165,8 @@ impl Filesystem for DiskFs {
         if self.opts.read_only && flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
-        let mut open = FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES;
+        // No FLUSH request on close: see `flush`.
+        let mut open = FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES | FopenFlags::FOPEN_NOFLUSH;
         if self.opts.direct_io {
             open |= FopenFlags::FOPEN_DIRECT_IO;
         }
@@ -233,21 +225,18 @@ impl Filesystem for DiskFs {
         if offset.checked_add(data.len() as u64).is_none_or(|end| end > self.attr.size) {
             return reply.error(Errno::ENOSPC);
         }
-        self.dirty.store(true, Ordering::SeqCst);
         match self.disk.write_at(data, offset) {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(errno("write", &e)),
         }
     }
 
+    /// Close: nothing to do. Every write was on the disk before it was answered, and what
+    /// the disk's own cache holds is for fsync to flush, as on a local disk. (Flushing on
+    /// each close would also make every `exec` of a process that inherited the file wait
+    /// for the disk: the kernel closes the inherited descriptors then.)
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
-        if !self.dirty.load(Ordering::SeqCst) {
-            return reply.ok();
-        }
-        match self.sync() {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply.ok();
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
