@@ -170,3 +170,18 @@ fn unescape(field: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_table_escapes() {
+        assert_eq!(unescape("/mnt/with\\040space"), "/mnt/with space");
+        assert_eq!(unescape("/a\\011b\\134c"), "/a\tb\\c");
+        assert_eq!(unescape("/plain\\9"), "/plain\\9");
+        assert!(is_mount_point(std::path::Path::new("/")));
+        assert!(!process_alive(0));
+        assert!(process_alive(std::process::id()));
+    }
+}

@@ -15,9 +15,9 @@ use aoe_initiator::device::Io;
 use aoe_initiator::shared::SharedDevice;
 use aoe_initiator::Error;
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
+    LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, Request, WriteFlags,
 };
 
 /// The disk file's inode (the root directory is 1).
@@ -110,7 +110,9 @@ impl Filesystem for DiskFs {
         let _ = config.set_max_background(self.opts.max_background);
         let _ = config.set_congestion_threshold(self.opts.max_background.saturating_mul(3) / 4);
         // Direct I/O of a loop device is asynchronous: many requests of one caller at once.
-        let _ = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO);
+        // (Linux's flag; macFUSE numbers its own flags differently.)
+        #[cfg(target_os = "linux")]
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_ASYNC_DIO);
         Ok(())
     }
 
