@@ -571,6 +571,20 @@ mod tests {
         assert_eq!((r.action, r.macs.len()), (ReserveAction::Set, 0));
         let Command::Discover(d) = parse(&["discover", "eth1", "--json"]).unwrap().command else { panic!() };
         assert!(d.json && d.ifaces == ["eth1"]);
+        let cli =
+            parse(&["attach", "--loop", "--read-only", "e1.0", "/mnt/aoe", "--dead-timeout", "3"]).unwrap();
+        assert_eq!(cli.dead_timeout, Duration::from_secs(3));
+        let Command::Attach(a) = cli.command else { panic!() };
+        assert_eq!(
+            (a.disk, a.dir.to_str(), a.loop_device, a.read_only),
+            (DiskName { shelf: 1, slot: 0 }, Some("/mnt/aoe"), true, true)
+        );
+        assert_eq!((a.threads, a.direct_io), (32, false));
+        let Command::Detach(d) = parse(&["detach", "/mnt/aoe"]).unwrap().command else { panic!() };
+        assert_eq!(d.target, "/mnt/aoe");
+        let Command::Attached(l) = parse(&["attached", "--json"]).unwrap().command else { panic!() };
+        assert!(l.json);
+        assert!(parse(&["attach", "e1.0"]).unwrap_err().contains("required"));
     }
 
     #[test]

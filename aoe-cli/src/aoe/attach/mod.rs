@@ -97,6 +97,8 @@ pub(crate) fn attach(cli: &Cli, args: &AttachArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::new(format!("cannot mount FUSE at {}: {}", dir.display(), mount_error(&e))))?;
     let background = session.spawn().map_err(|e| Failure::io("cannot start the FUSE threads", e))?;
     let file = dir.join(&name);
+    #[cfg(target_os = "linux")]
+    raise_readahead(&dir);
     let mut mounted = Mounted { dir: dir.clone(), background: Some(background), record: None };
 
     #[cfg(target_os = "linux")]
@@ -170,6 +172,21 @@ pub(crate) fn attach(cli: &Cli, args: &AttachArgs) -> Result<(), Failure> {
     match flushed {
         Ok(()) => Ok(()),
         Err(e) => Err(Failure::new(format!("{name}: detached, but the final flush failed: {e}"))),
+    }
+}
+
+/// Sets the readahead of the mount (its backing device info) to the largest request, as the
+/// FUSE handshake cannot: the kernel offers its default (128 KiB) as the maximum there.
+/// Buffered sequential reads of the file then ask for 1 MiB at a time. Best effort.
+#[cfg(target_os = "linux")]
+fn raise_readahead(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(dir) else { return };
+    let dev = meta.dev();
+    let (major, minor) = ((dev >> 8) & 0xfff | ((dev >> 32) & !0xfff), (dev & 0xff) | ((dev >> 12) & !0xff));
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    if let Err(e) = std::fs::write(&knob, format!("{}", fs::MAX_REQUEST / 1024)) {
+        tracing::debug!(%knob, error = %e, "readahead left at the kernel's default");
     }
 }
 
