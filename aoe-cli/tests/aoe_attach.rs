@@ -454,7 +454,8 @@ fn signal(process: &Guarded, sig: &str) {
 
 /// A target that stops answering: reads through the loop device fail with EIO once the
 /// dead timeout passes; a later read after it answers again succeeds (a new request tries
-/// again); and detach works while it is silent.
+/// again); and with the target silent again, a filesystem on the disk still unmounts and
+/// the attach still detaches.
 #[test]
 fn silent_target_fails_io_with_eio_and_detach_still_works() {
     let test = "silent_target_fails_io_with_eio_and_detach_still_works";
@@ -475,8 +476,19 @@ fn silent_target_fails_io_with_eio_and_detach_still_works() {
     signal(&setup.target, "CONT");
     assert_eq!(direct_read(&dev, 2 * MIB as u64, MIB).unwrap(), want[2 * MIB..3 * MIB]);
 
-    // Silent again, and detached meanwhile: the attach ends (its last flush fails).
+    // A filesystem in use when the target goes silent again: it still unmounts (its last
+    // writes fail), and the attach still detaches (its last flush fails).
+    let mut cmd = Command::new("mkfs.ext4");
+    cmd.args(["-q", "-F"]).arg(&dev);
+    assert!(run(cmd, None).status.success(), "mkfs.ext4");
+    let fs = Mount::new(&dev);
+    std::fs::write(fs.path().join("file"), pattern(1, MIB)).unwrap();
+    sh("sync");
+    std::fs::write(fs.path().join("unsynced"), pattern(2, MIB)).unwrap();
     signal(&setup.target, "STOP");
+    let start = Instant::now();
+    fs.unmount();
+    eprintln!("silent target: unmounted in {:.1} s", start.elapsed().as_secs_f64());
     let mut attach = attach;
     let out = run(setup.aoe(&["--dead-timeout", "2", "detach", dir.path().to_str().unwrap()]), None);
     signal(&setup.target, "CONT");
