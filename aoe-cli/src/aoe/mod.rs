@@ -181,7 +181,7 @@ one file, DIR/DISK, whose bytes are the disk's (reads and writes are AoE reads a
 FLUSH CACHE). With --loop, also attach a loop device to that file: a block device to partition, \
 format and mount. Prints `attached DISK at DIR/DISK` (and `DISK: /dev/loopN`) when ready, then \
 stays in the foreground until SIGINT, SIGTERM or `aoe detach DIR`: it then detaches the loop \
-device, unmounts DIR (lazily, saying so, if still busy), flushes the disk and exits 0. I/O that \
+device, unmounts DIR (lazily, saying so, if still busy), flushes the disk and exits 0 (1 when that flush fails). I/O that \
 the disk does not answer within --dead-timeout fails with EIO; a disk that answers again \
 serves the next I/O. Needs root (raw sockets; mounting, or fusermount3 for a DIR you own; loop \
 devices). Linux; the FUSE part also builds on macOS (macFUSE).",
