@@ -690,3 +690,37 @@ fn killed_attach_is_stale_and_cleaned() {
     assert!(!is_mount_point(dir.path()), "the dead FUSE mount is still there");
     let _ = attach;
 }
+
+/// Reads and writes of the file at any offset and length (partial sectors read, patched and
+/// written back), buffered and with O_DIRECT, land in the image where they should, and
+/// fsync reaches the target.
+#[test]
+fn unaligned_io_through_the_file() {
+    let test = "unaligned_io_through_the_file";
+    let image = TempImage::new(16 * MIB, 0xA11).unwrap();
+    let Some(setup) = Setup::new(test, Peer::Program, &image, &[]) else { return };
+    let dir = TempDir::new("mnt");
+    let attach = setup.attach(&[], dir.path());
+    let mut want = pattern(0xA11, 16 * MIB);
+    let file = OpenOptions::new().read(true).write(true).open(attach.file()).unwrap();
+    assert_eq!(file.metadata().unwrap().len(), 16 * MIB as u64);
+    for (offset, len, seed) in
+        [(1234u64, 1000usize, 1u64), (511, 2, 2), (4095, 8193, 3), (3 * MIB as u64 + 7, 300_000, 4)]
+    {
+        let data = pattern(seed, len);
+        file.write_all_at(&data, offset).unwrap();
+        want[offset as usize..offset as usize + len].copy_from_slice(&data);
+    }
+    file.sync_all().unwrap();
+    assert!(image.read_all() == want, "the image differs from what was written");
+    let mut got = vec![0u8; 777];
+    file.read_exact_at(&mut got, 4000).unwrap();
+    assert_eq!(got, want[4000..4777]);
+    // The last bytes, and a read across the end, which stops at it.
+    let mut tail = vec![0u8; 100];
+    assert_eq!(file.read_at(&mut tail, 16 * MIB as u64 - 10).unwrap(), 10);
+    assert_eq!(tail[..10], want[16 * MIB - 10..]);
+    assert_eq!(direct_read(&attach.file(), 8192, 4096).unwrap(), want[8192..12288]);
+    drop(file);
+    setup.detach(attach, dir.path().to_str().unwrap());
+}
