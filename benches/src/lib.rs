@@ -12,10 +12,13 @@
 //! - [`alloc_count`]: a counting global allocator, to show a path allocates nothing.
 //! - [`compare`]: the `compare` tool: vblade and aoe-target side by side over veth pairs in
 //!   private network namespaces, and aoe-initiator's `Device` beside the raw client.
+//! - [`attach`]: the `attach` tool: a disk through `aoe attach --loop` (FUSE, loop device,
+//!   O_DIRECT) beside `aoe bench` on the same aoe-target.
 //! - [`disk`]: the `disk` tool: vblade and aoe-target exporting a file on a real disk with
 //!   `O_DIRECT`, aoe-target with and without I/O threads.
 
 pub mod alloc_count;
+pub mod attach;
 pub mod ceiling;
 pub mod client;
 pub mod compare;

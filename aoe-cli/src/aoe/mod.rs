@@ -23,6 +23,7 @@ use aoe_initiator::{Device, DeviceOptions, Error};
 use tracing_subscriber::filter::LevelFilter;
 
 mod args;
+mod attach;
 mod bench;
 mod config;
 mod demo;
@@ -177,6 +178,36 @@ end, also on Ctrl-C. Needs root (network namespaces and raw sockets).",
         after_help = "Examples:\n  sudo aoe demo\n  sudo aoe demo --bench"
     )]
     Demo(DemoArgs),
+    /// Attach a disk as a local file (FUSE) and, with --loop, a loop device
+    #[command(
+        long_about = "Attach DISK without the aoe kernel module: mount a FUSE filesystem at DIR holding \
+one file, DIR/DISK, whose bytes are the disk's (reads and writes are AoE reads and writes, fsync a \
+FLUSH CACHE). With --loop, also attach a loop device to that file: a block device to partition, \
+format and mount. Prints `attached DISK at DIR/DISK` (and `DISK: /dev/loopN`) when ready, then \
+stays in the foreground until SIGINT, SIGTERM or `aoe detach DIR`: it then detaches the loop \
+device, unmounts DIR (lazily, saying so, if still busy), flushes the disk and exits 0 (1 when that flush fails). I/O that \
+the disk does not answer within --dead-timeout fails with EIO; a disk that answers again \
+serves the next I/O. Needs root (raw sockets; mounting, or fusermount3 for a DIR you own; loop \
+devices). Linux; the FUSE part also builds on macOS (macFUSE).",
+        after_help = "Examples:\n  mkdir -p /mnt/aoe && aoe attach --loop e1.0 /mnt/aoe &\n  sfdisk /dev/loop0 < layout\n  aoe detach /mnt/aoe"
+    )]
+    Attach(AttachArgs),
+    /// End a running `aoe attach` (by its mount point or disk)
+    #[command(
+        long_about = "End the `aoe attach` of DIR (its mount point) or DISK: send it SIGTERM and wait \
+until it has detached the loop device, unmounted and flushed. An attach whose process died is \
+cleaned up (its FUSE mount unmounted, its record removed).",
+        after_help = "Examples:\n  aoe detach /mnt/aoe\n  aoe detach e1.0"
+    )]
+    Detach(DetachArgs),
+    /// List the disks attached with `aoe attach`
+    #[command(
+        long_about = "List every running `aoe attach`: disk, its file, loop device, capacity, paths \
+(interface→MAC), state and process id. Records of attaches whose process is gone are shown as \
+stale, then removed.",
+        after_help = "Examples:\n  aoe attached\n  aoe attached --json | jq -r '.[].loop_device'"
+    )]
+    Attached(AttachedArgs),
     /// Serve a disk to NBD clients (qemu, nbdcopy, nbdfuse, nbd-client)
     #[command(
         long_about = "Serve the disk as a Network Block Device (NBD) export, in the foreground, until \
@@ -385,6 +416,45 @@ pub(crate) struct DemoArgs {
     pub(crate) bench: bool,
 }
 
+/// `aoe attach`.
+#[derive(Debug, Args)]
+pub(crate) struct AttachArgs {
+    /// The disk, e<shelf>.<slot>, e.g. e1.0
+    #[arg(value_name = "DISK", value_parser = DiskName::from_str_clap)]
+    pub(crate) disk: DiskName,
+    /// The mount point: an existing directory with nothing mounted on it
+    #[arg(value_name = "DIR")]
+    pub(crate) dir: PathBuf,
+    /// Also attach a loop device to DIR/DISK (printed as `DISK: /dev/loopN`)
+    #[arg(long = "loop")]
+    pub(crate) loop_device: bool,
+    /// Refuse writes: the file is 0444 and opening it for writing fails (EROFS)
+    #[arg(long)]
+    pub(crate) read_only: bool,
+    /// Requests served at once (FUSE threads)
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub(crate) threads: usize,
+    /// Open the file without the kernel's page cache (FOPEN_DIRECT_IO)
+    #[arg(long, hide = true)]
+    pub(crate) direct_io: bool,
+}
+
+/// `aoe detach`.
+#[derive(Debug, Args)]
+pub(crate) struct DetachArgs {
+    /// The mount point of the attach, or its disk (e1.0)
+    #[arg(value_name = "DIR|DISK")]
+    pub(crate) target: String,
+}
+
+/// `aoe attached`.
+#[derive(Debug, Args)]
+pub(crate) struct AttachedArgs {
+    /// Print a JSON array of the attaches
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
 impl DiskName {
     fn from_str_clap(text: &str) -> Result<DiskName, String> {
         text.parse()
@@ -500,6 +570,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Bench(a) => bench::run(cli, a),
         Command::Demo(a) => demo::run(cli, a),
         Command::Nbd(a) => nbd::run(cli, a),
+        Command::Attach(a) => attach::attach(cli, a),
+        Command::Detach(a) => attach::detach(cli, a),
+        Command::Attached(a) => attach::attached(cli, a),
     }
 }
 
@@ -558,6 +631,20 @@ mod tests {
             panic!()
         };
         assert_eq!((n.tcp, n.name.as_deref()), (Some("[::1]:10809".parse().unwrap()), Some("x")));
+        let cli =
+            parse(&["attach", "--loop", "--read-only", "e1.0", "/mnt/aoe", "--dead-timeout", "3"]).unwrap();
+        assert_eq!(cli.dead_timeout, Duration::from_secs(3));
+        let Command::Attach(a) = cli.command else { panic!() };
+        assert_eq!(
+            (a.disk, a.dir.to_str(), a.loop_device, a.read_only),
+            (DiskName { shelf: 1, slot: 0 }, Some("/mnt/aoe"), true, true)
+        );
+        assert_eq!((a.threads, a.direct_io), (32, false));
+        let Command::Detach(d) = parse(&["detach", "/mnt/aoe"]).unwrap().command else { panic!() };
+        assert_eq!(d.target, "/mnt/aoe");
+        let Command::Attached(l) = parse(&["attached", "--json"]).unwrap().command else { panic!() };
+        assert!(l.json);
+        assert!(parse(&["attach", "e1.0"]).unwrap_err().contains("required"));
     }
 
     #[test]
