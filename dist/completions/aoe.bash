@@ -16,6 +16,12 @@ _aoe() {
             ",$1")
                 cmd="aoe"
                 ;;
+            aoe,attach)
+                cmd="aoe__subcmd__attach"
+                ;;
+            aoe,attached)
+                cmd="aoe__subcmd__attached"
+                ;;
             aoe,bench)
                 cmd="aoe__subcmd__bench"
                 ;;
@@ -24,6 +30,9 @@ _aoe() {
                 ;;
             aoe,demo)
                 cmd="aoe__subcmd__demo"
+                ;;
+            aoe,detach)
+                cmd="aoe__subcmd__detach"
                 ;;
             aoe,discover)
                 cmd="aoe__subcmd__discover"
@@ -49,6 +58,12 @@ _aoe() {
             aoe,write)
                 cmd="aoe__subcmd__write"
                 ;;
+            aoe__subcmd__help,attach)
+                cmd="aoe__subcmd__help__subcmd__attach"
+                ;;
+            aoe__subcmd__help,attached)
+                cmd="aoe__subcmd__help__subcmd__attached"
+                ;;
             aoe__subcmd__help,bench)
                 cmd="aoe__subcmd__help__subcmd__bench"
                 ;;
@@ -57,6 +72,9 @@ _aoe() {
                 ;;
             aoe__subcmd__help,demo)
                 cmd="aoe__subcmd__help__subcmd__demo"
+                ;;
+            aoe__subcmd__help,detach)
+                cmd="aoe__subcmd__help__subcmd__detach"
                 ;;
             aoe__subcmd__help,discover)
                 cmd="aoe__subcmd__help__subcmd__discover"
@@ -89,8 +107,72 @@ _aoe() {
 
     case "${cmd}" in
         aoe)
-            opts="-i -v -h -V --iface --timeout --dead-timeout --verbose --help --version discover identify config mask reserve read write bench demo nbd help"
+            opts="-i -v -h -V --iface --timeout --dead-timeout --verbose --help --version discover identify config mask reserve read write bench demo attach detach attached nbd help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --iface)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dead-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aoe__subcmd__attach)
+            opts="-i -v -h -V --loop --read-only --threads --direct-io --iface --timeout --dead-timeout --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --threads)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --iface)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dead-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aoe__subcmd__attached)
+            opts="-i -v -h -V --json --iface --timeout --dead-timeout --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -216,6 +298,36 @@ _aoe() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        aoe__subcmd__detach)
+            opts="-i -v -h -V --iface --timeout --dead-timeout --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --iface)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dead-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         aoe__subcmd__discover)
             opts="-v -h -V --json --timeout --dead-timeout --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -239,8 +351,36 @@ _aoe() {
             return 0
             ;;
         aoe__subcmd__help)
-            opts="discover identify config mask reserve read write bench demo nbd help"
+            opts="discover identify config mask reserve read write bench demo attach detach attached nbd help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aoe__subcmd__help__subcmd__attach)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aoe__subcmd__help__subcmd__attached)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -281,6 +421,20 @@ _aoe() {
             return 0
             ;;
         aoe__subcmd__help__subcmd__demo)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aoe__subcmd__help__subcmd__detach)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
