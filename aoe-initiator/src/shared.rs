@@ -60,14 +60,15 @@ struct Inner {
     wake: Arc<Wake>,
     info: TargetInfo,
     stats: Arc<Mutex<SessionStats>>,
-    /// Serialises read-modify-write of partial sectors, so that two unaligned writes to one
-    /// sector cannot undo each other.
-    edges: Mutex<()>,
+    /// The writes in progress: a read-modify-write of partial sectors holds its span alone,
+    /// so that no other write lands between its read and its write-back.
+    writes: Arc<WriteSpans>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 enum Msg {
-    Submit(Io, Sender<Done>),
+    /// I/O, where to send its completion, and the write span to end once it is done.
+    Submit(Io, Sender<Done>, Option<SpanId>),
     Stop,
 }
 
@@ -110,19 +111,13 @@ impl SharedDevice {
         let info = device.info().clone();
         let stats = Arc::new(Mutex::new(device.stats()));
         let (queue, inbox) = mpsc::channel();
+        let writes = Arc::new(WriteSpans::default());
         let thread = std::thread::Builder::new().name(format!("aoe-{}", info.name())).spawn({
-            let stats = Arc::clone(&stats);
-            move || serve(device, inbox, &stats)
+            let (stats, writes) = (Arc::clone(&stats), Arc::clone(&writes));
+            move || serve(device, inbox, &stats, &writes)
         })?;
         Ok(SharedDevice {
-            inner: Arc::new(Inner {
-                queue,
-                wake,
-                info,
-                stats,
-                edges: Mutex::new(()),
-                thread: Mutex::new(Some(thread)),
-            }),
+            inner: Arc::new(Inner { queue, wake, info, stats, writes, thread: Mutex::new(Some(thread)) }),
         })
     }
 
@@ -143,12 +138,31 @@ impl SharedDevice {
 
     /// Queues `io` for the device thread and returns at once. Fails at once, without
     /// queueing, for I/O off sector boundaries or beyond the disk's end.
+    ///
+    /// A write waits here while a read-modify-write of partial sectors ([`write_at`](Self::write_at)
+    /// off sector boundaries) is in progress on sectors it overlaps.
     pub fn submit(&self, io: Io) -> Result<Pending, Error> {
         if let Io::Read { offset, buf } | Io::Write { offset, buf } = &io {
             self.check(*offset, buf.len())?;
         }
+        let span = match &io {
+            Io::Write { offset, buf } => {
+                Some(self.inner.writes.begin_write(*offset, *offset + buf.len() as u64))
+            }
+            _ => None,
+        };
+        self.send(io, span)
+    }
+
+    /// Hands `io` to the device thread, which ends `span` once `io` is done.
+    fn send(&self, io: Io, span: Option<SpanId>) -> Result<Pending, Error> {
         let (tx, done) = mpsc::channel();
-        self.inner.queue.send(Msg::Submit(io, tx)).map_err(|_| Error::io("the device thread", stopped()))?;
+        if self.inner.queue.send(Msg::Submit(io, tx, span)).is_err() {
+            if let Some(span) = span {
+                self.inner.writes.end(span);
+            }
+            return Err(Error::io("the device thread", stopped()));
+        }
         self.inner.wake.wake();
         Ok(Pending { done })
     }
@@ -168,8 +182,8 @@ impl SharedDevice {
     }
 
     /// Writes `buf` to the disk at byte `offset`: any offset and length within the disk. The
-    /// partial sectors at either end are read, patched and written back, one such write at a
-    /// time (aligned writes do not wait for them).
+    /// partial sectors at either end are read, patched and written back while no other write
+    /// touches the sectors this write spans (other writes wait for it, and it for them).
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), Error> {
         self.check_range(offset, buf.len())?;
         if buf.is_empty() {
@@ -179,7 +193,14 @@ impl SharedDevice {
         if (start, end) == (offset, offset + buf.len() as u64) {
             return self.submit(Io::Write { offset, buf: buf.to_vec() })?.wait().result;
         }
-        let _edges = self.inner.edges.lock().unwrap_or_else(PoisonError::into_inner);
+        let span = self.inner.writes.begin_patch(start, end);
+        let result = self.patch(buf, offset, start, end);
+        self.inner.writes.end(span);
+        result
+    }
+
+    /// The read-modify-write of [`write_at`](Self::write_at), its span held.
+    fn patch(&self, buf: &[u8], offset: u64, start: u64, end: u64) -> Result<(), Error> {
         let mut whole = vec![0u8; (end - start) as usize];
         let head = self.submit(Io::Read { offset: start, buf: vec![0; SECTOR_SIZE] })?;
         let tail = (end - SECTOR > start)
@@ -195,7 +216,8 @@ impl SharedDevice {
         }
         let skip = (offset - start) as usize;
         whole[skip..skip + buf.len()].copy_from_slice(buf);
-        self.submit(Io::Write { offset: start, buf: whole })?.wait().result
+        // Under the patch's own span: not through `submit`, which would wait for it.
+        self.send(Io::Write { offset: start, buf: whole }, None)?.wait().result
     }
 
     /// Makes every write completed before the call durable (FLUSH CACHE (EXT)).
@@ -249,17 +271,20 @@ fn widen(offset: u64, len: usize) -> (u64, u64) {
 
 /// The device thread: takes submissions, drives the network, hands out completions; stops
 /// once told to and nothing is in flight.
-fn serve(mut device: Device, inbox: Receiver<Msg>, stats: &Mutex<SessionStats>) {
-    let mut waiting: HashMap<OpId, Sender<Done>> = HashMap::new();
+fn serve(mut device: Device, inbox: Receiver<Msg>, stats: &Mutex<SessionStats>, writes: &WriteSpans) {
+    let mut waiting: HashMap<OpId, (Sender<Done>, Option<SpanId>)> = HashMap::new();
     let mut stopping = false;
     loop {
         loop {
             match inbox.try_recv() {
-                Ok(Msg::Submit(io, reply)) => match device.submit(io) {
+                Ok(Msg::Submit(io, reply, span)) => match device.submit(io) {
                     Ok(id) => {
-                        waiting.insert(id, reply);
+                        waiting.insert(id, (reply, span));
                     }
                     Err(e) => {
+                        if let Some(span) = span {
+                            writes.end(span);
+                        }
                         let _ = reply.send(Done { id: OpId(u64::MAX), result: Err(e), buf: Vec::new() });
                     }
                 },
@@ -272,7 +297,10 @@ fn serve(mut device: Device, inbox: Receiver<Msg>, stats: &Mutex<SessionStats>) 
         }
         match device.poll(None) {
             Ok(Some(done)) => {
-                if let Some(reply) = waiting.remove(&done.id) {
+                if let Some((reply, span)) = waiting.remove(&done.id) {
+                    if let Some(span) = span {
+                        writes.end(span);
+                    }
                     // A caller that stopped waiting dropped its receiver: nothing to tell.
                     let _ = reply.send(done);
                 }
@@ -291,3 +319,6 @@ fn serve(mut device: Device, inbox: Receiver<Msg>, stats: &Mutex<SessionStats>) 
 
 #[cfg(test)]
 mod tests;
+mod write_spans;
+
+use write_spans::{SpanId, WriteSpans};

@@ -128,8 +128,7 @@ fn a_dead_target_fails_every_caller_and_the_handle_still_drops() {
 /// must survive. The read-modify-write of the unaligned write must not write back the
 /// sector as it was before the aligned write.
 #[test]
-#[ignore = "repro: an aligned write racing a partial write of its sector is rolled back"]
-fn review_aligned_write_racing_partial_write_of_same_sector() {
+fn an_aligned_write_racing_a_partial_write_of_its_sector_is_not_undone() {
     let hub = MemoryHub::new(9000);
     let target = shared(TestTarget::new(mac(0x80), 1, 0, 64));
     let mut lab = Lab::default();
@@ -174,7 +173,7 @@ fn review_aligned_write_racing_partial_write_of_same_sector() {
 /// Sixteen threads, odd sizes and offsets, their own ranges, over a link that duplicates and
 /// reorders frames both ways: every byte right in the end.
 #[test]
-fn review_sixteen_threads_odd_sizes_over_duplicating_reordering_link() {
+fn sixteen_threads_odd_sizes_over_duplicating_reordering_link() {
     use aoe_transport::fault::{FaultInjector, Plan};
     let hub = MemoryHub::new(1500);
     let mut t = TestTarget::new(mac(0x80), 1, 0, 16384);
@@ -238,7 +237,7 @@ fn review_sixteen_threads_odd_sizes_over_duplicating_reordering_link() {
 /// Handles dropped while requests are in flight to a target that went away: the last drop
 /// returns (after the dead timeout), every pending completes, no thread is left behind.
 #[test]
-fn review_drop_with_requests_in_flight_to_silent_target() {
+fn drop_with_requests_in_flight_to_silent_target() {
     let hub = MemoryHub::new(1500);
     let target = shared(TestTarget::new(mac(0x80), 1, 0, 4096));
     let mut lab = Lab::default();
@@ -280,8 +279,7 @@ fn review_drop_with_requests_in_flight_to_silent_target() {
 /// than the RTO: a retransmission answered first lets the next write go, and the original
 /// frame of the earlier write lands after it. The last write must win.
 #[test]
-#[ignore = "repro: a late original of a retransmitted write undoes a later write"]
-fn review_late_original_of_a_retransmitted_write_does_not_undo_a_later_write() {
+fn a_late_original_of_a_retransmitted_write_does_not_undo_a_later_write() {
     use aoe_transport::fault::{FaultInjector, Plan};
     let hub = MemoryHub::new(1500);
     let target = shared(TestTarget::new(mac(0x80), 1, 0, 64));
