@@ -338,10 +338,15 @@ impl IoBuffers for NoData {
 pub struct SessionStats {
     /// Frames sent for the first time.
     pub sent: u64,
-    /// Frames sent again after a timeout.
+    /// Frames sent again (after a timeout, or found lost early).
     pub retransmitted: u64,
     /// Frame timeouts.
     pub timeouts: u64,
+    /// Frames found lost before their timer ran out, because frames sent after them were
+    /// answered (see the [session docs](super#loss)).
+    pub lost_early: u64,
+    /// Frames sent again as tail probes (see the [session docs](super#loss)).
+    pub probes: u64,
     /// Answers accepted.
     pub answers: u64,
     /// Answers to a frame already answered (another transmission of it was answered first).
