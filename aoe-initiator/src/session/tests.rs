@@ -987,10 +987,12 @@ fn config_rejects_nonsense() {
 /// A lossy, duplicating, reordering link: aoe-transport's fault pipe, seeded.
 ///
 /// Frames sent in one round arrive in the same round (a reordered frame goes out behind the
-/// next one, and what is still held at the end of the round goes then): a stale write can
-/// then never land after a newer write to the same sectors. AoE has no defence against that
-/// — no sequence numbers, a stateless target — and neither has the Linux driver, so the link
-/// does not model delays longer than a round trip.
+/// next one, and what is still held at the end of the round goes then). A copy of a write
+/// that the network itself duplicated and held back longer than that could land after a
+/// newer write to the same sectors: AoE has no defence against it (no sequence numbers, a
+/// stateless target), and neither has the Linux driver, so the link does not model it. The
+/// session's own retransmissions are covered: their sectors are held (see
+/// `a_late_copy_of_a_retransmitted_write_never_lands_over_a_newer_write`).
 struct Link {
     pipe: aoe_transport::fault::Pipe,
 }
