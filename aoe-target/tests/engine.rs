@@ -10,7 +10,10 @@ use aoe_proto::{
     ReserveRepr,
 };
 use aoe_target::backend::{Backend, MemoryBackend};
-use aoe_target::export::{Export, ExportConfig, Port, Received, MAX_LIST_ENTRIES};
+use aoe_target::export::{
+    Access, AccessRule, AccessRules, Export, ExportConfig, ExportState, Port, Received, StateError,
+    MAX_LIST_ENTRIES,
+};
 
 const TARGET: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x10]);
 const HOST: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x20]);
@@ -419,6 +422,254 @@ fn reservations_keep_other_initiators_out() {
     assert_eq!(reserve(&mut rig, OTHER, ReserveCommand::Set, &[]), (None, vec![]));
     assert_eq!(status(&rig.ata(AtaRepr::read(0, 1, true), &[]).0).0, AtaStatus::DRDY);
     assert_eq!(reserve(&mut rig, HOST, ReserveCommand::Other(5), &[]).0, Some(ErrorCode::BadArgument));
+}
+
+/// e1.2 with rules: HOST read-only, OTHER denied, everyone else as `default`.
+fn ruled(default: Access) -> Rig {
+    let mut config = ExportConfig::new(1, 2);
+    config.access = AccessRules {
+        rules: vec![
+            AccessRule { initiator: HOST, access: Access::ReadOnly },
+            AccessRule { initiator: OTHER, access: Access::Deny },
+        ],
+        default,
+    };
+    Rig::with(config)
+}
+
+#[test]
+fn a_read_only_initiator_reads_but_changes_nothing() {
+    let mut rig = ruled(Access::Allow);
+    let (a, data) = rig.ata(AtaRepr::read(3, 1, true), &[]);
+    assert_eq!(status(&a), (AtaStatus::DRDY, AtaError::empty()));
+    assert_eq!(data, vec![3u8; 512]);
+    let (a, _) = rig.ata(AtaRepr::write(3, 1, true), &[0xEE; 512]);
+    assert_eq!(status(&a), (AtaStatus::DRDY | AtaStatus::ERR, AtaError::ABRT));
+    assert_eq!(rig.export.backend().snapshot()[3 * 512], 3, "the write did not land");
+    let (a, _) = rig.ata(AtaRepr::command(AtaCommand::FlushCacheExt, 0), &[]);
+    assert_eq!(status(&a).1, AtaError::empty(), "a flush changes nothing and is answered");
+    let (a, data) = rig.ata(AtaRepr::command(AtaCommand::IdentifyDevice, 1), &[]);
+    assert_eq!((status(&a).1, data.len()), (AtaError::empty(), 512));
+
+    // Reading the config string and the lists is answered; changing them is refused.
+    assert_eq!(config(&mut rig, ConfigCommand::Read, b""), Some((None, vec![])));
+    for command in [ConfigCommand::Set, ConfigCommand::ForceSet] {
+        assert_eq!(config(&mut rig, command, b"mine").map(|a| a.0), Some(Some(ErrorCode::TargetReserved)));
+    }
+    assert_eq!(rig.export.config_string(), b"");
+    assert_eq!(mask(&mut rig, HOST, MaskCommand::Read, &[]), Some((MaskError::None, vec![])));
+    let edit = BodyRepr::Mask(MaskRepr {
+        command: MaskCommand::Edit,
+        error: MaskError::None,
+        directives: &[Directive::new(DirectiveCommand::Add, HOST)],
+    });
+    assert_eq!(aoe_error(&rig.send(edit).unwrap()), Some(ErrorCode::TargetReserved));
+    assert!(rig.export.mask().is_empty());
+    assert_eq!(reserve(&mut rig, HOST, ReserveCommand::Read, &[]), (None, vec![]));
+    for command in [ReserveCommand::Set, ReserveCommand::ForceSet] {
+        assert_eq!(reserve(&mut rig, HOST, command, &[HOST]).0, Some(ErrorCode::TargetReserved));
+    }
+    assert!(rig.export.reservations().is_empty());
+}
+
+#[test]
+fn a_denied_initiator_gets_no_answer_and_the_default_covers_the_rest() {
+    let third = MacAddr([2, 0, 0, 0, 0, 0x40]);
+    let read = BodyRepr::Ata { header: AtaRepr::read(0, 1, true), data: &[] };
+    let query = BodyRepr::Config(ConfigRepr::request(ConfigCommand::Read, b""));
+    let mut rig = ruled(Access::Allow);
+    assert!(rig.send_from(OTHER, HeaderRepr::request(1, 2, 1), query).is_none());
+    assert!(rig.send_from(OTHER, HeaderRepr::request(1, 2, 1), read).is_none());
+    assert!(rig.send_from(third, HeaderRepr::request(1, 2, 1), read).is_some());
+    let (a, _) = {
+        let answer = rig
+            .send_from(
+                third,
+                HeaderRepr::request(1, 2, 1),
+                BodyRepr::Ata { header: AtaRepr::write(0, 1, true), data: &[9; 512] },
+            )
+            .unwrap();
+        let Body::Ata { header, data } = Frame::parse(&answer).unwrap().body else { panic!() };
+        (AtaRepr::parse(header), data.to_vec())
+    };
+    assert_eq!(status(&a).1, AtaError::empty(), "the default allows writes");
+
+    let mut rig = ruled(Access::Deny);
+    assert!(rig.send_from(third, HeaderRepr::request(1, 2, 1), query).is_none(), "denied by default");
+    assert!(rig.send(query).is_some(), "HOST's rule still lets it read");
+}
+
+#[test]
+fn the_mask_and_the_rules_both_apply() {
+    // OTHER is denied by the rules even though the mask names it.
+    let mut config = ExportConfig::new(1, 2);
+    config.mask = vec![OTHER, HOST];
+    config.access = ruled(Access::Allow).export.config().access.clone();
+    let mut rig = Rig::with(config);
+    let query = BodyRepr::Config(ConfigRepr::request(ConfigCommand::Read, b""));
+    assert!(rig.send_from(OTHER, HeaderRepr::request(1, 2, 1), query).is_none());
+    // A MAC the rules allow but the mask leaves out gets nothing either.
+    let third = MacAddr([2, 0, 0, 0, 0, 0x40]);
+    assert!(rig.send_from(third, HeaderRepr::request(1, 2, 1), query).is_none());
+    assert!(rig.send(query).is_some());
+}
+
+#[test]
+fn the_state_initiators_set_is_read_restored_and_versioned() {
+    let mut rig = Rig::new();
+    let v0 = rig.export.state_version();
+    assert_eq!(rig.export.state(), ExportState::default());
+
+    config(&mut rig, ConfigCommand::Set, b"host=db1").unwrap();
+    let v1 = rig.export.state_version();
+    assert_ne!(v1, v0, "setting the config string");
+    config(&mut rig, ConfigCommand::Set, b"host=db1").unwrap();
+    config(&mut rig, ConfigCommand::Read, b"").unwrap();
+    assert_eq!(rig.export.state_version(), v1, "the same string again, or a read, changes nothing");
+    mask(&mut rig, HOST, MaskCommand::Edit, &[Directive::new(DirectiveCommand::Add, HOST)]).unwrap();
+    let v2 = rig.export.state_version();
+    assert_ne!(v2, v1, "a mask edit");
+    mask(&mut rig, HOST, MaskCommand::Edit, &[Directive::new(DirectiveCommand::Add, HOST)]).unwrap();
+    assert_eq!(rig.export.state_version(), v2, "adding a MAC already there");
+    reserve(&mut rig, HOST, ReserveCommand::Set, &[HOST]);
+    assert_ne!(rig.export.state_version(), v2, "a reservation");
+
+    let state = rig.export.state();
+    assert_eq!(
+        state,
+        ExportState { config_string: b"host=db1".to_vec(), mask: vec![HOST], reserve: vec![HOST] }
+    );
+
+    // A new export (a restart) takes the state back and behaves as the old one did.
+    let mut again = Rig::new();
+    again.export.restore(state.clone()).unwrap();
+    assert_eq!(again.export.state(), state);
+    assert!(mask(&mut again, OTHER, MaskCommand::Read, &[]).is_none(), "the mask is enforced");
+    assert_eq!(config(&mut again, ConfigCommand::Read, b""), Some((None, b"host=db1".to_vec())));
+
+    // What the protocol cannot carry is refused whole.
+    let long = ExportState { config_string: vec![b'x'; 1025], ..ExportState::default() };
+    assert_eq!(again.export.restore(long), Err(StateError::ConfigStringTooLong(1025)));
+    let many = ExportState { reserve: vec![HOST; MAX_LIST_ENTRIES + 1], ..ExportState::default() };
+    assert_eq!(again.export.restore(many), Err(StateError::ListTooLong { list: "reserve", len: 129 }));
+    assert_eq!(again.export.state(), state);
+}
+
+#[test]
+fn group_addresses_are_never_initiators() {
+    let mut rig = Rig::new();
+    let query = BodyRepr::Config(ConfigRepr::request(ConfigCommand::Read, b""));
+    for src in [MacAddr::BROADCAST, MacAddr([0x01, 0x00, 0x5e, 0, 0, 1]), MacAddr([0x33, 0x33, 0, 0, 0, 1])] {
+        assert!(
+            rig.send_from(src, HeaderRepr::request(1, 2, 1), query).is_none(),
+            "{src}: no answer to everyone"
+        );
+    }
+    let group = Directive::new(DirectiveCommand::Add, MacAddr([0x01, 0x80, 0xc2, 0, 0, 0]));
+    assert_eq!(mask(&mut rig, HOST, MaskCommand::Edit, &[group]), Some((MaskError::BadDirective, vec![])));
+    assert_eq!(
+        reserve(&mut rig, HOST, ReserveCommand::Set, &[HOST, MacAddr::BROADCAST]).0,
+        Some(ErrorCode::BadArgument)
+    );
+    assert!(rig.export.reservations().is_empty());
+}
+
+/// A backend whose every read, write and flush fails with one OS error.
+struct Failing(i32);
+
+impl Backend for Failing {
+    fn len(&self) -> u64 {
+        SECTORS * 512
+    }
+    fn read_at(&self, _: &mut [u8], _: u64) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(self.0))
+    }
+    fn write_at(&self, _: &[u8], _: u64) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(self.0))
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(self.0))
+    }
+}
+
+#[test]
+fn store_errors_become_registers_that_say_why() {
+    let (ok, err, df) =
+        (AtaStatus::DRDY, AtaStatus::DRDY | AtaStatus::ERR, AtaStatus::DRDY | AtaStatus::ERR | AtaStatus::DF);
+    let _ = ok;
+    let cases = [
+        (libc::ENOSPC, (df, AtaError::UNC), (df, AtaError::UNC), (df, AtaError::UNC)),
+        (libc::EROFS, (df, AtaError::ABRT), (df, AtaError::ABRT), (df, AtaError::ABRT)),
+        (libc::EIO, (err, AtaError::UNC), (err, AtaError::UNC), (df, AtaError::ABRT)),
+    ];
+    for (errno, read, write, flush) in cases {
+        let port = Port::new(TARGET, 1500);
+        let mut export = Export::new(ExportConfig::new(1, 2), Failing(errno));
+        let mut run = |header: AtaRepr, data: &[u8]| {
+            let mut buf = vec![0u8; 1514];
+            let len = FrameRepr {
+                dst: TARGET,
+                src: HOST,
+                header: HeaderRepr::request(1, 2, 9),
+                body: BodyRepr::Ata { header, data },
+            }
+            .emit_padded(&mut buf)
+            .unwrap();
+            let request = Received::parse(&buf[..len]).unwrap();
+            let mut out = vec![0u8; 1514];
+            let outcome = export.handle(&port, &request, &mut out).unwrap();
+            let n = outcome.complete(export.backend(), &mut out).unwrap().unwrap();
+            let Body::Ata { header, data } = Frame::parse(&out[..n]).unwrap().body else { panic!() };
+            assert!(data.iter().all(|&b| b == 0), "a failed read carries no sectors");
+            status(&AtaRepr::parse(header))
+        };
+        assert_eq!(run(AtaRepr::read(1, 1, true), &[]), read, "read, errno {errno}");
+        assert_eq!(run(AtaRepr::write(1, 1, true), &[7; 512]), write, "write, errno {errno}");
+        assert_eq!(run(AtaRepr::command(AtaCommand::FlushCacheExt, 0), &[]), flush, "flush, errno {errno}");
+    }
+}
+
+#[test]
+fn a_truncated_file_answers_idnf_past_its_new_end_and_identify_follows() {
+    use aoe_target::backend::{FileBackend, FileOptions};
+    let path = std::env::temp_dir().join(format!("aoe-engine-trunc-{}.img", std::process::id()));
+    std::fs::write(&path, vec![7u8; 64 * 512]).unwrap();
+    let port = Port::new(TARGET, 9000);
+    let mut export =
+        Export::new(ExportConfig::new(1, 2), FileBackend::open(&path, FileOptions::default()).unwrap());
+    let run = |export: &mut Export<FileBackend>, header: AtaRepr| {
+        let mut buf = vec![0u8; 9014];
+        let body = BodyRepr::Ata { header, data: &[] };
+        let len = FrameRepr { dst: TARGET, src: HOST, header: HeaderRepr::request(1, 2, 9), body }
+            .emit_padded(&mut buf)
+            .unwrap();
+        let request = Received::parse(&buf[..len]).unwrap();
+        let mut out = vec![0u8; 9014];
+        let outcome = export.handle(&port, &request, &mut out).unwrap();
+        let n = outcome.complete(export.backend(), &mut out).unwrap().unwrap();
+        let Body::Ata { header, data } = Frame::parse(&out[..n]).unwrap().body else { panic!() };
+        (status(&AtaRepr::parse(header)), data.to_vec())
+    };
+    assert_eq!(run(&mut export, AtaRepr::read(40, 8, true)).0, (AtaStatus::DRDY, AtaError::empty()));
+
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(32 * 512).unwrap();
+    // A server looks every second (Server::check_sizes); here, at once.
+    assert_eq!(export.backend().refresh_len().unwrap(), 32 * 512);
+    let (registers, _) = run(&mut export, AtaRepr::read(40, 8, true));
+    assert_eq!(registers, (AtaStatus::DRDY | AtaStatus::ERR, AtaError::IDNF | AtaError::ABRT));
+    assert_eq!(export.sectors(), 32);
+    let (registers, data) = run(&mut export, AtaRepr::command(AtaCommand::IdentifyDevice, 1));
+    assert_eq!(
+        (registers.1, Identify::parse(&data).map(|id| id.sectors).ok()),
+        (AtaError::empty(), Some(32))
+    );
+    let (registers, data) = run(&mut export, AtaRepr::read(24, 8, true));
+    assert_eq!(
+        (registers, data),
+        ((AtaStatus::DRDY, AtaError::empty()), vec![7u8; 8 * 512]),
+        "what is left reads"
+    );
+    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]

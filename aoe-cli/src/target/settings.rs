@@ -37,7 +37,7 @@ use std::time::Duration;
 use aoe_proto::{MacAddr, SHELF_BROADCAST, SLOT_BROADCAST};
 use serde::{Deserialize, Deserializer};
 
-use aoe_target::export::DEFAULT_BUFFER_COUNT;
+use aoe_target::export::{Access, AccessRule, AccessRules, DEFAULT_BUFFER_COUNT, MAX_LIST_ENTRIES};
 use aoe_target::server::DEFAULT_BUSY_POLL;
 
 /// Every export one process serves.
@@ -57,7 +57,18 @@ pub struct Settings {
     /// ([`Server::set_io_threads`](aoe_target::server::Server::set_io_threads)); `None` chooses
     /// ([`Settings::io_threads_for`]).
     pub io_threads: Option<usize>,
+    /// Where host names in access rules are looked up (`ethers` in the file).
+    pub ethers: PathBuf,
+    /// Where each export's config string, mask and reserve list are kept across restarts
+    /// (`state_dir` in the file); `None` keeps them in memory only, as vblade does.
+    pub state_dir: Option<PathBuf>,
 }
+
+/// Where host names are looked up unless the configuration says otherwise.
+pub const DEFAULT_ETHERS: &str = "/etc/ethers";
+
+/// Longest configuration file read: 4 MiB holds tens of thousands of exports.
+pub const MAX_CONFIG_FILE: u64 = 4 << 20;
 
 /// Most I/O threads per interface.
 pub const MAX_IO_THREADS: usize = 256;
@@ -74,7 +85,8 @@ pub struct ExportSettings {
     pub slot: u8,
     /// Network interfaces it is offered on (at least one).
     pub interfaces: Vec<String>,
-    /// The regular file or block device holding the sectors.
+    /// The regular file or block device holding the sectors, or an NBD export named by a URI:
+    /// `nbd://HOST[:PORT]/EXPORT` or `nbd+unix:///EXPORT?socket=PATH`.
     pub file: PathBuf,
     /// Refuse writes (vblade `-r`).
     #[serde(default)]
@@ -97,6 +109,114 @@ pub struct ExportSettings {
     /// Initial MAC mask: when non-empty only these initiators are answered (vblade `-m`).
     #[serde(default, deserialize_with = "mac_list")]
     pub mask: Vec<MacAddr>,
+    /// Access rules, first match wins: `"allow MAC"`, `"read-only NAME"`, `"deny *"`...
+    /// ([`RuleSetting`]).
+    #[serde(default, deserialize_with = "rule_list")]
+    pub rules: Vec<RuleSetting>,
+}
+
+/// One access rule as written in the configuration: `ACCESS WHO`, where ACCESS is `allow`,
+/// `read-only` or `deny` and WHO a MAC address, a host name from the ethers file
+/// (`/etc/ethers`) or `*` (every initiator no earlier rule names; only as the last rule).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSetting {
+    /// What the initiators it names may do.
+    pub access: Access,
+    /// Whom it names.
+    pub who: Initiator,
+}
+
+/// Whom an access rule names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Initiator {
+    /// One MAC address.
+    Mac(MacAddr),
+    /// A host name, looked up in the ethers file when the export is opened.
+    Name(String),
+    /// Every initiator no earlier rule names.
+    Everyone,
+}
+
+impl std::str::FromStr for RuleSetting {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| {
+            format!("rule {text:?} {why}: write ACCESS WHO, ACCESS one of allow, read-only, deny and WHO a MAC address, a name from the ethers file or *")
+        };
+        let mut words = text.split_whitespace();
+        let (Some(access), Some(who), None) = (words.next(), words.next(), words.next()) else {
+            return Err(bad("is not two words"));
+        };
+        let access = match access {
+            "allow" => Access::Allow,
+            "read-only" => Access::ReadOnly,
+            "deny" => Access::Deny,
+            _ => return Err(bad(&format!("has an unknown access {access:?}"))),
+        };
+        let who = if who == "*" {
+            Initiator::Everyone
+        } else if let Ok(mac) = who.parse::<MacAddr>() {
+            Initiator::Mac(mac)
+        } else if who.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            Initiator::Name(who.to_owned())
+        } else {
+            return Err(bad(&format!("names {who:?}, which is neither a MAC address nor a host name")));
+        };
+        Ok(RuleSetting { access, who })
+    }
+}
+
+impl fmt::Display for RuleSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let access = match self.access {
+            Access::Allow => "allow",
+            Access::ReadOnly => "read-only",
+            Access::Deny => "deny",
+        };
+        match &self.who {
+            Initiator::Mac(mac) => write!(f, "{access} {mac}"),
+            Initiator::Name(name) => write!(f, "{access} {name}"),
+            Initiator::Everyone => write!(f, "{access} *"),
+        }
+    }
+}
+
+fn rule_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RuleSetting>, D::Error> {
+    let texts = Vec::<String>::deserialize(d)?;
+    texts.iter().map(|t| t.parse().map_err(serde::de::Error::custom)).collect()
+}
+
+/// Resolves `rules` into the engine's [`AccessRules`], host names through `ethers` (the
+/// text of an ethers file: `MAC NAME` per line, `#` comments). Errors name the rule.
+pub fn resolve_rules(rules: &[RuleSetting], ethers: Option<&str>) -> Result<AccessRules, Problem> {
+    let mut resolved = AccessRules::ALLOW_ALL;
+    for rule in rules {
+        let initiator = match &rule.who {
+            Initiator::Everyone => {
+                resolved.default = rule.access;
+                continue;
+            }
+            Initiator::Mac(mac) => *mac,
+            Initiator::Name(name) => ethers
+                .and_then(|text| ethers_lookup(text, name))
+                .ok_or_else(|| Problem::UnknownInitiator { rule: rule.to_string(), name: name.clone() })?,
+        };
+        resolved.rules.push(AccessRule { initiator, access: rule.access });
+    }
+    Ok(resolved)
+}
+
+/// The MAC of `name` in the text of an ethers file.
+fn ethers_lookup(text: &str, name: &str) -> Option<MacAddr> {
+    text.lines()
+        .map(|line| line.split('#').next().unwrap_or_default())
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            Some((words.next()?, words.next()?))
+        })
+        .find(|&(_, host)| host == name)
+        .and_then(|(mac, _)| mac.parse().ok())
 }
 
 fn default_buffer_count() -> u16 {
@@ -127,6 +247,10 @@ struct ConfigFile {
     rx_ring: Option<bool>,
     /// See [`Settings::io_threads`].
     io_threads: Option<usize>,
+    /// See [`Settings::ethers`].
+    ethers: Option<PathBuf>,
+    /// See [`Settings::state_dir`].
+    state_dir: Option<PathBuf>,
     #[serde(default)]
     export: Vec<ExportSettings>,
 }
@@ -146,6 +270,7 @@ impl ExportSettings {
             length: None,
             buffer_count: DEFAULT_BUFFER_COUNT,
             mask: Vec::new(),
+            rules: Vec::new(),
         }
     }
 
@@ -164,13 +289,15 @@ impl Settings {
             busy_poll: DEFAULT_BUSY_POLL,
             rx_ring: true,
             io_threads: None,
+            ethers: PathBuf::from(DEFAULT_ETHERS),
+            state_dir: None,
         }
     }
 
     /// The I/O threads for an interface that serves exports `exports` (indices into
-    /// [`exports`](Self::exports)), of which `block_devices` are block devices: as set, else
-    /// [`DEFAULT_IO_THREADS`] when one of them is a block device or opened with `O_DIRECT`
-    /// (reads and writes that wait on a disk), else none (files whose sectors the page cache
+    /// [`exports`](Self::exports)), of which `block_devices` are block devices or NBD exports:
+    /// as set, else [`DEFAULT_IO_THREADS`] when one of them is one of those or opened with
+    /// `O_DIRECT` (reads and writes that wait on a disk or a network), else none (files whose sectors the page cache
     /// holds are served fastest by the serving thread itself).
     pub fn io_threads_for(&self, exports: &[usize], block_devices: usize) -> usize {
         match self.io_threads {
@@ -203,16 +330,33 @@ impl Settings {
         })?;
         let busy_poll = file.busy_poll_us.map_or(DEFAULT_BUSY_POLL, Duration::from_micros);
         let rx_ring = file.rx_ring.unwrap_or(true);
-        let io_threads = file.io_threads;
-        let settings = Settings { exports: file.export, source: Some(name), busy_poll, rx_ring, io_threads };
+        let settings = Settings {
+            exports: file.export,
+            source: Some(name),
+            busy_poll,
+            rx_ring,
+            io_threads: file.io_threads,
+            ethers: file.ethers.unwrap_or_else(|| PathBuf::from(DEFAULT_ETHERS)),
+            state_dir: file.state_dir,
+        };
         settings.validate()?;
         Ok(settings)
     }
 
-    /// Reads and parses a configuration file (see [`from_toml`](Self::from_toml)).
+    /// Reads and parses a configuration file (see [`from_toml`](Self::from_toml)). A file
+    /// longer than [`MAX_CONFIG_FILE`] (say, `/dev/zero`) is refused, not read on forever.
     pub fn load(path: &Path) -> Result<Self, SettingsError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| SettingsError::ReadConfig { file: path.to_owned(), source })?;
+        use std::io::Read;
+        let fail = |source| SettingsError::ReadConfig { file: path.to_owned(), source };
+        let file = std::fs::File::open(path).map_err(fail)?;
+        let mut bytes = Vec::new();
+        file.take(MAX_CONFIG_FILE + 1).read_to_end(&mut bytes).map_err(fail)?;
+        if bytes.len() as u64 > MAX_CONFIG_FILE {
+            let why = format!("longer than {MAX_CONFIG_FILE} bytes, which no list of exports needs");
+            return Err(fail(std::io::Error::new(std::io::ErrorKind::InvalidData, why)));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| fail(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")))?;
         Self::from_toml(&text, path)
     }
 
@@ -256,6 +400,32 @@ impl Settings {
             }
             if export.file.as_os_str().is_empty() {
                 return fail(Problem::NoFile);
+            }
+            if let Some(address) = super::service::nbd_address(&export.file) {
+                if let Err(e) = address {
+                    return fail(Problem::NbdUri(e));
+                }
+                if export.direct || export.sync {
+                    return fail(Problem::NbdFileOption);
+                }
+            }
+            if export.mask.len() > MAX_LIST_ENTRIES {
+                return fail(Problem::MaskTooLong(export.mask.len()));
+            }
+            if let Some(mac) = export.mask.iter().find(|m| m.is_multicast()) {
+                return fail(Problem::GroupAddress { setting: "mask", mac: *mac });
+            }
+            let rule_macs = export.rules.iter().filter_map(|r| match r.who {
+                Initiator::Mac(mac) => Some(mac),
+                _ => None,
+            });
+            if let Some(mac) = rule_macs.into_iter().find(MacAddr::is_multicast) {
+                return fail(Problem::GroupAddress { setting: "rules", mac });
+            }
+            if let Some(at) = export.rules.iter().position(|r| r.who == Initiator::Everyone) {
+                if at + 1 < export.rules.len() {
+                    return fail(Problem::RuleAfterEveryone(export.rules[at + 1].to_string()));
+                }
             }
         }
         Ok(())
@@ -347,11 +517,79 @@ pub enum Problem {
     /// `file = ""`.
     #[error("file is empty: name a regular file or block device")]
     NoFile,
+    /// More mask entries than an answer lists.
+    #[error("mask has {0} entries; the protocol's list holds at most {MAX_LIST_ENTRIES}")]
+    MaskTooLong(usize),
+    /// A broadcast or multicast address where an initiator's belongs.
+    #[error("{setting}: {mac} is a group (broadcast or multicast) address, which no initiator has")]
+    GroupAddress {
+        /// `mask` or `rules`.
+        setting: &'static str,
+        /// The address.
+        mac: MacAddr,
+    },
+    /// Two exports write the same sectors of one file.
+    #[error("file {path} is also exported by export[{first}] ({other}) over the same sectors; two disks writing one file corrupt each other (make both read_only, or give them disjoint offset and length)")]
+    SameFileTwice {
+        /// The path.
+        path: PathBuf,
+        /// The other export's index.
+        first: usize,
+        /// Its name.
+        other: String,
+    },
+    /// A loopback interface.
+    #[error("interfaces: {0} is a loopback interface, which reaches no other host")]
+    Loopback(String),
+    /// A rule after the one for `*`, which it could never match.
+    #[error("rules: {0:?} comes after the rule for *, which covers every initiator: put * last")]
+    RuleAfterEveryone(String),
+    /// A rule names a host the ethers file does not list.
+    #[error("rules: {rule:?}: no host {name:?} in the ethers file")]
+    UnknownInitiator {
+        /// The rule.
+        rule: String,
+        /// The name.
+        name: String,
+    },
+    /// The state directory cannot be created or used.
+    #[error("state_dir {path}: {source}")]
+    StateDir {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A state file cannot be read or used.
+    #[error("{0}")]
+    State(String),
+    /// The ethers file cannot be read.
+    #[error("rules name hosts, but the ethers file {path} cannot be read: {source}")]
+    Ethers {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The file cannot be opened.
     #[error("file {path}: {source}")]
     File {
         /// The path.
         path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `file` is a URI but not an NBD one this target can use.
+    #[error("file {0}")]
+    NbdUri(aoe_target::backend::nbd::UriError),
+    /// `direct` or `sync` with an NBD export.
+    #[error("direct and sync are for files: an NBD export's server decides how it writes")]
+    NbdFileOption,
+    /// The NBD server cannot be reached or refuses the export (the message names it).
+    #[error("{source}")]
+    Nbd {
+        /// The URI.
+        uri: String,
         /// Why.
         source: std::io::Error,
     },
@@ -505,6 +743,8 @@ file = "/srv/disk0.img"
 busy_poll_us = 0
 rx_ring = false
 io_threads = 4
+ethers = "/srv/ethers"
+state_dir = "/var/lib/aoe-target"
 
 [[export]]
 shelf = 7
@@ -518,6 +758,7 @@ offset = 8
 length = 2048
 buffer_count = 64
 mask = ["00:11:22:33:44:55", "AABBCCDDEEFF"]
+rules = ["read-only 00:11:22:33:44:56", "allow db1", "deny *"]
 
 [[export]]
 shelf = 7
@@ -538,6 +779,41 @@ file = "/srv/b.img"
         assert_eq!(s.busy_poll, Duration::ZERO);
         assert!(!s.rx_ring);
         assert_eq!(s.io_threads, Some(4));
+        assert_eq!(s.ethers, Path::new("/srv/ethers"));
+        assert_eq!(s.state_dir.as_deref(), Some(Path::new("/var/lib/aoe-target")));
+        let rules: Vec<String> = e.rules.iter().map(ToString::to_string).collect();
+        assert_eq!(rules, ["read-only 00:11:22:33:44:56", "allow db1", "deny *"]);
+        assert!(s.exports[1].rules.is_empty());
+    }
+
+    #[test]
+    fn rules_parse_validate_and_resolve() {
+        let export = |rules: &str| {
+            parse(&format!(
+                "[[export]]\nshelf = 1\nslot = 0\ninterfaces = [\"eth1\"]\nfile = \"/x\"\nrules = {rules}\n"
+            ))
+        };
+        for (rules, why) in [
+            (r#"["permit 00:11:22:33:44:55"]"#, "unknown access \"permit\""),
+            (r#"["allow"]"#, "is not two words"),
+            (r#"["allow a b"]"#, "is not two words"),
+            (r#"["deny 00:11:22:33:44:5g/1"]"#, "neither a MAC address nor a host name"),
+        ] {
+            let err = export(rules).unwrap_err();
+            assert!(err.contains(why) && err.starts_with("exports.toml:6:"), "{rules}: {err}");
+        }
+        let err = export(r#"["deny *", "allow db1"]"#).unwrap_err();
+        assert!(err.contains("\"allow db1\" comes after the rule for *"), "{err}");
+
+        let s = export(r#"["read-only db2", "allow 02:00:00:00:00:01", "deny *"]"#).unwrap();
+        let ethers = "# comment\n02:00:00:00:00:0b db2 # the second host\n02:00:00:00:00:0c\n";
+        let resolved = resolve_rules(&s.exports[0].rules, Some(ethers)).unwrap();
+        assert_eq!(resolved.default, Access::Deny);
+        assert_eq!(resolved.access(MacAddr([2, 0, 0, 0, 0, 0xb])), Access::ReadOnly);
+        assert_eq!(resolved.access(MacAddr([2, 0, 0, 0, 0, 1])), Access::Allow);
+        assert_eq!(resolved.access(MacAddr([2, 0, 0, 0, 0, 0xc])), Access::Deny);
+        let err = resolve_rules(&s.exports[0].rules, Some("02:00:00:00:00:0b db3\n")).unwrap_err();
+        assert_eq!(err.to_string(), "rules: \"read-only db2\": no host \"db2\" in the ethers file");
     }
 
     #[test]
@@ -574,6 +850,12 @@ file = "/srv/b.img"
             ),
             (String::new(), "exports.toml: no [[export]] table"),
             (format!("io_threads = 257\n{ONE}"), "exports.toml: io_threads = 257 is more than 256"),
+            (ONE.replace("/srv/disk0.img", "nbd+unix:///d"), "file nbd+unix:///d: no socket"),
+            (ONE.replace("/srv/disk0.img", "nbds://h/d"), "not supported"),
+            (
+                format!("{}direct = true\n", ONE.replace("/srv/disk0.img", "nbd://h/d")),
+                "direct and sync are for files",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(&text).unwrap_err();
@@ -598,7 +880,8 @@ file = "/srv/b.img"
     fn the_shipped_example_parses() {
         let s = Settings::from_toml(include_str!("../../../dist/exports.toml"), "exports.toml").unwrap();
         let names: Vec<String> = s.exports.iter().map(ExportSettings::name).collect();
-        assert_eq!(names, ["e1.0", "e1.1"]);
+        assert_eq!(names, ["e1.0", "e1.1", "e1.2"]);
+        assert_eq!(s.exports[2].rules.len(), 3);
         assert_eq!(s.exports[1].offset, 2048);
     }
 

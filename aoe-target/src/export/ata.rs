@@ -29,6 +29,7 @@ impl<B: Backend> Export<B> {
         request: &Received<'r>,
         ata: &AtaHeader,
         data: &'r [u8],
+        writes: bool,
         out: &mut [u8],
     ) -> Result<Outcome<'r>, EmitError> {
         let command = ata.command();
@@ -37,10 +38,11 @@ impl<B: Backend> Export<B> {
         if command != AtaCommand::IdentifyDevice && !self.reserve.is_empty() && !self.reserve.contains(&src) {
             return self.refuse(port, request, ErrorCode::TargetReserved, out);
         }
+        self.follow_backend_size();
         let mut registers = AtaRepr::parse(ata);
         let reply = match command {
             AtaCommand::ReadSectors | AtaCommand::ReadSectorsExt => self.read(port, ata),
-            AtaCommand::WriteSectors | AtaCommand::WriteSectorsExt => self.write(port, ata, data),
+            AtaCommand::WriteSectors | AtaCommand::WriteSectorsExt => self.write(port, ata, data, writes),
             AtaCommand::IdentifyDevice => Reply::Identify,
             AtaCommand::FlushCache | AtaCommand::FlushCacheExt => Reply::Io(SectorIo::flush()),
             AtaCommand::CheckPowerMode => {
@@ -88,12 +90,12 @@ impl<B: Backend> Export<B> {
         }
     }
 
-    /// WRITE SECTORS (EXT): the request's sectors, if the export takes writes, the request
-    /// addresses it and carries them.
-    fn write<'r>(&self, port: &Port, ata: &AtaHeader, data: &'r [u8]) -> Reply<'r> {
+    /// WRITE SECTORS (EXT): the request's sectors, if the export takes writes (from this
+    /// initiator: `writes`), the request addresses it and carries them.
+    fn write<'r>(&self, port: &Port, ata: &AtaHeader, data: &'r [u8], writes: bool) -> Reply<'r> {
         match self.io_range(port, ata) {
             Err(fail) => Reply::Registers(fail),
-            Ok(_) if self.config.read_only || !ata.flags().contains(AtaFlags::WRITE) => {
+            Ok(_) if self.config.read_only || !writes || !ata.flags().contains(AtaFlags::WRITE) => {
                 Reply::Registers(ata_fail(AtaError::ABRT))
             }
             Ok((offset, len)) => match data.get(..len) {

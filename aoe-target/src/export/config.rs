@@ -41,7 +41,10 @@ impl<B: Backend> Export<B> {
             ConfigCommand::Set
                 if self.config_string.is_empty() || string == self.config_string.as_slice() =>
             {
-                self.config_string = string.to_vec();
+                if string != self.config_string.as_slice() {
+                    self.config_string = string.to_vec();
+                    self.state_changed();
+                }
             }
             ConfigCommand::Set => {
                 let body = BodyRepr::Config(self.config_answer(port, command));
@@ -52,7 +55,10 @@ impl<B: Backend> Export<B> {
             }
             ConfigCommand::ForceSet => {
                 debug_assert!(string.len() <= MAX_STRING_LEN);
-                self.config_string = string.to_vec();
+                if string != self.config_string.as_slice() {
+                    self.config_string = string.to_vec();
+                    self.state_changed();
+                }
             }
             ConfigCommand::Other(_) => return self.refuse(port, request, ErrorCode::BadArgument, out),
         }

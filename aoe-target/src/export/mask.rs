@@ -20,7 +20,14 @@ impl<B: Backend> Export<B> {
         let mut error = MaskError::None;
         match command {
             MaskCommand::Read => {}
-            MaskCommand::Edit => error = self.edit_mask(directives),
+            MaskCommand::Edit => {
+                // Edits are rare (an administrator's), so the copy costs nothing that matters.
+                let before = self.mask.clone();
+                error = self.edit_mask(directives);
+                if self.mask != before {
+                    self.state_changed();
+                }
+            }
             MaskCommand::Other(_) => error = MaskError::Unspecified,
         }
         let mut list = [Directive::new(DirectiveCommand::Add, MacAddr::ZERO); MAX_LIST_ENTRIES];
@@ -36,6 +43,8 @@ impl<B: Backend> Export<B> {
         for d in directives {
             match d.command() {
                 DirectiveCommand::None => {}
+                // A group address is no initiator's: it would answer everyone.
+                DirectiveCommand::Add if d.mac.is_multicast() => return MaskError::BadDirective,
                 DirectiveCommand::Add if self.mask.contains(&d.mac) => {}
                 DirectiveCommand::Add if self.mask.len() >= MAX_LIST_ENTRIES => return MaskError::Full,
                 DirectiveCommand::Add => self.mask.push(d.mac),

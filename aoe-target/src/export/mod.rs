@@ -39,6 +39,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod access;
 mod ata;
 mod config;
 mod io;
@@ -51,11 +52,12 @@ use aoe_proto::frame::{Body, BodyRepr, FrameRepr};
 use aoe_proto::header::{ErrorCode, Flags, HeaderRepr};
 use aoe_proto::identify::{Identify, IDENTIFY_LEN};
 use aoe_proto::sizing::PAYLOAD_OFFSET;
-use aoe_proto::{ConfigCommand, EmitError, MacAddr, ParseError, SECTOR_SIZE};
+use aoe_proto::{ConfigCommand, EmitError, MacAddr, MaskCommand, ParseError, ReserveCommand, SECTOR_SIZE};
 
 use crate::backend::Backend;
 use crate::ordering::IoOrder;
 
+pub use access::{Access, AccessRule, AccessRules};
 pub use aoe_proto::Received;
 pub use io::{SectorIo, SectorOp};
 
@@ -80,6 +82,8 @@ pub struct ExportConfig {
     pub read_only: bool,
     /// Initial MAC mask: when non-empty, only these initiators are answered.
     pub mask: Vec<MacAddr>,
+    /// Who may do what, beyond the mask ([`AccessRules`]).
+    pub access: AccessRules,
     /// Model string in IDENTIFY data.
     pub model: String,
     /// Serial string in IDENTIFY data.
@@ -95,6 +99,7 @@ impl ExportConfig {
             buffer_count: DEFAULT_BUFFER_COUNT,
             read_only: false,
             mask: Vec::new(),
+            access: AccessRules::ALLOW_ALL,
             model: "Rust AoE target".to_string(),
             serial: format!("e{shelf}.{slot}"),
         }
@@ -156,6 +161,11 @@ pub enum Ignored {
     NotAddressed,
     /// From an initiator outside the export's non-empty MAC mask.
     Masked,
+    /// From an initiator the export's access rules deny ([`Access::Deny`]).
+    Denied,
+    /// From a broadcast or multicast source address, which no initiator has: an answer
+    /// would go to every host on the segment.
+    MulticastSource,
     /// A config-string test (exact or prefix) that does not match: the protocol says to
     /// stay silent.
     ConfigMismatch,
@@ -174,6 +184,36 @@ pub struct Export<B> {
     config_string: Vec<u8>,
     mask: Vec<MacAddr>,
     reserve: Vec<MacAddr>,
+    /// Counts changes to the config string, mask and reserve list.
+    state_version: u64,
+}
+
+/// What initiators change over the wire and a restart should keep: the config string, the
+/// MAC mask list and the reserve list ([`Export::state`], [`Export::restore`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExportState {
+    /// The config string, at most 1024 bytes.
+    pub config_string: Vec<u8>,
+    /// The MAC mask list, at most [`MAX_LIST_ENTRIES`].
+    pub mask: Vec<MacAddr>,
+    /// The reserve list, at most [`MAX_LIST_ENTRIES`].
+    pub reserve: Vec<MacAddr>,
+}
+
+/// Why [`Export::restore`] refused a state: it holds more than the protocol carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// The config string is longer than 1024 bytes.
+    #[error("the config string has {0} bytes, more than the 1024 an answer carries")]
+    ConfigStringTooLong(usize),
+    /// A list has more entries than [`MAX_LIST_ENTRIES`].
+    #[error("the {list} list has {len} entries, more than {MAX_LIST_ENTRIES}")]
+    ListTooLong {
+        /// `mask` or `reserve`.
+        list: &'static str,
+        /// Entries given.
+        len: usize,
+    },
 }
 
 impl<B: Backend> Export<B> {
@@ -193,7 +233,45 @@ impl<B: Backend> Export<B> {
             config_string: Vec::new(),
             mask,
             reserve: Vec::new(),
+            state_version: 0,
         }
+    }
+
+    /// The config string, mask and reserve list as they are now.
+    pub fn state(&self) -> ExportState {
+        ExportState {
+            config_string: self.config_string.clone(),
+            mask: self.mask.clone(),
+            reserve: self.reserve.clone(),
+        }
+    }
+
+    /// Sets the config string, mask and reserve list, e.g. to what they were before a
+    /// restart. Refuses, changing nothing, what the protocol could not carry.
+    pub fn restore(&mut self, state: ExportState) -> Result<(), StateError> {
+        if state.config_string.len() > aoe_proto::config::MAX_STRING_LEN {
+            return Err(StateError::ConfigStringTooLong(state.config_string.len()));
+        }
+        for (list, len) in [("mask", state.mask.len()), ("reserve", state.reserve.len())] {
+            if len > MAX_LIST_ENTRIES {
+                return Err(StateError::ListTooLong { list, len });
+            }
+        }
+        self.config_string = state.config_string;
+        self.mask = state.mask;
+        self.reserve = state.reserve;
+        self.state_changed();
+        Ok(())
+    }
+
+    /// A number that changes whenever the config string, mask or reserve list does: whoever
+    /// keeps them elsewhere compares it with the one it saw last.
+    pub fn state_version(&self) -> u64 {
+        self.state_version
+    }
+
+    fn state_changed(&mut self) {
+        self.state_version = self.state_version.wrapping_add(1);
     }
 
     /// The configuration.
@@ -216,6 +294,27 @@ impl<B: Backend> Export<B> {
     /// Exported capacity in sectors.
     pub fn sectors(&self) -> u64 {
         self.sectors
+    }
+
+    /// Follows the backend's size: when it has shrunk (a file truncated under the export),
+    /// the capacity, and the IDENTIFY data that reports it, shrink with it, so that what no
+    /// longer exists is answered IDNF. Cheap (the backend's cached size): called for every
+    /// ATA request. Returns the capacity in sectors.
+    pub fn follow_backend_size(&mut self) -> u64 {
+        let sectors = self.backend.len() / SECTOR_SIZE as u64;
+        if sectors != self.sectors {
+            tracing::warn!(
+                "e{}.{}: the store now holds {sectors} sectors, not {}: answering that size",
+                self.config.shelf,
+                self.config.slot,
+                self.sectors
+            );
+            self.sectors = sectors;
+            let id =
+                Identify::new(&self.config.model, &self.config.serial, env!("CARGO_PKG_VERSION"), sectors);
+            id.emit(&mut self.identify);
+        }
+        sectors
     }
     /// The current config string.
     pub fn config_string(&self) -> &[u8] {
@@ -270,9 +369,17 @@ impl<B: Backend> Export<B> {
         if !header.addresses(self.config.shelf, self.config.slot) {
             return Ok(Outcome::Ignored(Ignored::NotAddressed));
         }
+        if request.ethernet().src.is_multicast() {
+            return Ok(Outcome::Ignored(Ignored::MulticastSource));
+        }
         if !self.mask.is_empty() && !self.mask.contains(&request.ethernet().src) {
             return Ok(Outcome::Ignored(Ignored::Masked));
         }
+        let access = self.config.access.access(request.ethernet().src);
+        if access == Access::Deny {
+            return Ok(Outcome::Ignored(Ignored::Denied));
+        }
+        let changes = access == Access::Allow;
         let body = match request.body() {
             Ok(body) => body,
             Err(ParseError::Version { .. }) => {
@@ -281,12 +388,20 @@ impl<B: Backend> Export<B> {
             Err(_) => return self.refuse(port, request, ErrorCode::BadArgument, out),
         };
         match body {
-            Body::Ata { header: ata, data } => self.ata(port, request, ata, data, out),
-            Body::Config { header: cfg, string } => self.query_config(port, request, cfg, string, out),
-            Body::Mask { header: m, directives } => {
+            Body::Ata { header: ata, data } => self.ata(port, request, ata, data, changes, out),
+            Body::Config { header: cfg, string } if changes || !changes_state(cfg.command()) => {
+                self.query_config(port, request, cfg, string, out)
+            }
+            Body::Mask { header: m, directives } if changes || m.command() == MaskCommand::Read => {
                 self.mask_list(port, request, m.command(), directives, out)
             }
-            Body::Reserve { header: r, macs } => self.reserve_release(port, request, r.command(), macs, out),
+            Body::Reserve { header: r, macs } if changes || r.command() == ReserveCommand::Read => {
+                self.reserve_release(port, request, r.command(), macs, out)
+            }
+            // A read-only initiator asking to change the config string or a list.
+            Body::Config { .. } | Body::Mask { .. } | Body::Reserve { .. } => {
+                self.refuse(port, request, ErrorCode::TargetReserved, out)
+            }
             Body::Other { .. } => self.refuse(port, request, ErrorCode::UnrecognizedCommand, out),
         }
     }
@@ -335,4 +450,9 @@ impl<B: Backend> Export<B> {
         repr.header.error = code.into();
         repr.emit_padded(out).map(Outcome::Answered)
     }
+}
+
+/// Whether a query config command changes the config string.
+fn changes_state(command: ConfigCommand) -> bool {
+    matches!(command, ConfigCommand::Set | ConfigCommand::ForceSet)
 }

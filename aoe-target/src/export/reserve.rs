@@ -21,15 +21,20 @@ impl<B: Backend> Export<B> {
         let src = request.ethernet().src;
         match command {
             ReserveCommand::Read => {}
-            ReserveCommand::Set | ReserveCommand::ForceSet if macs.len() > MAX_LIST_ENTRIES => {
+            ReserveCommand::Set | ReserveCommand::ForceSet
+                if macs.len() > MAX_LIST_ENTRIES || macs.iter().any(MacAddr::is_multicast) =>
+            {
                 return self.refuse(port, request, ErrorCode::BadArgument, out);
             }
             ReserveCommand::Set if !self.reserve.is_empty() && !self.reserve.contains(&src) => {
                 return self.refuse(port, request, ErrorCode::TargetReserved, out);
             }
             ReserveCommand::Set | ReserveCommand::ForceSet => {
-                self.reserve.clear();
-                self.reserve.extend_from_slice(macs);
+                if self.reserve != macs {
+                    self.reserve.clear();
+                    self.reserve.extend_from_slice(macs);
+                    self.state_changed();
+                }
             }
             ReserveCommand::Other(_) => return self.refuse(port, request, ErrorCode::BadArgument, out),
         }
