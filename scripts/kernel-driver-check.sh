@@ -9,6 +9,12 @@
 #
 #   sudo scripts/kernel-driver-check.sh
 #
+# To put something between the guest and the target (a fault-injecting relay, see
+# aoe-cli/tests/target_kernel_driver.rs), name existing namespaces: the tap goes into
+# $AOE_KCHECK_NETNS, bridged with its interface $AOE_KCHECK_BRIDGE, and aoe-target serves on
+# $AOE_KCHECK_TARGET_IF in $AOE_KCHECK_TARGET_NETNS. $AOE_KCHECK_WRITE_MIB sets how much the
+# guest writes and reads back (default 4 MiB).
+#
 # Needs root and /dev/kvm (the guest runs under plain emulation unless AOE_QEMU_ACCEL=kvm,
 # see below); without them it prints SKIP and exits 0 (or 1 if
 # AOE_REQUIRE_KVM=1). The kernel .deb is downloaded (not installed) once and kept in
@@ -20,7 +26,7 @@ cd "$(dirname "$0")/.."
 SHELF=1
 SLOT=0
 IMG_MIB=64        # size of the exported image
-WRITE_MIB=4       # bytes the guest writes, at offset WRITE_OFF_MIB
+WRITE_MIB=${AOE_KCHECK_WRITE_MIB:-4}  # bytes the guest writes, at offset WRITE_OFF_MIB
 WRITE_OFF_MIB=8
 READ_MIB=1        # bytes the host pre-fills at offset 0 for the guest to read
 
@@ -75,8 +81,14 @@ fi
 echo "kernel package: $(basename "$DEB") ($(du -h "$DEB" | cut -f1))"
 
 WORK=$(mktemp -d /tmp/aoe-kcheck.XXXXXX)
-NS=aoekchk$$
+NS=${AOE_KCHECK_NETNS:-aoekchk$$}
+OWN_NS=1
+[ -n "${AOE_KCHECK_NETNS:-}" ] && OWN_NS=0
 TAP=aoetap0
+BRIDGE_IF=${AOE_KCHECK_BRIDGE:-}
+BRIDGE=aoekbr0
+TARGET_NS=${AOE_KCHECK_TARGET_NETNS:-$NS}
+TARGET_IF=${AOE_KCHECK_TARGET_IF:-$TAP}
 IMG=/dev/shm/aoe-kcheck-$$.img
 TPID=
 cleanup() {
@@ -84,7 +96,12 @@ cleanup() {
     kill -TERM "$TPID" 2>/dev/null || true
     wait "$TPID" 2>/dev/null || true
   fi
-  ip netns del "$NS" 2>/dev/null || true
+  if [ "$OWN_NS" = 1 ]; then
+    ip netns del "$NS" 2>/dev/null || true
+  else
+    ip -n "$NS" link del "$TAP" 2>/dev/null || true
+    ip -n "$NS" link del "$BRIDGE" 2>/dev/null || true
+  fi
   rm -f "$IMG"
   rm -rf "$WORK"
 }
@@ -149,11 +166,16 @@ PRE=\$(dd if=\$DEV bs=1M count=${READ_MIB} iflag=direct 2>/dev/null | md5sum | c
 say "preread md5=\$PRE"
 dd if=/dev/urandom of=/tmp/pat bs=1M count=${WRITE_MIB} 2>/dev/null || fail "urandom"
 W=\$(md5sum /tmp/pat | cut -d' ' -f1)
+T0=\$(cut -d' ' -f1 /proc/uptime)
 dd if=/tmp/pat of=\$DEV bs=1M seek=${WRITE_OFF_MIB} oflag=direct conv=fsync 2>/tmp/dd.err || fail "write: \$(cat /tmp/dd.err)"
 sync
+T1=\$(cut -d' ' -f1 /proc/uptime)
 say "write ok md5=\$W"
 echo 3 > /proc/sys/vm/drop_caches
+T2=\$(cut -d' ' -f1 /proc/uptime)
 RB=\$(dd if=\$DEV bs=1M skip=${WRITE_OFF_MIB} count=${WRITE_MIB} iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+T3=\$(cut -d' ' -f1 /proc/uptime)
+say "timing write \$T0 \$T1 read \$T2 \$T3"
 if [ "\$RB" = "\$W" ]; then say "read ok md5=\$RB"; else say "FAIL read back md5=\$RB want \$W"; fi
 dmesg | grep -i -E 'aoe|etherd' | sed 's/^/AOE-DMESG /'
 say "done"
@@ -169,11 +191,19 @@ dd if=/dev/urandom of="$IMG" bs=1M count="$READ_MIB" conv=notrunc status=none
 PRE_WANT=$(dd if="$IMG" bs=1M count="$READ_MIB" status=none | md5sum | cut -d' ' -f1)
 
 # --- namespace, tap, target, guest -------------------------------------------------
-ip netns add "$NS"
-ip -n "$NS" link set lo up
+if [ "$OWN_NS" = 1 ]; then
+  ip netns add "$NS"
+  ip -n "$NS" link set lo up
+fi
 ip -n "$NS" tuntap add dev "$TAP" mode tap
 ip -n "$NS" link set "$TAP" up
-ip netns exec "$NS" "$TARGET_BIN" "$SHELF" "$SLOT" "$TAP" "$IMG" >"$WORK/target.log" 2>&1 &
+if [ -n "$BRIDGE_IF" ]; then
+  ip -n "$NS" link add "$BRIDGE" type bridge
+  ip -n "$NS" link set "$TAP" master "$BRIDGE"
+  ip -n "$NS" link set "$BRIDGE_IF" master "$BRIDGE"
+  ip -n "$NS" link set "$BRIDGE" up
+fi
+ip netns exec "$TARGET_NS" "$TARGET_BIN" "$SHELF" "$SLOT" "$TARGET_IF" "$IMG" >"$WORK/target.log" 2>&1 &
 TPID=$!
 sleep 0.5
 kill -0 "$TPID" 2>/dev/null || { echo "kernel-driver-check: FAIL: aoe-target did not start:"; cat "$WORK/target.log"; exit 1; }
@@ -217,4 +247,7 @@ if [ ${#fails[@]} -gt 0 ]; then
   echo "--- aoe-target log ---"; cat "$WORK/target.log"
   exit 1
 fi
-echo "kernel aoe driver ($KVER): discover ok, write ok, read ok ($WRITE_MIB MiB written at $WRITE_OFF_MIB MiB, $READ_MIB MiB of host data read)"
+timing=$(sed -n 's/^AOE-CHECK timing //p' "$log")
+rates=$(echo "$timing" | awk -v mib="$WRITE_MIB" '{ w = $3 - $2; r = $6 - $5; if (w <= 0) w = 0.01; if (r <= 0) r = 0.01;
+  printf "write %.2f s (%.2f MB/s), read %.2f s (%.2f MB/s)", w, mib * 1.048576 / w, r, mib * 1.048576 / r }')
+echo "kernel aoe driver ($KVER): discover ok, write ok, read ok ($WRITE_MIB MiB written at $WRITE_OFF_MIB MiB, $READ_MIB MiB of host data read; $rates)"

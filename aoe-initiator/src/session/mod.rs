@@ -59,21 +59,54 @@
 //! sectors for a write, 512 bytes for IDENTIFY. The sector count register is not checked:
 //! vblade answers a complete transfer with 0. Anything else is counted and ignored.
 //!
+//! # Loss
+//!
+//! A frame is lost when its timer runs out, or earlier, on evidence (RACK, RFC 8985): a read
+//! or write frame sent after it was answered, and the time it was sent plus the round trip
+//! of that answer plus a reordering allowance has passed (a quarter of the smoothed round
+//! trip, at least 1 ms: targets answer out of order, switches and relays hold frames back).
+//! Such a frame is sent again at once, without waiting for its timer. Answers that may belong
+//! to an earlier transmission of a frame sent more than once (quicker than any round trip
+//! seen) are no such evidence; duplicate answers are no evidence at all.
+//!
+//! The last frames of a burst have no later frames to show them lost. When nothing has been
+//! sent or answered for two smoothed round trips (at least 2 ms) while frames are
+//! outstanding, the latest-sent read or write frame is sent again once, as a probe (RACK's
+//! tail loss probe): its answer shows what else was lost, so a lost tail costs a few round
+//! trips, not an RTO. A probe is not a loss; the next one waits for an answer first.
+//!
+//! Loss among answers that keep coming is taken for what it is on a LAN, damage to single
+//! frames, not overload: it neither shrinks the window nor backs the timer off. Overload
+//! shows otherwise: a timer that runs out with nothing at all answered since its frame was
+//! sent (a *silent* timeout), or more than three quarters of a window lost at once.
+//!
 //! # Window
 //!
 //! At most `window` frames are outstanding, and `window` never exceeds the target's buffer
-//! count. It starts at the buffer count; a timeout halves it (at least 1), once per flight of
-//! frames, so that a burst of losses from the same flight counts once; every full window of
-//! answers grows it by one frame (additive increase, multiplicative decrease).
+//! count. It starts at the buffer count; every full window of answers grows it by one frame.
+//! It is halved (at least 1) at most once per loss episode (the frames outstanding when the
+//! episode's first loss was found): at a silent timeout, or once more than three quarters
+//! of the episode's window is lost. Isolated losses keep it.
 //!
 //! # Retransmission timeout
 //!
 //! Round-trip samples come from read and write frames that were sent once (Karn: an answer to
 //! a retransmitted frame is ambiguous). The estimate follows RFC 6298: a smoothed mean and
-//! mean deviation, RTO = SRTT + 4 × RTTVAR, clamped to `rto_min..=rto_max`. A frame's n-th
-//! retransmission waits RTO × 2ⁿ, capped at `rto_max`; after a flight loses frames, new
-//! frames too wait twice as long per such flight until one is answered at its first sending. Other commands (FLUSH, IDENTIFY,
-//! config) are not sampled, because their service time says nothing about the network.
+//! mean deviation, RTO = SRTT + 4 × RTTVAR, clamped to `rto_min..=rto_max`. A frame's timer
+//! doubles at each of its silent timeouts (and at each timeout after its sixth, answers or
+//! not), capped at `rto_max`; after a silent timeout, new frames too wait twice as long per
+//! such episode until one is answered at its first sending. Other commands (FLUSH,
+//! IDENTIFY, config) are not sampled, because their service time says nothing about the
+//! network.
+//!
+//! # Overlapping writes
+//!
+//! A write frame sent more than once may land on the target more than once, the later copy
+//! after the answer that completed it. So that such a copy never lands over newer data, the
+//! sectors of a write frame that was sent more than once are held for one RTO after its last
+//! transmission: until then no frame of another write to any of them is sent, and no flush
+//! (a flush answered means no older write can land after it). Reads are not held, and writes
+//! submitted together still run in any order (see [`Session::submit`]).
 //!
 //! # Dead target
 //!
@@ -134,7 +167,45 @@ pub struct Session {
     /// While frames are outstanding: the last answer, or when they started being outstanding.
     silent_since: Option<Instant>,
     stats: SessionStats,
+    /// Transmissions in the order they went out: sequence number and slot. Entries whose
+    /// slot has since been answered or sent again are skipped.
+    sent_order: VecDeque<(u64, u16)>,
+    /// The latest-sent read or write frame answered so far.
+    rack: Option<Rack>,
+    /// When the earliest frame sent before [`rack`](Self::rack) counts as lost, if it is
+    /// still unanswered then.
+    reorder_deadline: Option<Instant>,
+    /// Sectors of write frames sent more than once, held while another copy may still land
+    /// (see the [module docs](self#overlapping-writes)).
+    held: Vec<Held>,
+    /// The latest frame sent or answer accepted.
+    last_activity: Option<Instant>,
+    /// A tail probe may be sent: set by a new frame or an answer, cleared by a probe.
+    probe_armed: bool,
 }
+
+/// Least wait before a tail probe (see the [module docs](self#loss)).
+const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(2);
+
+/// The latest-sent frame answered (RACK's reference point).
+#[derive(Debug, Clone, Copy)]
+struct Rack {
+    seq: u64,
+    rtt: Duration,
+}
+
+/// Sectors `start..end` that no other write may touch before `until`.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    start: u64,
+    end: u64,
+    until: Instant,
+}
+
+/// Timeouts of a frame, answers or not, before its timer doubles at each further one: lost
+/// six times in a row while other frames are answered is no longer random loss (at a fifth
+/// of the frames lost each way, about one frame in 450 is).
+const TIMEOUTS_BEFORE_BACKOFF: u32 = 6;
 
 #[derive(Debug)]
 struct PathState {
@@ -154,7 +225,12 @@ struct InFlight {
     /// `None` while queued for retransmission.
     deadline: Option<Instant>,
     retries: u32,
+    /// Times its timer was doubled.
+    doublings: u32,
     seq: u64,
+    /// Answers the session had accepted when the frame was last sent: none more by its
+    /// timeout makes the timeout silent.
+    answers_before: u64,
     /// The frame went out with LBA48 addressing (reads and writes).
     extended: bool,
 }
@@ -228,6 +304,12 @@ impl Session {
             rtt: RttEstimator::new(cfg.rto_initial, cfg.rto_min, cfg.rto_max),
             silent_since: None,
             stats: SessionStats::default(),
+            sent_order: VecDeque::with_capacity(2 * slots),
+            rack: None,
+            reorder_deadline: None,
+            held: Vec::new(),
+            last_activity: None,
+            probe_armed: false,
             cfg,
         })
     }
@@ -288,7 +370,9 @@ impl Session {
     /// A request that can never be sent (a range beyond the addressing mode, a config string
     /// over 1024 bytes, ...) completes at once with an error; an empty read or write at once
     /// with [`Reply::Done`]. Ops on overlapping sectors may run in any order, as on any
-    /// disk: wait for one before submitting the other when the order matters.
+    /// disk: wait for one before submitting the other when the order matters. A write
+    /// submitted after an overlapping one completed is never overtaken by a late copy of it
+    /// (see the [module docs](self#overlapping-writes)).
     pub fn submit(&mut self, request: Request) -> OpId {
         let id = OpId(self.next_op);
         self.next_op += 1;
@@ -352,6 +436,8 @@ impl Session {
         self.tags.free_all();
         self.retransmit.clear();
         self.pending.clear();
+        self.sent_order.clear();
+        self.reorder_deadline = None;
         self.in_flight = 0;
         self.silent_since = None;
         for (index, op) in self.ops.iter_mut().enumerate() {
@@ -372,7 +458,7 @@ impl Session {
     pub fn next_transmit(&self, now: Instant) -> Option<usize> {
         let path = if let Some(slot) = self.retransmit.iter().find_map(|&s| self.queued(s)) {
             self.retransmit_path(slot.path, now)
-        } else if self.can_send_new() && self.next_eligible().is_some() {
+        } else if self.can_send_new() && self.next_eligible(now).is_some() {
             self.new_path(now)
         } else {
             return None;
@@ -392,6 +478,9 @@ impl Session {
         buf: &mut [u8],
         data: &mut dyn IoBuffers,
     ) -> Option<Transmit> {
+        if !self.held.is_empty() {
+            self.held.retain(|h| h.until > now);
+        }
         while let Some(slot) = self.retransmit.pop_front() {
             let Some(frame) = self.queued(slot) else { continue };
             let path = self.retransmit_path(frame.path, now);
@@ -401,7 +490,7 @@ impl Session {
             }
         }
         while self.can_send_new() {
-            let pos = self.next_eligible()?;
+            let pos = self.next_eligible(now)?;
             let op_index = self.pending[pos];
             let op = self.ops[op_index as usize].as_mut()?;
             let (offset, sectors) = match op.kind {
@@ -425,11 +514,14 @@ impl Session {
                 sent: now,
                 deadline: None,
                 retries: 0,
+                doublings: 0,
                 seq: 0,
+                answers_before: 0,
                 extended: self.cfg.lba48,
             })?;
             self.in_flight += 1;
             self.silent_since.get_or_insert(now);
+            self.probe_armed = true;
             self.rr = path + 1;
             if let Some(t) = self.send(now, slot, path, buf, data) {
                 self.stats.sent += 1;
@@ -520,14 +612,74 @@ impl Session {
         }
         // Karn: an answer to a frame sent more than once may answer any of its transmissions,
         // so it says nothing about the round-trip time.
-        if fl.retries == 0 && matches!(op.kind, OpKind::Read { .. } | OpKind::Write { .. }) {
-            self.rtt.sample(now.saturating_duration_since(fl.sent));
+        let rtt = now.saturating_duration_since(fl.sent);
+        if matches!(op.kind, OpKind::Read { .. } | OpKind::Write { .. }) {
+            if fl.retries == 0 {
+                self.rtt.sample(rtt);
+            }
+            // An answer quicker than any round trip seen answers an earlier transmission: it
+            // says nothing about what was sent before the latest one.
+            let latest = fl.retries == 0 || self.rtt.min_rtt().is_some_and(|m| rtt >= m);
+            if latest && self.rack.is_none_or(|r| fl.seq > r.seq) {
+                self.rack = Some(Rack { seq: fl.seq, rtt });
+            }
+        }
+        if let (OpKind::Write { lba }, true) = (&op.kind, fl.retries > 0) {
+            let start = lba + fl.offset;
+            let until = fl.sent + self.rtt.rto;
+            self.held.push(Held { start, end: start + u64::from(fl.sectors), until });
         }
         self.window.answered();
+        self.last_activity = Some(now);
+        self.probe_armed = true;
 
         let outcome = answer(f, carried, fl, op, &self.cfg, data);
         self.finish_frame(fl.op, outcome);
+        self.detect_lost(now);
         true
+    }
+
+    /// Queues for retransmission the read and write frames that the latest-sent answered
+    /// frame shows lost (see the [module docs](self#loss)), and sets
+    /// [`reorder_deadline`](Self::reorder_deadline) for the next one that may be.
+    fn detect_lost(&mut self, now: Instant) {
+        self.reorder_deadline = None;
+        let Some(rack) = self.rack else { return };
+        let allowance = self.rtt.reorder_window();
+        while let Some(&(seq, slot)) = self.sent_order.front() {
+            if seq >= rack.seq {
+                break;
+            }
+            let index = usize::from(slot);
+            let frame = self.tags.slots[index].frame.filter(|f| f.seq == seq && f.deadline.is_some());
+            let Some(frame) = frame else {
+                self.sent_order.pop_front();
+                continue;
+            };
+            let data = self.ops[frame.op as usize]
+                .as_ref()
+                .is_some_and(|op| matches!(op.kind, OpKind::Read { .. } | OpKind::Write { .. }));
+            if !data {
+                // Flushes and commands take their own time: only their timer says they are lost.
+                self.sent_order.pop_front();
+                continue;
+            }
+            // Frames went out in this order, so the first one not yet due is the earliest.
+            let lost_at = frame.sent + rack.rtt + allowance;
+            if now < lost_at {
+                self.reorder_deadline = Some(lost_at);
+                break;
+            }
+            self.sent_order.pop_front();
+            if let Some(f) = self.tags.slots[index].frame.as_mut() {
+                f.deadline = None;
+                f.retries += 1;
+            }
+            self.retransmit.push_back(slot);
+            self.stats.lost_early += 1;
+            self.window.lost(seq, false);
+            self.path_timed_out(frame.path, now);
+        }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next: the earliest
@@ -535,16 +687,54 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let frames = self.tags.slots.iter().filter_map(|s| s.frame.and_then(|f| f.deadline));
         let dead = self.silent_since.map(|t| t + self.cfg.dead_timeout);
-        frames.chain(dead).min()
+        // Held sectors matter only to writes waiting for them.
+        let held = self.held.iter().map(|h| h.until).min().filter(|_| !self.pending.is_empty());
+        frames.chain(dead).chain(self.reorder_deadline).chain(held).chain(self.probe_deadline()).min()
     }
 
-    /// Acts on the deadlines passed at `now`: frames that timed out are queued for
-    /// retransmission (shrinking the window, maybe taking their path down), and a target
-    /// silent for `dead_timeout` is declared dead.
+    /// When a tail probe is due, if one may be sent.
+    fn probe_deadline(&self) -> Option<Instant> {
+        if !self.probe_armed || self.in_flight == 0 {
+            return None;
+        }
+        let pto = self.rtt.srtt()?.saturating_mul(2).max(MIN_PROBE_TIMEOUT).min(self.rtt.rto);
+        Some(self.last_activity? + pto)
+    }
+
+    /// Sends the latest-sent outstanding read or write frame again, as a tail probe.
+    fn probe(&mut self) {
+        self.probe_armed = false;
+        let ops = &self.ops;
+        let newest = (0..self.tags.len())
+            .filter_map(|i| self.tags.slots[i].frame.map(|f| (i, f)))
+            .filter(|(_, f)| f.deadline.is_some())
+            .filter(|(_, f)| {
+                ops[f.op as usize]
+                    .as_ref()
+                    .is_some_and(|op| matches!(op.kind, OpKind::Read { .. } | OpKind::Write { .. }))
+            })
+            .max_by_key(|(_, f)| f.seq);
+        let Some((index, _)) = newest else { return };
+        if let Some(f) = self.tags.slots[index].frame.as_mut() {
+            f.deadline = None;
+            f.retries += 1;
+        }
+        self.retransmit.push_back(index as u16);
+        self.stats.probes += 1;
+    }
+
+    /// Acts on the deadlines passed at `now`: frames that timed out or are shown lost by
+    /// later answers are queued for retransmission (a silent timeout shrinking the window and
+    /// backing the timer off, maybe taking their path down), and a target silent for
+    /// `dead_timeout` is declared dead.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.silent_since.is_some_and(|t| now >= t + self.cfg.dead_timeout) {
             self.die();
             return;
+        }
+        self.held.retain(|h| h.until > now);
+        if self.reorder_deadline.is_some_and(|d| now >= d) {
+            self.detect_lost(now);
         }
         for index in 0..self.tags.len() {
             let Some(frame) = self.tags.slots[index].frame.as_mut() else { continue };
@@ -553,16 +743,24 @@ impl Session {
             }
             frame.deadline = None;
             frame.retries += 1;
+            let silent = self.stats.answers == frame.answers_before;
+            if silent || frame.retries > TIMEOUTS_BEFORE_BACKOFF {
+                frame.doublings += 1;
+            }
             let (path, seq) = (frame.path, frame.seq);
             self.retransmit.push_back(index as u16);
             self.stats.timeouts += 1;
-            if self.window.lost(seq) {
+            if self.window.lost(seq, silent).back_off {
                 self.rtt.timed_out();
             }
             self.path_timed_out(path, now);
         }
+        if self.probe_deadline().is_some_and(|d| now >= d) {
+            self.probe();
+        }
     }
 
+    /// A frame sent on `path` was lost (its timer ran out, or later answers show it).
     fn path_timed_out(&mut self, path: usize, now: Instant) {
         let others_up = (0..self.paths.len()).any(|p| p != path && self.paths[p].usable(now));
         let p = &mut self.paths[path];
@@ -593,11 +791,18 @@ impl Session {
     }
 
     /// Position in `pending` of the first op that may be framed now: anything but a flush
-    /// that still waits for older ops.
-    fn next_eligible(&self) -> Option<usize> {
+    /// that still waits for older ops or held sectors, or a write whose next frame touches
+    /// held sectors.
+    fn next_eligible(&self, now: Instant) -> Option<usize> {
+        let held =
+            |start: u64, end: u64| self.held.iter().any(|h| h.until > now && h.start < end && start < h.end);
         self.pending.iter().position(|&i| match self.ops[i as usize].as_ref() {
             Some(op) if matches!(op.kind, OpKind::Flush) => {
-                self.ops.iter().flatten().all(|other| other.id >= op.id)
+                self.ops.iter().flatten().all(|other| other.id >= op.id) && !held(0, u64::MAX)
+            }
+            Some(OpState { kind: OpKind::Write { lba }, framed, total, .. }) => {
+                let start = lba + framed;
+                !held(start, start + (total - framed).min(u64::from(self.cfg.max_sectors)))
             }
             Some(_) => true,
             None => false,
@@ -644,8 +849,19 @@ impl Session {
                 frame.path = path;
                 frame.sent = now;
                 frame.seq = self.window.sent();
-                frame.deadline = Some(now + self.rtt.backoff(frame.retries));
+                frame.answers_before = self.stats.answers;
+                self.last_activity = Some(now);
+                frame.deadline = Some(now + self.rtt.backoff(frame.doublings));
                 self.tags.slots[index].frame = Some(frame);
+                self.sent_order.push_back((frame.seq, slot));
+                if self.sent_order.len() > 4 * self.tags.len() + 64 {
+                    // A frame outstanding for long keeps everything sent after it queued:
+                    // drop the entries of frames answered or sent again since.
+                    let slots = &self.tags.slots;
+                    self.sent_order.retain(|&(seq, s)| {
+                        slots[usize::from(s)].frame.is_some_and(|f| f.seq == seq && f.deadline.is_some())
+                    });
+                }
                 Some(Transmit { len, path, link: p.link })
             }
             Err(e) => {

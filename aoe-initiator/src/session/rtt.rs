@@ -13,14 +13,29 @@ pub(super) struct RttEstimator {
     pub(super) max: Duration,
     /// Karn's back-off kept for new frames: doublings since the last clean sample.
     pub(super) shift: u32,
+    /// The smallest sample so far, in nanoseconds.
+    pub(super) min_rtt: Option<u64>,
 }
+
+/// Least time a frame is given to be overtaken by later ones before it counts as lost: a
+/// target's I/O threads answer in any order, and a switch or a relay may hold a frame back
+/// behind a few others.
+const MIN_REORDER_WINDOW: Duration = Duration::from_millis(1);
 
 /// Most doublings kept for new frames after losses (`rto_max` caps the wait anyway).
 const MAX_KEPT_BACKOFF: u32 = 6;
 
 impl RttEstimator {
     pub(super) fn new(initial: Duration, min: Duration, max: Duration) -> Self {
-        RttEstimator { srtt: None, rttvar: 0, rto: initial.clamp(min, max), min, max, shift: 0 }
+        RttEstimator {
+            srtt: None,
+            rttvar: 0,
+            rto: initial.clamp(min, max),
+            min,
+            max,
+            shift: 0,
+            min_rtt: None,
+        }
     }
 
     /// A flight lost frames: until a frame is answered without having been sent again, new
@@ -34,6 +49,7 @@ impl RttEstimator {
     /// RFC 6298 section 2, with K = 4 and the clock granularity left to `min`.
     pub(super) fn sample(&mut self, r: Duration) {
         let r = u64::try_from(r.as_nanos()).unwrap_or(u64::MAX);
+        self.min_rtt = Some(self.min_rtt.map_or(r, |m| m.min(r)));
         let srtt = match self.srtt {
             None => {
                 self.rttvar = r / 2;
@@ -54,9 +70,25 @@ impl RttEstimator {
         self.srtt.map(Duration::from_nanos)
     }
 
-    /// The wait before the `retries`-th retransmission of a frame is declared lost: the
-    /// frame's own back-off, or the back-off kept from lost flights if that is longer.
-    pub(super) fn backoff(&self, retries: u32) -> Duration {
-        self.rto.saturating_mul(1u32 << retries.max(self.shift).min(20)).min(self.max)
+    /// The wait before a frame whose timer was doubled `doublings` times is declared lost:
+    /// the frame's own back-off, or the back-off kept from silent timeouts if that is
+    /// longer.
+    pub(super) fn backoff(&self, doublings: u32) -> Duration {
+        self.rto.saturating_mul(1u32 << doublings.max(self.shift).min(20)).min(self.max)
+    }
+
+    /// The smallest round trip seen, once a frame was answered.
+    pub(super) fn min_rtt(&self) -> Option<Duration> {
+        self.min_rtt.map(Duration::from_nanos)
+    }
+
+    /// How long after a later frame's answer an earlier frame may still be answered before
+    /// it counts as lost: a quarter of the smoothed round trip (RACK, RFC 8985, takes a
+    /// quarter of the smallest; under a full window the smoothed one also covers the
+    /// queueing the frames of one flight meet), at least [`MIN_REORDER_WINDOW`], at most
+    /// half the RTO.
+    pub(super) fn reorder_window(&self) -> Duration {
+        let quarter = self.srtt().map_or(Duration::ZERO, |s| s / 4);
+        quarter.max(MIN_REORDER_WINDOW).min(self.rto / 2)
     }
 }

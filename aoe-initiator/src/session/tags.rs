@@ -111,7 +111,9 @@ mod tests {
             sent: Instant::now(),
             deadline: None,
             retries: 0,
+            doublings: 0,
             seq: 0,
+            answers_before: 0,
             extended: true,
         }
     }

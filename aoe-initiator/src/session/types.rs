@@ -21,7 +21,9 @@ pub const DEFAULT_RTO_INITIAL: Duration = Duration::from_millis(250);
 /// 10 ms floor, sent the whole flight again and halved the window). A floor of 50 ms keeps a
 /// fast-looking estimate from firing spurious retransmissions at such pauses; a frame that
 /// is really lost waits 50 ms. The Linux driver looks at its timers only every 100 ms
-/// (TIMERTICK), and RFC 6298 asks for a 1 s floor on the Internet.
+/// (TIMERTICK), and RFC 6298 asks for a 1 s floor on the Internet. A lost frame seldom
+/// waits for it: answers to later frames, or a tail probe after two round trips, find it
+/// first (see the [session docs](super#loss)); the RTO is for silence.
 pub const DEFAULT_RTO_MIN: Duration = Duration::from_millis(50);
 /// Default upper bound of the RTO and of its back-off: 2 s, as the Linux driver's MAXTIMER.
 pub const DEFAULT_RTO_MAX: Duration = Duration::from_secs(2);
@@ -338,10 +340,15 @@ impl IoBuffers for NoData {
 pub struct SessionStats {
     /// Frames sent for the first time.
     pub sent: u64,
-    /// Frames sent again after a timeout.
+    /// Frames sent again (after a timeout, or found lost early).
     pub retransmitted: u64,
     /// Frame timeouts.
     pub timeouts: u64,
+    /// Frames found lost before their timer ran out, because frames sent after them were
+    /// answered (see the [session docs](super#loss)).
+    pub lost_early: u64,
+    /// Frames sent again as tail probes (see the [session docs](super#loss)).
+    pub probes: u64,
     /// Answers accepted.
     pub answers: u64,
     /// Answers to a frame already answered (another transmission of it was answered first).
