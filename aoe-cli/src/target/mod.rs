@@ -29,6 +29,9 @@ use crate::common::{init_logging, parse_args, parse_mac};
 use service::Service;
 use settings::{ExportSettings, Settings, SettingsError, MAX_IO_THREADS};
 
+pub mod control;
+pub mod ctl;
+pub mod metrics;
 pub mod service;
 pub mod settings;
 pub mod state;
@@ -196,6 +199,17 @@ pub struct Cli {
     #[arg(long, value_name = "THREADS", value_parser = clap::value_parser!(u16).range(0..=MAX_IO_THREADS as i64))]
     pub io_threads: Option<u16>,
 
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics, e.g. 127.0.0.1:9172. Overrides
+    /// the configuration file's metrics [default: none]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+
+    /// The control socket `aoe-target ctl` talks to. Overrides the configuration file's
+    /// control [default: /run/aoe-target/NAME.sock, NAME the configuration file's name
+    /// without .toml, or eSHELF.SLOT]
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+
     /// Check the settings (files, offsets, lengths, interfaces) and exit without serving
     #[arg(long)]
     pub check: bool,
@@ -236,6 +250,12 @@ impl Cli {
         if let Some(threads) = self.io_threads {
             settings.io_threads = Some(usize::from(threads));
         }
+        if let Some(addr) = self.metrics {
+            settings.metrics = Some(addr);
+        }
+        if let Some(path) = &self.control {
+            settings.control = Some(path.clone());
+        }
         Ok(settings)
     }
 
@@ -273,6 +293,10 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 /// SIGINT or SIGTERM.
 pub fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
+    // `ctl` comes before vblade's positional arguments, whose SHELF it would otherwise be.
+    if argv.get(1).is_some_and(|a| a == "ctl") {
+        return ctl::main(&argv[1..]);
+    }
     match parse_args("aoe-target", &argv, HELP) {
         Ok(cli) => run(&cli),
         Err(code) => code,
@@ -316,11 +340,16 @@ pub fn run(cli: &Cli) -> ExitCode {
             return fail(format_args!("cannot handle signal {signal}: {e}"));
         }
     }
+    let reload = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload)) {
+        return fail(format_args!("cannot handle SIGHUP: {e}"));
+    }
     let service = match Service::open(&settings) {
         Ok(service) => service,
         Err(e) => return fail(e),
     };
-    match service.run(&stop) {
+    let load = || cli.settings();
+    match service.run(service::Controls { stop: &stop, reload: &reload, load: &load }) {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
