@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ]; then
   need=()
-  for tool in vblade:vblade aoeping:aoetools tshark:tshark ip:iproute2; do
+  for tool in vblade:vblade aoeping:aoetools tshark:tshark ip:iproute2 curl:curl setpriv:util-linux; do
     command -v "${tool%%:*}" >/dev/null || need+=("${tool##*:}")
   done
   if [ ${#need[@]} -gt 0 ]; then
