@@ -51,7 +51,17 @@ are already running find it.
 It needs root or CAP_NET_RAW for its raw Ethernet sockets. All settings are checked before \
 anything is served; a problem is reported as one line on stderr, \"aoe-target: <what is \
 wrong>\", and the exit status is non-zero. SIGINT or SIGTERM stops it: it answers the frames \
-in hand, flushes every file and exits with status 0.";
+in hand, flushes every file and exits with status 0.
+
+With --config, SIGHUP (or `aoe-target ctl reload`) re-reads the file: exports added are \
+announced and served, removed ones are flushed once their I/O is done, changed ones are \
+applied without disturbing the others; a file with an error is refused with one log line and \
+the running configuration kept. Under systemd (Type=notify) it reports READY, RELOADING and \
+STOPPING.
+
+`aoe-target ctl status | stats [--json] | reload | monitor [SECS]` asks a running target \
+through its control socket (see `aoe-target ctl --help`); --metrics serves Prometheus \
+metrics.";
 
 /// Where a usage error points.
 const HELP: &str = "aoe-target --help";
@@ -69,6 +79,12 @@ Examples:
   Serve every export of a configuration file, logging more:
       aoe-target -v --config /etc/aoe-target/exports.toml
 
+  Serve metrics, look at the counters, change the file and reload it:
+      aoe-target --metrics 127.0.0.1:9172 --config /etc/aoe-target/exports.toml &
+      curl -s http://127.0.0.1:9172/metrics | grep aoe_target_read_bytes_total
+      aoe-target ctl status
+      kill -HUP $(pidof aoe-target)        # or: aoe-target ctl reload
+
 Configuration file:
   One [[export]] table per disk. Unknown keys are errors. Offsets and lengths are in
   sectors of 512 bytes, as with -o and -l. An export offered on several interfaces is one
@@ -77,6 +93,8 @@ Configuration file:
       busy_poll_us = 50                 # --busy-poll (optional, before the first table)
       rx_ring = true                    # false: as --no-rx-ring (optional, idem)
       io_threads = 16                   # --io-threads (optional, idem)
+      metrics = \"127.0.0.1:9172\"        # --metrics (optional, idem)
+      control = \"/run/aoe-target/exports.sock\"  # --control (optional, idem)
 
       [[export]]
       shelf = 1                         # 0 to 65534 (required)
@@ -95,10 +113,12 @@ Logging:
   Logs go to stderr: one line per export and interface at start-up, e.g.
   \"e1.0 on eth1 (52:54:00:12:34:56): 2048 sectors, 17 sectors/frame, bufcnt 16, file
   /srv/disk0.img (read-write)\", and errors. -v adds debug messages, -vv trace messages;
-  RUST_LOG (e.g. RUST_LOG=debug) overrides both.
+  RUST_LOG (e.g. RUST_LOG=debug) overrides both. A failing disk (EIO, ENOSPC, ...) is
+  logged at WARN once per run of failures, with the export, byte offset, length and error;
+  every failure is counted (aoe_target_backend_errors_total).
 
 Exit status:
-  0  stopped by SIGINT or SIGTERM, or --check found the settings fine
+  0  stopped by SIGINT or SIGTERM, or --check found the settings fine (SIGHUP reloads)
   1  a setting is wrong (missing file, unknown or down interface, ...) or serving failed
   2  the command line does not parse
 
@@ -113,7 +133,7 @@ A second SIGINT or SIGTERM while stopping exits at once with status 1.";
     long_about = LONG_ABOUT,
     after_help = AFTER_HELP,
     after_long_help = AFTER_LONG_HELP,
-    override_usage = "aoe-target [OPTIONS] SHELF SLOT NETIF FILE\n       aoe-target [-v] [--check] --config FILE",
+    override_usage = "aoe-target [OPTIONS] SHELF SLOT NETIF FILE\n       aoe-target [-v] [--check] --config FILE\n       aoe-target ctl [--socket PATH] status|stats|reload|monitor",
     max_term_width = 100
 )]
 pub struct Cli {
