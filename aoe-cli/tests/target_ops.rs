@@ -183,6 +183,37 @@ fn reload_adds_removes_and_changes_exports_while_another_streams_a_read() {
     let status = text(&ctl(&socket, &["status"]).stdout);
     assert!(!status.contains("e5.1") && status.contains("e5.2"), "{status}");
 
+    // Interfaces: e5.2 offered on a second interface too, which gets a server of its own,
+    // then on the first alone again, which stops that server.
+    // (A veth pair of its own inside the target's namespace: this kernel may have no dummy.)
+    for args in [
+        &["link", "add", "aoedummy0", "type", "veth", "peer", "name", "aoedummy1"][..],
+        &["link", "set", "aoedummy1", "up"],
+        &["link", "set", "aoedummy0", "up"],
+    ] {
+        let out = link.target.run("ip", args, Duration::from_secs(5)).unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let two = with_added.replace(&format!("[{iface:?}]"), &format!("[{iface:?}, \"aoedummy0\"]"));
+    std::fs::write(&config, format!("{head}{streamed}{two}")).unwrap();
+    let out = ctl(&socket, &["reload"]);
+    assert!(text(&out.stdout).contains("changed e5.2 (interfaces)"), "{}", text(&out.stdout));
+    assert!(text(&ctl(&socket, &["status"]).stdout).contains("aoedummy0: "));
+    std::fs::write(&config, format!("{head}{streamed}{with_added}")).unwrap();
+    let out = ctl(&socket, &["reload"]);
+    assert!(text(&out.stdout).contains("stopped serving on aoedummy0"), "{}", text(&out.stdout));
+    assert!(!text(&ctl(&socket, &["status"]).stdout).contains("aoedummy0"));
+
+    // Read-only: the file is reopened so, and writes are refused; reads go on.
+    let read_only = format!("{with_added}read_only = true\n");
+    std::fs::write(&config, format!("{head}{streamed}{read_only}")).unwrap();
+    let out = ctl(&socket, &["reload"]);
+    assert!(text(&out.stdout).contains("reopened e5.2"), "{}", text(&out.stdout));
+    let out = aoe(&link, &["write", "e5.2", part.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "a read-only export refuses writes");
+    assert!(aoe(&link, &["read", "--length", "64K", "e5.2", part.to_str().unwrap()]).status.success());
+    assert!(std::fs::read(&part).unwrap() == pattern(12, 4 * MIB)[..64 << 10]);
+
     // A file with an error is refused, with its place; the running exports keep serving.
     std::fs::write(&config, format!("{head}{streamed}\n[[export]\nshelf = 9\n")).unwrap();
     let out = ctl(&socket, &["reload"]);

@@ -1,6 +1,7 @@
 //! The control socket of a running `aoe-target`, and `aoe-target ctl`, which talks to it.
 //!
-//! The socket is a Unix stream socket (mode 0600) at [`Settings::control_path`]. A client
+//! The socket is a Unix stream socket (mode 0600) at [`Settings::control_path`] (with
+//! `--config`, `/run/aoe-target/NAME.sock` unless the file says `control = "PATH"`). A client
 //! sends one line, `status`, `stats` or `reload`, and reads one JSON object back: `{"ok":
 //! true, ...}` or `{"ok": false, "error": "..."}`. Only root and the user the target runs as
 //! are answered: the peer's user is checked with `SO_PEERCRED`.
@@ -204,6 +205,10 @@ fn answer(
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut writer = stream.try_clone()?;
     let uid = rustix::net::sockopt::socket_peercred(&stream)?.uid.as_raw();
+    // The request is read first, so that a refused client reads the refusal rather than
+    // find the socket closed while it writes.
+    let mut line = String::new();
+    BufReader::new(&stream).take_line(&mut line)?;
     if uid != 0 && uid != owner {
         tracing::warn!(
             "control socket: refused user {uid}: only root and the user the target runs as are answered"
@@ -211,8 +216,6 @@ fn answer(
         let refused = json!({"ok": false, "error": format!("permission denied: user {uid} may not use this control socket")});
         return writeln!(writer, "{refused}");
     }
-    let mut line = String::new();
-    BufReader::new(&stream).take_line(&mut line)?;
     let reply = match line.trim() {
         "status" | "stats" => view.to_json(),
         "reload" => {
@@ -250,9 +253,13 @@ pub fn ask(path: &Path, request: &str) -> Result<Value, String> {
     })?;
     let io_error = |e: io::Error| format!("control socket {}: {e}", path.display());
     stream.set_read_timeout(Some(RELOAD_TIMEOUT + Duration::from_secs(5))).map_err(io_error)?;
-    writeln!(stream, "{request}").map_err(io_error)?;
+    // A refusal may come before the request is taken: it is read even when writing failed.
+    let written = writeln!(stream, "{request}");
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line).map_err(io_error)?;
+    if line.is_empty() {
+        written.map_err(io_error)?;
+    }
     let value: Value = serde_json::from_str(&line)
         .map_err(|e| format!("control socket {}: not an answer ({e}): {line:?}", path.display()))?;
     if value["ok"] == json!(true) {

@@ -101,11 +101,7 @@ pub fn main(argv: &[OsString]) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!(
-                "aoe-target ctl: {} (see aoe-target ctl --help)",
-                crate::common::one_line(&e, "aoe-target ctl --help")
-                    .trim_end_matches(" (see aoe-target ctl --help)")
-            );
+            eprintln!("aoe-target ctl: {}", crate::common::one_line(&e, "aoe-target ctl --help"));
             return ExitCode::from(2);
         }
     };

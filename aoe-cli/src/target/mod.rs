@@ -225,8 +225,8 @@ pub struct Cli {
     pub metrics: Option<std::net::SocketAddr>,
 
     /// The control socket `aoe-target ctl` talks to. Overrides the configuration file's
-    /// control [default: /run/aoe-target/NAME.sock, NAME the configuration file's name
-    /// without .toml, or eSHELF.SLOT]
+    /// control [default: with --config, /run/aoe-target/NAME.sock, NAME the configuration
+    /// file's name without .toml; else none]
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
 

@@ -504,6 +504,14 @@ impl Main<'_> {
                 tracing::warn!("{file}: a change of {what} takes effect at the next start");
             }
         }
+        for (what, old, now) in [
+            ("busy_poll_us", format!("{:?}", self.settings.busy_poll), format!("{:?}", new.busy_poll)),
+            ("io_threads", format!("{:?}", self.settings.io_threads), format!("{:?}", new.io_threads)),
+        ] {
+            if old != now {
+                tracing::warn!("{file}: a change of {what} applies to interfaces served from now on, not to those served already");
+            }
+        }
         let (exports, changed) = apply(planned, &self.exports);
         let has = |list: &[Live], l: &Live| list.iter().any(|o| Arc::ptr_eq(&o.shared, &l.shared));
         let added: Vec<String> = exports
@@ -676,17 +684,29 @@ impl Service {
                 .map_err(|e| io::Error::new(e.kind(), format!("metrics on {addr}: {e}")))?;
         }
         let (requests, inbox) = mpsc::channel();
-        let control_path = settings.control_path();
-        let control = match ControlSocket::start(&control_path, Arc::clone(&view), requests) {
-            Ok(socket) => {
-                tracing::debug!("control socket {}", socket.path().display());
-                Some(socket)
+        // Kept, so that the inbox waits (rather than fails at once) without a control socket.
+        let _requests = requests.clone();
+        let control = settings.control_path().and_then(|path| {
+            match ControlSocket::start(&path, Arc::clone(&view), requests) {
+                Ok(socket) => {
+                    tracing::debug!("control socket {}", socket.path().display());
+                    Some(socket)
+                }
+                // Asked for by name: worth a warning. The default: another target of a file of
+                // the same name may hold it, or /run may not be ours.
+                Err(e) if settings.control.is_some() => {
+                    tracing::warn!("no control socket at {}: {e}", path.display());
+                    None
+                }
+                Err(e) => {
+                    tracing::info!(
+                        "no control socket at {}: {e}; set control in the file for one",
+                        path.display()
+                    );
+                    None
+                }
             }
-            Err(e) => {
-                tracing::warn!("no control socket at {}: {e}", control_path.display());
-                None
-            }
-        };
+        });
         let keeper = state.map(|dir| StateKeeper::new(dir, &exports));
         let mut main = Main {
             settings,

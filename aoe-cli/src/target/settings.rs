@@ -306,21 +306,16 @@ impl Settings {
         }
     }
 
-    /// Where the control socket is: as configured, else `/run/aoe-target/NAME.sock` with
-    /// NAME the configuration file's name without `.toml` (`exports` for
-    /// `/etc/aoe-target/exports.toml`), or the export's name (`e1.0`) for the command line.
-    pub fn control_path(&self) -> PathBuf {
+    /// Where the control socket is: as configured, else for a configuration file
+    /// `/run/aoe-target/NAME.sock`, NAME the file's name without `.toml` (`exports` for
+    /// `/etc/aoe-target/exports.toml`); `None` for the command line without `--control`
+    /// (vblade's form has no control socket unless asked).
+    pub fn control_path(&self) -> Option<PathBuf> {
         if let Some(path) = &self.control {
-            return path.clone();
+            return Some(path.clone());
         }
-        let name = match (&self.source, self.exports.first()) {
-            (Some(file), _) => {
-                file.file_stem().map_or("aoe-target".into(), |s| s.to_string_lossy().into_owned())
-            }
-            (None, Some(export)) => export.name(),
-            (None, None) => "aoe-target".into(),
-        };
-        Path::new(CONTROL_DIR).join(format!("{name}.sock"))
+        let stem = self.source.as_ref()?.file_stem()?.to_string_lossy().into_owned();
+        Some(Path::new(CONTROL_DIR).join(format!("{stem}.sock")))
     }
 
     /// The I/O threads for an interface that serves exports `exports` (indices into
@@ -746,7 +741,7 @@ file = "/srv/b.img"
         assert_eq!(s.ethers, Path::new("/srv/ethers"));
         assert_eq!(s.state_dir.as_deref(), Some(Path::new("/var/lib/aoe-target")));
         assert_eq!(s.metrics, Some("127.0.0.1:9172".parse().unwrap()));
-        assert_eq!(s.control_path(), Path::new("/run/aoe-target/x.sock"));
+        assert_eq!(s.control_path().as_deref(), Some(Path::new("/run/aoe-target/x.sock")));
         let rules: Vec<String> = e.rules.iter().map(ToString::to_string).collect();
         assert_eq!(rules, ["read-only 00:11:22:33:44:56", "allow db1", "deny *"]);
         assert!(s.exports[1].rules.is_empty());
@@ -756,9 +751,11 @@ file = "/srv/b.img"
     fn control_socket_defaults() {
         let file = "[[export]]\nshelf = 1\nslot = 0\ninterfaces = [\"eth1\"]\nfile = \"/x\"\n";
         let s = Settings::from_toml(file, "/etc/aoe-target/exports.toml").unwrap();
-        assert_eq!(s.control_path(), Path::new("/run/aoe-target/exports.sock"));
-        let single = Settings::single(ExportSettings::new(3, 2, "eth1", "/x"));
-        assert_eq!(single.control_path(), Path::new("/run/aoe-target/e3.2.sock"));
+        assert_eq!(s.control_path().as_deref(), Some(Path::new("/run/aoe-target/exports.sock")));
+        let mut single = Settings::single(ExportSettings::new(3, 2, "eth1", "/x"));
+        assert_eq!(single.control_path(), None, "vblade's form has none unless asked");
+        single.control = Some("/tmp/c.sock".into());
+        assert_eq!(single.control_path().as_deref(), Some(Path::new("/tmp/c.sock")));
         let bad = Settings::from_toml(&format!("metrics = \"localhost\"\n{file}"), "m.toml").unwrap_err();
         assert!(bad.to_string().starts_with("m.toml:1:11: invalid socket address"), "{bad}");
     }
