@@ -377,3 +377,64 @@ fn stop_reaped(mut target: Guarded) {
     let status = target.wait_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{:?}", target.stderr());
 }
+
+/// A tmpfs mounted for one test, unmounted on drop.
+struct SmallFs(PathBuf);
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_full_disk_is_logged_once_per_run_of_failures_and_counted() {
+    let test = "a_full_disk_is_logged_once_per_run_of_failures_and_counted";
+    if !netns_available(test) || !tool_available(test, "curl") {
+        return;
+    }
+    let link = Link::new("tgfull", 1500).unwrap();
+    let iface = link.target_if().to_owned();
+    let scratch = Scratch::new("full");
+    // A 4 MiB export in a sparse file on a 256 KiB file system: writes past its room fail
+    // with ENOSPC.
+    let fs = SmallFs(scratch.path("fs"));
+    std::fs::create_dir(&fs.0).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "aoe-ops-full"])
+        .arg(&fs.0)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let image = fs.0.join("disk.img");
+    std::fs::File::create(&image).unwrap().set_len(4 * MIB as u64).unwrap();
+    let config = scratch.path("full.toml");
+    let port = 9173;
+    std::fs::write(&config, format!("metrics = \"127.0.0.1:{port}\"\n{}", export(8, 0, &iface, &image, "")))
+        .unwrap();
+    let target = start(&link, &config, &[], &[], &format!("e8.0 on {iface} ("));
+    let data = scratch.path("data");
+    std::fs::write(&data, pattern(3, 2 * MIB)).unwrap();
+    let out = aoe(&link, &["write", "e8.0", data.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "the write cannot all land");
+    let scraped = scrape(&link, port);
+    let failures = sample(&scraped, "aoe_target_backend_errors_total{export=\"e8.0\",op=\"write\"}");
+    assert!(failures >= 1, "{scraped}");
+    assert!(sample(&scraped, "aoe_target_ata_errors_total{export=\"e8.0\"}") >= failures);
+    let log = stop(target);
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+    assert!(!warnings.is_empty(), "{log}");
+    assert!(
+        warnings.iter().all(|l| l.contains("e8.0: backend write of") && l.contains("(os error 28)")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[0].contains("at byte ") && warnings[0].contains("No space left on device"),
+        "{warnings:?}"
+    );
+    eprintln!("{failures} failed writes, {} warnings", warnings.len());
+    if failures > 1 {
+        assert!((warnings.len() as u64) < failures, "not one line per failed frame: {warnings:?}");
+    }
+}

@@ -316,21 +316,16 @@ impl ExportStats {
             Some(error) => {
                 self.backend_errors[op].fetch_add(1, Relaxed);
                 if !self.failing[op].swap(true, Relaxed) {
+                    // io::Error shows the errno: "No space left on device (os error 28)".
                     let what = match io.op() {
-                        SectorOp::Read => "read",
-                        SectorOp::Write => "write",
-                        SectorOp::Flush => "flush",
+                        SectorOp::Read => format!("read of {} bytes at byte {}", io.len(), io.offset()),
+                        SectorOp::Write => format!("write of {} bytes at byte {}", io.len(), io.offset()),
+                        SectorOp::Flush => "flush".to_owned(),
                     };
-                    let errno = error.raw_os_error().map_or(String::new(), |n| format!(" (errno {n})"));
                     tracing::warn!(
-                        export = %self.name,
-                        offset = io.offset(),
-                        len = io.len(),
-                        "{}: backend {what} of {} bytes at byte {} failed: {error}{errno}; \
-                         further failures are counted, not logged, until one succeeds",
-                        self.name,
-                        io.len(),
-                        io.offset()
+                        "{}: backend {what} failed: {error}; further failures are counted, not \
+                         logged, until one succeeds",
+                        self.name
                     );
                 }
             }
