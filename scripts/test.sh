@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. As root it first installs the real peers the integration
-# tests drive (vblade, aoetools, tshark, iproute2) and requires those tests to run.
+# tests drive (vblade, aoetools, tshark, iproute2, and the NBD clients: libnbd-bin, nbdkit,
+# qemu-utils, fdisk, e2fsprogs, fuse3) and requires those tests to run.
 #
 #   sudo scripts/test.sh            # everything, nothing skipped
 #   scripts/test.sh                 # unprivileged: namespace tests print SKIP lines
@@ -9,7 +10,9 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ]; then
   need=()
-  for tool in vblade:vblade aoeping:aoetools tshark:tshark ip:iproute2 curl:curl setpriv:util-linux; do
+  for tool in vblade:vblade aoeping:aoetools tshark:tshark ip:iproute2 \
+    nbdinfo:libnbd-bin nbdkit:nbdkit qemu-img:qemu-utils sfdisk:fdisk mkfs.ext4:e2fsprogs \
+    fusermount3:fuse3 curl:curl setpriv:util-linux; do
     command -v "${tool%%:*}" >/dev/null || need+=("${tool##*:}")
   done
   if [ ${#need[@]} -gt 0 ]; then

@@ -125,3 +125,46 @@ fn every_command_has_help_with_an_example() {
     let out = aoe(&["--version"]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("aoe "));
 }
+
+#[test]
+fn nbd_bad_arguments_and_unusable_sockets() {
+    fails(
+        &["-i", NO_IF, "nbd", "--unix", "/tmp/x", "--tcp", "127.0.0.1:1", "e1.0"],
+        2,
+        "cannot be used with",
+    );
+    fails(&["-i", NO_IF, "nbd", "--tcp", "localhost", "e1.0"], 2, "invalid socket address");
+    fails(
+        &["-i", NO_IF, "nbd", "--unix", "/nonexistent-aoe-dir/s", "e1.0"],
+        1,
+        "cannot listen on /nonexistent-aoe-dir/s",
+    );
+    let name = format!("--name={}", "x".repeat(5000));
+    fails(&["-i", NO_IF, "nbd", &name, "e1.0"], 2, "at most 4096 bytes");
+    // Past the arguments the interface is missing: one line, nothing on stdout, and the
+    // socket it listened on is gone again.
+    let sock = std::env::temp_dir().join(format!("aoe-args-nbd-{}.sock", std::process::id()));
+    fails(&["-i", NO_IF, "nbd", "--unix", sock.to_str().unwrap(), "e1.0"], 1, NO_IF);
+    assert!(!sock.exists(), "aoe nbd left its socket behind");
+}
+
+#[test]
+fn nbd_replaces_a_dead_socket_but_not_a_live_one() {
+    use std::os::unix::net::UnixListener;
+    let dir = std::env::temp_dir();
+    // A socket file whose server is gone is taken over (then the missing interface fails).
+    let dead = dir.join(format!("aoe-args-nbd-dead-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&dead);
+    drop(UnixListener::bind(&dead).unwrap());
+    assert!(dead.exists());
+    fails(&["-i", NO_IF, "nbd", "--unix", dead.to_str().unwrap(), "e1.0"], 1, NO_IF);
+    assert!(!dead.exists());
+    // A live one is left alone.
+    let live = dir.join(format!("aoe-args-nbd-live-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&live);
+    let listener = UnixListener::bind(&live).unwrap();
+    fails(&["-i", NO_IF, "nbd", "--unix", live.to_str().unwrap(), "e1.0"], 1, "cannot listen on");
+    assert!(live.exists(), "aoe nbd removed another server's socket");
+    drop(listener);
+    let _ = std::fs::remove_file(&live);
+}

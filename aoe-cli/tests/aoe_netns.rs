@@ -331,6 +331,16 @@ fn out_of_range_and_short_input() {
 }
 
 #[test]
+fn a_local_file_that_fails_is_one_clear_error() {
+    let Some(s) = Setup::new("a_local_file_that_fails_is_one_clear_error") else { return };
+    // A full disk on the local side: every write to /dev/full fails with ENOSPC.
+    s.fails(&["read", "e1.0", "/dev/full"], "aoe: writing /dev/full: No space left on device");
+    // An input that cannot be read past its start: a directory opens, and reads fail.
+    s.fails(&["write", "e1.0", "/"], "aoe: reading /: Is a directory");
+    assert!(s.backend.snapshot().iter().all(|&b| b == 0), "nothing was written");
+}
+
+#[test]
 fn mask_list_add_del() {
     let Some(s) = Setup::new("mask_list_add_del") else { return };
     let me = s.initiator_mac();

@@ -1,11 +1,14 @@
 //! The `aoe-target` program's command line: help, version, and one line on stderr with a
-//! non-zero exit for every bad setting. No privilege needed: nothing here opens a socket.
+//! non-zero exit for every bad setting. Nothing here opens a socket; only the test of
+//! `--check` accepting good settings needs root (for an interface in a private namespace).
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use aoe_testkit::data::TempImage;
+use aoe_testkit::netns::Link;
+use aoe_testkit::privilege::netns_available;
 use aoe_testkit::process::Guarded;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aoe-target");
@@ -146,9 +149,17 @@ fn bad_configuration_files() {
         ),
         (export("offset = 17\n"), "export[0] (e1.0): offset of 17 sectors is beyond the end"),
         (export("offset = 8\nlength = 9\n"), "offset 8 + length 9 sectors runs past the end"),
+        (export("").replace("[\"lo\"]", "[\"aoe-no-such0\"]"), "interfaces: no such interface: aoe-no-such0"),
+        (export(""), "interfaces: lo is a loopback interface, which reaches no other host"),
         (
-            export("").replace("[\"lo\"]", "[\"lo\", \"aoe-no-such0\"]"),
-            "interfaces: no such interface: aoe-no-such0",
+            export("mask = [\"ff:ff:ff:ff:ff:ff\"]\n"),
+            "mask: ff:ff:ff:ff:ff:ff is a group (broadcast or multicast) address",
+        ),
+        (export("rules = [\"allow 01:00:5e:00:00:01\"]\n"), "rules: 01:00:5e:00:00:01 is a group"),
+        (format!("{}{}", export(""), export("").replace("slot = 0", "slot = 1")), "export[1] (e1.1): file "),
+        (
+            format!("{}{}", export(""), export("").replace("slot = 0", "slot = 1")),
+            "is also exported by export[0] (e1.0) over the same sectors",
         ),
         (export("").replace("[\"lo\"]", "[]"), "interfaces is empty"),
         ("# nothing\n".to_string(), ": no [[export]] table: nothing to serve"),
@@ -166,28 +177,64 @@ fn bad_configuration_files() {
         1,
         "cannot read configuration file /nonexistent/exports.toml",
     );
+    refused(
+        &["--config", "/dev/zero"],
+        1,
+        "cannot read configuration file /dev/zero: longer than 4194304 bytes",
+    );
+    let many: Vec<String> =
+        (0..129).map(|i| format!("02:00:00:00:{:02x}:{:02x}", i >> 8, i & 0xff)).collect();
+    refused(
+        &["-m", &many.join(","), "1", "0", "lo", path(&image)],
+        1,
+        "e1.0: mask has 129 entries; the protocol's list holds at most 128",
+    );
+    refused(
+        &["-m", "01:80:c2:00:00:00", "1", "0", "lo", path(&image)],
+        1,
+        "e1.0: mask: 01:80:c2:00:00:00 is a group",
+    );
+    refused(&["1", "0", "lo", path(&image)], 1, "e1.0: interfaces: lo is a loopback interface");
 }
 
 #[test]
 fn check_accepts_good_settings_without_serving() {
+    // An interface that is up, Ethernet and not a loopback: one end of a veth pair in a
+    // private namespace (root only; `--check` itself opens no socket).
+    if !netns_available("check_accepts_good_settings_without_serving") {
+        return;
+    }
+    let link = Link::new("tgchk", 1500).unwrap();
+    let iface = link.target_if();
+    let check = |args: &[&str]| {
+        let out = link.target.run(BIN, args, Duration::from_secs(10)).unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    };
     let image = TempImage::zeroed(64 * 512 + 100).unwrap();
-    let (code, stdout, stderr) = run(&["--check", "-o", "8", "1", "0", "lo", path(&image)]);
+    let (code, stdout, stderr) = check(&["--check", "-o", "8", "1", "0", iface, path(&image)]);
     assert_eq!((code, stderr.as_str()), (0, ""));
-    assert_eq!(stdout, format!("e1.0: 56 sectors of {} on lo\n", path(&image)));
+    assert_eq!(stdout, format!("e1.0: 56 sectors of {} on {iface}\n", path(&image)));
     let other = TempImage::zeroed(512).unwrap();
+    // e1.0 and e1.2 share the image, in disjoint windows; e1.1 and e1.3 share the other file,
+    // read-only both.
     let file = config(&format!(
-        "[[export]]\nshelf = 1\nslot = 0\ninterfaces = [\"lo\"]\nfile = \"{}\"\nlength = 10\nmask = [\"AABBCCDDEEFF\"]\n\
-         [[export]]\nshelf = 1\nslot = 1\ninterfaces = [\"lo\"]\nfile = \"{}\"\nread_only = true\n",
-        path(&image),
-        path(&other)
+        "[[export]]\nshelf = 1\nslot = 0\ninterfaces = [\"{iface}\"]\nfile = \"{img}\"\nlength = 10\nmask = [\"AABBCCDDEEFF\"]\n\
+         [[export]]\nshelf = 1\nslot = 1\ninterfaces = [\"{iface}\"]\nfile = \"{oth}\"\nread_only = true\n\
+         [[export]]\nshelf = 1\nslot = 2\ninterfaces = [\"{iface}\"]\nfile = \"{img}\"\noffset = 10\n\
+         [[export]]\nshelf = 1\nslot = 3\ninterfaces = [\"{iface}\"]\nfile = \"{oth}\"\nread_only = true\n",
+        img = path(&image),
+        oth = path(&other)
     ));
-    let (code, stdout, stderr) = run(&["--config", path(&file), "--check"]);
+    let (code, stdout, stderr) = check(&["--config", path(&file), "--check"]);
     assert_eq!((code, stderr.as_str()), (0, ""));
     assert_eq!(
         stdout.lines().collect::<Vec<_>>(),
         [
-            format!("e1.0: 10 sectors of {} on lo", path(&image)),
-            format!("e1.1: 1 sectors of {} on lo", path(&other)),
+            format!("e1.0: 10 sectors of {} on {iface}", path(&image)),
+            format!("e1.1: 1 sectors of {} on {iface}", path(&other)),
+            format!("e1.2: 54 sectors of {} on {iface}", path(&image)),
+            format!("e1.3: 1 sectors of {} on {iface}", path(&other)),
         ]
     );
     assert!(Path::new(path(&file)).exists());

@@ -52,9 +52,11 @@ pub enum Error {
         /// The raw error code (1 to 6 are defined).
         code: u8,
     },
-    /// The target answered an ATA command with the ERR (or DF) status bit.
-    #[error("ATA error on command 0x{command:02x}: status 0x{status:02x}, error 0x{error:02x}{}",
-        ata_error_name(*error))]
+    /// The target answered an ATA command with the ERR (or DF) status bit. The message
+    /// names the command, the bytes it covered and the cause, e.g. `write at byte 8388608
+    /// (16 sectors) failed: disk full (ATA DF UNC)`.
+    #[error("{} failed: {} (ATA {}{})", what_failed(*command, *lba, *sectors), ata_cause(*command, *status, *error),
+        if *status & AtaStatus::DF.bits() != 0 { "DF " } else { "" }, ata_error_bits(*error))]
     Ata {
         /// The ATA command sent.
         command: u8,
@@ -62,6 +64,10 @@ pub enum Error {
         status: u8,
         /// The error register answered.
         error: u8,
+        /// The first sector of the frame that failed (0 for commands without sectors).
+        lba: u64,
+        /// Its sectors (0 for commands without sectors).
+        sectors: u64,
     },
     /// A read answer carried fewer data bytes than its sector count asks for.
     #[error("short read: expected {expected} data bytes, got {got}")]
@@ -103,8 +109,71 @@ impl Error {
         if error.contains(AtaError::IDNF) {
             Error::OutOfRange { lba, sectors }
         } else {
-            Error::Ata { command, status: status.bits(), error: error.bits() }
+            Error::Ata { command, status: status.bits(), error: error.bits(), lba, sectors }
         }
+    }
+}
+
+/// READ SECTORS (EXT), WRITE SECTORS (EXT), FLUSH CACHE (EXT).
+const READS: [u8; 2] = [0x20, 0x24];
+const WRITES: [u8; 2] = [0x30, 0x34];
+const FLUSHES: [u8; 2] = [0xE7, 0xEA];
+
+/// "write at byte 8388608 (16 sectors)", "flush", "command 0xec".
+fn what_failed(command: u8, lba: u64, sectors: u64) -> String {
+    let plural = if sectors == 1 { "" } else { "s" };
+    let at = |op: &str| format!("{op} at byte {} ({sectors} sector{plural})", lba.saturating_mul(512));
+    if READS.contains(&command) {
+        at("read")
+    } else if WRITES.contains(&command) {
+        at("write")
+    } else if FLUSHES.contains(&command) {
+        "flush".to_string()
+    } else {
+        format!("command 0x{command:02x}")
+    }
+}
+
+/// What the registers say went wrong, as aoe-target encodes its store's errors (see
+/// `aoe_target::export::ata_error_for`) and as a disk would.
+fn ata_cause(command: u8, status: u8, error: u8) -> &'static str {
+    let fault = status & AtaStatus::DF.bits() != 0;
+    let e = AtaError::from_bits_retain(error);
+    let write = WRITES.contains(&command);
+    if e.contains(AtaError::IDNF) {
+        "no such sector"
+    } else if fault && e.contains(AtaError::UNC) && write {
+        "disk full"
+    } else if fault && e.contains(AtaError::ABRT) && write {
+        "the target's store refuses writes"
+    } else if fault && FLUSHES.contains(&command) {
+        "the target could not make the data durable"
+    } else if e.contains(AtaError::UNC) {
+        if write {
+            "the target could not write the sectors (I/O error)"
+        } else {
+            "the target could not read the sectors (I/O error)"
+        }
+    } else if e.contains(AtaError::ABRT) && write {
+        "refused (a read-only disk)"
+    } else if e.contains(AtaError::ABRT) {
+        "command aborted"
+    } else if fault {
+        "device fault"
+    } else if status & AtaStatus::BSY.bits() != 0 {
+        "the disk is busy"
+    } else {
+        "error"
+    }
+}
+
+/// The error register's bits by name: "UNC", "IDNF ABRT", or the value in hex.
+fn ata_error_bits(error: u8) -> String {
+    let names: Vec<&str> = AtaError::from_bits_retain(error).iter_names().map(|(name, _)| name).collect();
+    if names.is_empty() || AtaError::from_bits(error).is_none() {
+        format!("error 0x{error:02x}")
+    } else {
+        names.join(" ")
     }
 }
 
@@ -118,19 +187,6 @@ pub fn aoe_error_name(code: u8) -> &'static str {
         ErrorCode::UnsupportedVersion => "unsupported version",
         ErrorCode::TargetReserved => "target is reserved",
         ErrorCode::Other(_) => "unknown error code",
-    }
-}
-
-fn ata_error_name(error: u8) -> &'static str {
-    let e = AtaError::from_bits_retain(error);
-    if e.contains(AtaError::IDNF) {
-        " (IDNF: address out of range)"
-    } else if e.contains(AtaError::UNC) {
-        " (UNC: uncorrectable data error)"
-    } else if e.contains(AtaError::ABRT) {
-        " (ABRT: command aborted)"
-    } else {
-        ""
     }
 }
 
@@ -162,8 +218,32 @@ mod tests {
             (Error::OutOfRange { lba: 100, sectors: 2 }, "out of range: 2 sectors at LBA 100"),
             (Error::Aoe { code: 6 }, "AoE error 6: target is reserved"),
             (
-                Error::Ata { command: 0x24, status: 0x41, error: 0x04 },
-                "ATA error on command 0x24: status 0x41, error 0x04 (ABRT: command aborted)",
+                Error::Ata { command: 0x24, status: 0x41, error: 0x04, lba: 8, sectors: 2 },
+                "read at byte 4096 (2 sectors) failed: command aborted (ATA ABRT)",
+            ),
+            (
+                Error::Ata { command: 0x34, status: 0x61, error: 0x40, lba: 16384, sectors: 16 },
+                "write at byte 8388608 (16 sectors) failed: disk full (ATA DF UNC)",
+            ),
+            (
+                Error::Ata { command: 0x34, status: 0x61, error: 0x04, lba: 0, sectors: 1 },
+                "write at byte 0 (1 sector) failed: the target's store refuses writes (ATA DF ABRT)",
+            ),
+            (
+                Error::Ata { command: 0x30, status: 0x41, error: 0x04, lba: 1, sectors: 1 },
+                "write at byte 512 (1 sector) failed: refused (a read-only disk) (ATA ABRT)",
+            ),
+            (
+                Error::Ata { command: 0x20, status: 0x41, error: 0x40, lba: 3, sectors: 1 },
+                "read at byte 1536 (1 sector) failed: the target could not read the sectors (I/O error) (ATA UNC)",
+            ),
+            (
+                Error::Ata { command: 0xEA, status: 0x61, error: 0x04, lba: 0, sectors: 0 },
+                "flush failed: the target could not make the data durable (ATA DF ABRT)",
+            ),
+            (
+                Error::Ata { command: 0xEC, status: 0x41, error: 0x02, lba: 0, sectors: 0 },
+                "command 0xec failed: error (ATA error 0x02)",
             ),
             (Error::ShortRead { expected: 1024, got: 512 }, "short read: expected 1024 data bytes, got 512"),
             (Error::Mask(MaskError::Full), "MAC mask edit refused: mask list full"),
@@ -181,6 +261,6 @@ mod tests {
         let e = Error::from_ata(0x24, AtaStatus::DRDY | AtaStatus::ERR, AtaError::IDNF, 9, 2);
         assert!(matches!(e, Error::OutOfRange { lba: 9, sectors: 2 }));
         let e = Error::from_ata(0x24, AtaStatus::DRDY | AtaStatus::ERR, AtaError::ABRT, 9, 2);
-        assert!(matches!(e, Error::Ata { command: 0x24, status: 0x41, error: 0x04 }));
+        assert!(matches!(e, Error::Ata { command: 0x24, status: 0x41, error: 0x04, lba: 9, sectors: 2 }));
     }
 }

@@ -40,7 +40,14 @@ pub struct Server<T, B> {
     workers: Option<IoWorkers<B>>,
     /// Frames received and sent, readable from other threads.
     stats: Arc<ServerStats>,
+    /// Most sectors per frame the buffers were sized for: the MTU at the start.
+    buffer_sectors: u8,
+    /// When the interface's MTU was last looked at.
+    mtu_checked: Instant,
 }
+
+/// How often [`Server::run`] looks whether the interface's MTU changed.
+const MTU_CHECK: Duration = Duration::from_secs(1);
 
 /// An export and its address, which does not change: frames are routed to the exports they
 /// address without taking each export's lock.
@@ -199,6 +206,8 @@ impl<T: Transport, B: Backend> Server<T, B> {
             busy_poll: DEFAULT_BUSY_POLL,
             workers: None,
             stats: Arc::default(),
+            buffer_sectors: port.max_sectors,
+            mtu_checked: Instant::now(),
         }
     }
 
@@ -217,6 +226,48 @@ impl<T: Transport, B: Backend> Server<T, B> {
     /// answered.
     pub fn set_exports(&mut self, exports: Vec<SharedExport<B>>) {
         self.exports = exports.into_iter().map(routed).collect();
+    }
+
+    /// Looks again at the size of every export's store ([`Backend::refresh_len`]), so that
+    /// a file truncated under an export is answered at its new size (what no longer exists
+    /// is IDNF, and IDENTIFY reports the new capacity) rather than from a mapping of pages
+    /// that are gone. [`run`](Self::run) does this every second.
+    pub fn check_sizes(&mut self) {
+        for routed in &self.exports {
+            let mut export = lock(&routed.export);
+            if let Err(e) = export.backend().refresh_len() {
+                tracing::debug!("e{}.{}: looking up the store's size: {e}", routed.shelf, routed.slot);
+            }
+            export.follow_backend_size();
+        }
+    }
+
+    /// Looks up the interface's MTU again ([`Transport::refresh_mtu`]); when it changed, the
+    /// sectors per frame follow (up to what the buffers were sized for at the start: a larger
+    /// MTU needs a restart to be used), are logged, and every export is announced again so
+    /// that initiators learn them. Requests for more sectors than the MTU now carries are
+    /// refused with ATA ABRT, not answered with frames the link would drop. Returns the
+    /// sectors per frame now.
+    pub fn check_mtu(&mut self) -> io::Result<u8> {
+        self.mtu_checked = Instant::now();
+        let mtu = self.transport.refresh_mtu()?;
+        let sectors = aoe_proto::max_sectors(mtu).min(self.buffer_sectors);
+        if sectors != self.port.max_sectors {
+            tracing::warn!(
+                link = self.transport.name(),
+                "MTU is now {mtu}: {sectors} sectors per frame (was {}); announcing it",
+                self.port.max_sectors
+            );
+            if aoe_proto::max_sectors(mtu) > self.buffer_sectors {
+                tracing::warn!(
+                    link = self.transport.name(),
+                    "restart to use more than {sectors} sectors per frame"
+                );
+            }
+            self.port.max_sectors = sectors;
+            self.announce()?;
+        }
+        Ok(sectors)
     }
 
     /// Has `threads` threads do the exports' sector I/O (reads, writes, flushes), each
@@ -372,6 +423,12 @@ impl<T: Transport, B: Backend> Server<T, B> {
     pub fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
         let mut last_frames: Option<Instant> = None;
         while !stop.load(Ordering::Relaxed) {
+            if self.mtu_checked.elapsed() >= MTU_CHECK {
+                if let Err(e) = self.check_mtu() {
+                    tracing::debug!(link = self.transport.name(), "looking up the MTU: {e}");
+                }
+                self.check_sizes();
+            }
             let spinning = last_frames.is_some_and(|t| t.elapsed() < self.busy_poll);
             let wait = if spinning { Duration::ZERO } else { IDLE_POLL };
             if self.poll(Some(wait))? > 0 {

@@ -556,6 +556,123 @@ fn the_state_initiators_set_is_read_restored_and_versioned() {
 }
 
 #[test]
+fn group_addresses_are_never_initiators() {
+    let mut rig = Rig::new();
+    let query = BodyRepr::Config(ConfigRepr::request(ConfigCommand::Read, b""));
+    for src in [MacAddr::BROADCAST, MacAddr([0x01, 0x00, 0x5e, 0, 0, 1]), MacAddr([0x33, 0x33, 0, 0, 0, 1])] {
+        assert!(
+            rig.send_from(src, HeaderRepr::request(1, 2, 1), query).is_none(),
+            "{src}: no answer to everyone"
+        );
+    }
+    let group = Directive::new(DirectiveCommand::Add, MacAddr([0x01, 0x80, 0xc2, 0, 0, 0]));
+    assert_eq!(mask(&mut rig, HOST, MaskCommand::Edit, &[group]), Some((MaskError::BadDirective, vec![])));
+    assert_eq!(
+        reserve(&mut rig, HOST, ReserveCommand::Set, &[HOST, MacAddr::BROADCAST]).0,
+        Some(ErrorCode::BadArgument)
+    );
+    assert!(rig.export.reservations().is_empty());
+}
+
+/// A backend whose every read, write and flush fails with one OS error.
+struct Failing(i32);
+
+impl Backend for Failing {
+    fn len(&self) -> u64 {
+        SECTORS * 512
+    }
+    fn read_at(&self, _: &mut [u8], _: u64) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(self.0))
+    }
+    fn write_at(&self, _: &[u8], _: u64) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(self.0))
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(self.0))
+    }
+}
+
+#[test]
+fn store_errors_become_registers_that_say_why() {
+    let (ok, err, df) =
+        (AtaStatus::DRDY, AtaStatus::DRDY | AtaStatus::ERR, AtaStatus::DRDY | AtaStatus::ERR | AtaStatus::DF);
+    let _ = ok;
+    let cases = [
+        (libc::ENOSPC, (df, AtaError::UNC), (df, AtaError::UNC), (df, AtaError::UNC)),
+        (libc::EROFS, (df, AtaError::ABRT), (df, AtaError::ABRT), (df, AtaError::ABRT)),
+        (libc::EIO, (err, AtaError::UNC), (err, AtaError::UNC), (df, AtaError::ABRT)),
+    ];
+    for (errno, read, write, flush) in cases {
+        let port = Port::new(TARGET, 1500);
+        let mut export = Export::new(ExportConfig::new(1, 2), Failing(errno));
+        let mut run = |header: AtaRepr, data: &[u8]| {
+            let mut buf = vec![0u8; 1514];
+            let len = FrameRepr {
+                dst: TARGET,
+                src: HOST,
+                header: HeaderRepr::request(1, 2, 9),
+                body: BodyRepr::Ata { header, data },
+            }
+            .emit_padded(&mut buf)
+            .unwrap();
+            let request = Received::parse(&buf[..len]).unwrap();
+            let mut out = vec![0u8; 1514];
+            let outcome = export.handle(&port, &request, &mut out).unwrap();
+            let n = outcome.complete(export.backend(), &mut out).unwrap().unwrap();
+            let Body::Ata { header, data } = Frame::parse(&out[..n]).unwrap().body else { panic!() };
+            assert!(data.iter().all(|&b| b == 0), "a failed read carries no sectors");
+            status(&AtaRepr::parse(header))
+        };
+        assert_eq!(run(AtaRepr::read(1, 1, true), &[]), read, "read, errno {errno}");
+        assert_eq!(run(AtaRepr::write(1, 1, true), &[7; 512]), write, "write, errno {errno}");
+        assert_eq!(run(AtaRepr::command(AtaCommand::FlushCacheExt, 0), &[]), flush, "flush, errno {errno}");
+    }
+}
+
+#[test]
+fn a_truncated_file_answers_idnf_past_its_new_end_and_identify_follows() {
+    use aoe_target::backend::{FileBackend, FileOptions};
+    let path = std::env::temp_dir().join(format!("aoe-engine-trunc-{}.img", std::process::id()));
+    std::fs::write(&path, vec![7u8; 64 * 512]).unwrap();
+    let port = Port::new(TARGET, 9000);
+    let mut export =
+        Export::new(ExportConfig::new(1, 2), FileBackend::open(&path, FileOptions::default()).unwrap());
+    let run = |export: &mut Export<FileBackend>, header: AtaRepr| {
+        let mut buf = vec![0u8; 9014];
+        let body = BodyRepr::Ata { header, data: &[] };
+        let len = FrameRepr { dst: TARGET, src: HOST, header: HeaderRepr::request(1, 2, 9), body }
+            .emit_padded(&mut buf)
+            .unwrap();
+        let request = Received::parse(&buf[..len]).unwrap();
+        let mut out = vec![0u8; 9014];
+        let outcome = export.handle(&port, &request, &mut out).unwrap();
+        let n = outcome.complete(export.backend(), &mut out).unwrap().unwrap();
+        let Body::Ata { header, data } = Frame::parse(&out[..n]).unwrap().body else { panic!() };
+        (status(&AtaRepr::parse(header)), data.to_vec())
+    };
+    assert_eq!(run(&mut export, AtaRepr::read(40, 8, true)).0, (AtaStatus::DRDY, AtaError::empty()));
+
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(32 * 512).unwrap();
+    // A server looks every second (Server::check_sizes); here, at once.
+    assert_eq!(export.backend().refresh_len().unwrap(), 32 * 512);
+    let (registers, _) = run(&mut export, AtaRepr::read(40, 8, true));
+    assert_eq!(registers, (AtaStatus::DRDY | AtaStatus::ERR, AtaError::IDNF | AtaError::ABRT));
+    assert_eq!(export.sectors(), 32);
+    let (registers, data) = run(&mut export, AtaRepr::command(AtaCommand::IdentifyDevice, 1));
+    assert_eq!(
+        (registers.1, Identify::parse(&data).map(|id| id.sectors).ok()),
+        (AtaError::empty(), Some(32))
+    );
+    let (registers, data) = run(&mut export, AtaRepr::read(24, 8, true));
+    assert_eq!(
+        (registers, data),
+        ((AtaStatus::DRDY, AtaError::empty()), vec![7u8; 8 * 512]),
+        "what is left reads"
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
 fn announcement_is_a_broadcast_config_answer() {
     let rig = Rig::new();
     let mut out = [0u8; 1514];

@@ -519,6 +519,10 @@ impl<T: Transport> Transport for FaultInjector<T> {
         self.inner.mtu()
     }
 
+    fn refresh_mtu(&mut self) -> io::Result<usize> {
+        self.inner.refresh_mtu()
+    }
+
     fn name(&self) -> &str {
         self.inner.name()
     }

@@ -113,6 +113,13 @@ pub trait Transport: Send {
     /// A name for logs: the interface name, e.g. `eth0`.
     fn name(&self) -> &str;
 
+    /// The MTU as it is now, looked up again where it can change under a running program
+    /// (an interface reconfigured with `ip link set ... mtu`); [`mtu`](Self::mtu) then
+    /// reports it too. The default returns [`mtu`](Self::mtu).
+    fn refresh_mtu(&mut self) -> io::Result<usize> {
+        Ok(self.mtu())
+    }
+
     /// A descriptor that polls readable when frames may be waiting, so that a caller with
     /// several transports can wait on all of them at once ([`wait_readable`]). `None` for
     /// transports without one (the in-memory link).
@@ -148,6 +155,10 @@ impl Transport for Box<dyn Transport> {
 
     fn mtu(&self) -> usize {
         (**self).mtu()
+    }
+
+    fn refresh_mtu(&mut self) -> io::Result<usize> {
+        (**self).refresh_mtu()
     }
 
     fn name(&self) -> &str {

@@ -37,6 +37,9 @@ _aoe() {
             aoe,mask)
                 cmd="aoe__subcmd__mask"
                 ;;
+            aoe,nbd)
+                cmd="aoe__subcmd__nbd"
+                ;;
             aoe,read)
                 cmd="aoe__subcmd__read"
                 ;;
@@ -67,6 +70,9 @@ _aoe() {
             aoe__subcmd__help,mask)
                 cmd="aoe__subcmd__help__subcmd__mask"
                 ;;
+            aoe__subcmd__help,nbd)
+                cmd="aoe__subcmd__help__subcmd__nbd"
+                ;;
             aoe__subcmd__help,read)
                 cmd="aoe__subcmd__help__subcmd__read"
                 ;;
@@ -83,7 +89,7 @@ _aoe() {
 
     case "${cmd}" in
         aoe)
-            opts="-i -v -h -V --iface --timeout --dead-timeout --verbose --help --version discover identify config mask reserve read write bench demo help"
+            opts="-i -v -h -V --iface --timeout --dead-timeout --verbose --help --version discover identify config mask reserve read write bench demo nbd help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -233,7 +239,7 @@ _aoe() {
             return 0
             ;;
         aoe__subcmd__help)
-            opts="discover identify config mask reserve read write bench demo help"
+            opts="discover identify config mask reserve read write bench demo nbd help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -344,6 +350,20 @@ _aoe() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        aoe__subcmd__help__subcmd__nbd)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         aoe__subcmd__help__subcmd__read)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -423,6 +443,48 @@ _aoe() {
                 return 0
             fi
             case "${prev}" in
+                --iface)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dead-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aoe__subcmd__nbd)
+            opts="-i -v -h -V --unix --tcp --read-only --name --iface --timeout --dead-timeout --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --unix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tcp)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --iface)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -39,6 +39,7 @@ complete -c aoe -n "__fish_aoe_needs_command" -f -a "read" -d 'Copy bytes of a d
 complete -c aoe -n "__fish_aoe_needs_command" -f -a "write" -d 'Copy a file or stdin to a disk'
 complete -c aoe -n "__fish_aoe_needs_command" -f -a "bench" -d 'Measure sequential throughput and random-read IOPS'
 complete -c aoe -n "__fish_aoe_needs_command" -f -a "demo" -d 'Run a target and an initiator in two private network namespaces (needs root)'
+complete -c aoe -n "__fish_aoe_needs_command" -f -a "nbd" -d 'Serve a disk to NBD clients (qemu, nbdcopy, nbdfuse, nbd-client)'
 complete -c aoe -n "__fish_aoe_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c aoe -n "__fish_aoe_using_subcommand discover" -l timeout -d 'How long to wait for targets to answer a discovery query: seconds (0.5, 2s) or milliseconds (500ms)' -r
 complete -c aoe -n "__fish_aoe_using_subcommand discover" -l dead-timeout -d 'Silence after which a target that stopped answering is given up (seconds or ms)' -r
@@ -105,13 +106,24 @@ complete -c aoe -n "__fish_aoe_using_subcommand demo" -l bench -d 'Also benchmar
 complete -c aoe -n "__fish_aoe_using_subcommand demo" -s v -l verbose -d 'Log more on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides)'
 complete -c aoe -n "__fish_aoe_using_subcommand demo" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c aoe -n "__fish_aoe_using_subcommand demo" -s V -l version -d 'Print version'
-complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo help" -f -a "discover" -d 'Find AoE disks and show what they say about themselves'
-complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo help" -f -a "identify" -d 'Show a disk\'s IDENTIFY DEVICE data'
-complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo help" -f -a "config" -d 'Read, set or test a disk\'s config string'
-complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo help" -f -a "mask" -d 'List or edit a disk\'s MAC mask list (which initiators it answers)'
-complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo help" -f -a "reserve" -d 'List, set or release a disk\'s reservation (which initiators may use it)'
-complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo help" -f -a "read" -d 'Copy bytes of a disk to a file or stdout'
-complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo help" -f -a "write" -d 'Copy a file or stdin to a disk'
-complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo help" -f -a "bench" -d 'Measure sequential throughput and random-read IOPS'
-complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo help" -f -a "demo" -d 'Run a target and an initiator in two private network namespaces (needs root)'
-complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c aoe -n "__fish_aoe_using_subcommand nbd" -l unix -d 'Listen on this Unix socket (created; removed on exit)' -r -F
+complete -c aoe -n "__fish_aoe_using_subcommand nbd" -l tcp -d 'Listen on this TCP address and port [default: 127.0.0.1:10809, loopback only: NBD has no authentication]' -r
+complete -c aoe -n "__fish_aoe_using_subcommand nbd" -l name -d 'The export\'s name [default: the disk\'s name, e.g. e1.0]' -r
+complete -c aoe -n "__fish_aoe_using_subcommand nbd" -s i -l iface -d 'Network interface to use, e.g. eth1; repeat for several (multipath) [default: every interface that is up, Ethernet and not loopback]' -r
+complete -c aoe -n "__fish_aoe_using_subcommand nbd" -l timeout -d 'How long to wait for targets to answer a discovery query: seconds (0.5, 2s) or milliseconds (500ms)' -r
+complete -c aoe -n "__fish_aoe_using_subcommand nbd" -l dead-timeout -d 'Silence after which a target that stopped answering is given up (seconds or ms)' -r
+complete -c aoe -n "__fish_aoe_using_subcommand nbd" -l read-only -d 'Refuse writes (EPERM) and tell clients the export is read-only'
+complete -c aoe -n "__fish_aoe_using_subcommand nbd" -s v -l verbose -d 'Log more on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides)'
+complete -c aoe -n "__fish_aoe_using_subcommand nbd" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c aoe -n "__fish_aoe_using_subcommand nbd" -s V -l version -d 'Print version'
+complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo nbd help" -f -a "discover" -d 'Find AoE disks and show what they say about themselves'
+complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo nbd help" -f -a "identify" -d 'Show a disk\'s IDENTIFY DEVICE data'
+complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo nbd help" -f -a "config" -d 'Read, set or test a disk\'s config string'
+complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo nbd help" -f -a "mask" -d 'List or edit a disk\'s MAC mask list (which initiators it answers)'
+complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo nbd help" -f -a "reserve" -d 'List, set or release a disk\'s reservation (which initiators may use it)'
+complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo nbd help" -f -a "read" -d 'Copy bytes of a disk to a file or stdout'
+complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo nbd help" -f -a "write" -d 'Copy a file or stdin to a disk'
+complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo nbd help" -f -a "bench" -d 'Measure sequential throughput and random-read IOPS'
+complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo nbd help" -f -a "demo" -d 'Run a target and an initiator in two private network namespaces (needs root)'
+complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo nbd help" -f -a "nbd" -d 'Serve a disk to NBD clients (qemu, nbdcopy, nbdfuse, nbd-client)'
+complete -c aoe -n "__fish_aoe_using_subcommand help; and not __fish_seen_subcommand_from discover identify config mask reserve read write bench demo nbd help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -1,5 +1,6 @@
 //! The `aoe` command-line tool: find AoE disks, read and write them, manage their config
-//! string, MAC mask and reservations, benchmark them, and a self-contained demo.
+//! string, MAC mask and reservations, benchmark them, serve them to NBD clients, and a
+//! self-contained demo.
 //!
 //! The binary only calls [`main`]. Each subcommand lives in the module named after it; they
 //! share the interface choice (`iface`) and the human formats (`format`), and talk to
@@ -10,6 +11,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -29,6 +31,7 @@ mod format;
 mod identify;
 mod iface;
 mod mask;
+mod nbd;
 mod progress;
 mod reserve;
 mod rng;
@@ -59,6 +62,7 @@ Examples:
   aoe -i eth1 read e1.0 disk.img     copy disk e1.0 to a file, via eth1 only
   aoe write --verify e1.0 disk.img   copy a file to e1.0 and check it
   sudo aoe demo                      a target and an initiator in two private namespaces
+  aoe nbd --unix /tmp/e1.0.sock e1.0 serve e1.0 to NBD clients (qemu, nbdcopy, nbdfuse)
 
 Exit status: 0 success, 1 failure (one line on stderr: aoe: ...), 2 bad command line.
 `aoe <command> --help` describes each command, with its units and an example.";
@@ -173,6 +177,42 @@ end, also on Ctrl-C. Needs root (network namespaces and raw sockets).",
         after_help = "Examples:\n  sudo aoe demo\n  sudo aoe demo --bench"
     )]
     Demo(DemoArgs),
+    /// Serve a disk to NBD clients (qemu, nbdcopy, nbdfuse, nbd-client)
+    #[command(
+        long_about = "Serve the disk as a Network Block Device (NBD) export, in the foreground, until \
+SIGINT or SIGTERM (then the disk's cache is flushed). Listens on a Unix socket (--unix PATH) or on \
+TCP, by default 127.0.0.1:10809, the NBD port on loopback only: NBD has no authentication and no \
+encryption, so anyone who can connect can read and write the whole disk. Use --tcp with another \
+address only on a network you trust. Up to 64 clients may connect at once, each with many requests \
+in flight; flushes become FLUSH CACHE EXT on the disk; a target that stops answering fails the \
+requests after --dead-timeout with EIO. The export is named after the disk (e1.0) unless --name \
+says otherwise; a client asking for the default export (the empty name) gets it too. Once the \
+disk answers and the socket listens, prints one line on stdout: `serving DISK as URI`.",
+        after_help = "Examples:\n  aoe nbd --unix /run/e1.0.sock e1.0 &\n  nbdinfo 'nbd+unix:///e1.0?socket=/run/e1.0.sock'\n  \
+qemu-img convert -O qcow2 'nbd+unix:///e1.0?socket=/run/e1.0.sock' e1.0.qcow2\n  aoe nbd --read-only e1.0     (nbd://127.0.0.1:10809/e1.0)"
+    )]
+    Nbd(NbdArgs),
+}
+
+/// `aoe nbd`.
+#[derive(Debug, Args)]
+pub(crate) struct NbdArgs {
+    /// The disk, e<shelf>.<slot>, e.g. e1.0
+    #[arg(value_name = "DISK", value_parser = DiskName::from_str_clap)]
+    pub(crate) disk: DiskName,
+    /// Listen on this Unix socket (created; removed on exit)
+    #[arg(long, value_name = "PATH", conflicts_with = "tcp")]
+    pub(crate) unix: Option<PathBuf>,
+    /// Listen on this TCP address and port [default: 127.0.0.1:10809, loopback only: NBD has
+    /// no authentication]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) tcp: Option<SocketAddr>,
+    /// Refuse writes (EPERM) and tell clients the export is read-only
+    #[arg(long)]
+    pub(crate) read_only: bool,
+    /// The export's name [default: the disk's name, e.g. e1.0]
+    #[arg(long, value_name = "EXPORT")]
+    pub(crate) name: Option<String>,
 }
 
 /// `aoe discover`.
@@ -459,6 +499,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Write(a) => transfer::write(cli, a),
         Command::Bench(a) => bench::run(cli, a),
         Command::Demo(a) => demo::run(cli, a),
+        Command::Nbd(a) => nbd::run(cli, a),
     }
 }
 
@@ -504,6 +545,19 @@ mod tests {
         assert_eq!((r.action, r.macs.len()), (ReserveAction::Set, 0));
         let Command::Discover(d) = parse(&["discover", "eth1", "--json"]).unwrap().command else { panic!() };
         assert!(d.json && d.ifaces == ["eth1"]);
+        let Command::Nbd(n) = parse(&["nbd", "--unix", "/run/s", "--read-only", "e1.0"]).unwrap().command
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (n.unix.as_deref(), n.tcp, n.read_only, n.name),
+            (Some(std::path::Path::new("/run/s")), None, true, None)
+        );
+        let Command::Nbd(n) = parse(&["nbd", "--tcp", "[::1]:10809", "--name", "x", "e1.0"]).unwrap().command
+        else {
+            panic!()
+        };
+        assert_eq!((n.tcp, n.name.as_deref()), (Some("[::1]:10809".parse().unwrap()), Some("x")));
     }
 
     #[test]

@@ -1,8 +1,15 @@
 //! `aoe read` and `aoe write`: copy between a disk and a file, stdin or stdout.
+//!
+//! The network and the local file are used at once: a thread of its own reads or writes the
+//! local side while the disk moves the next chunk, and a few chunk buffers, allocated once,
+//! go round between the two (a bounded queue each way). A disk at wire speed is then not
+//! held up by a file that takes its time, nor a file by the disk.
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::Path;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::thread;
 
 use super::format;
 use super::progress::Progress;
@@ -11,6 +18,30 @@ use super::{Cli, DiskName, Failure, ReadArgs, WriteArgs};
 /// Bytes per `read_at` / `write_at` call: large enough that the pipeline drains rarely
 /// (about 1000 frames at MTU 9000), small enough to keep memory modest.
 const CHUNK: usize = 8 << 20;
+/// Chunks in the queue between the disk and the local file, besides the one each side
+/// holds: what the slower side may fall behind by before the faster one waits.
+const QUEUED: usize = 2;
+
+/// A chunk buffer and how many of its bytes are data.
+type Chunk = (Vec<u8>, usize);
+
+/// The two queues a side of the copy sees: chunks coming in, and where emptied buffers go.
+struct Queues {
+    /// Filled chunks for the other side.
+    filled: SyncSender<Chunk>,
+    /// Buffers the other side has emptied.
+    empty: Receiver<Vec<u8>>,
+}
+
+/// Buffers for a copy of `length` bytes: QUEUED + 2, at most CHUNK bytes each, allocated here
+/// once and nowhere else.
+fn buffers(length: u64, give: &Sender<Vec<u8>>) {
+    let size = CHUNK.min(length as usize).max(1);
+    for _ in 0..QUEUED + 2 {
+        // The receiver outlives this call.
+        let _ = give.send(vec![0u8; size]);
+    }
+}
 
 pub(crate) fn read(cli: &Cli, args: &ReadArgs) -> Result<(), Failure> {
     let disk = args.disk;
@@ -25,39 +56,121 @@ pub(crate) fn read(cli: &Cli, args: &ReadArgs) -> Result<(), Failure> {
     let mut dev = cli.open_device(disk)?;
     let (offset, length) = range(disk, dev.size_bytes(), args.offset, args.length)?;
     let name = display_name(&args.file, "stdout");
-    let mut out: Box<dyn Write> = if is_dash(&args.file) {
-        Box::new(io::stdout().lock())
+    let out: Box<dyn Write + Send> = if is_dash(&args.file) {
+        Box::new(io::stdout())
     } else {
         let file = File::create(&args.file).map_err(|e| Failure::io(format!("cannot create {name}"), e))?;
         Box::new(file)
     };
-    let mut buf = vec![0u8; CHUNK.min(length as usize)];
     let mut progress = Progress::new("read", format!("from {disk}"), Some(length));
+    let (filled, to_write) = mpsc::sync_channel::<Chunk>(QUEUED);
+    let (give_back, empty) = mpsc::channel();
+    buffers(length, &give_back);
+    let queues = Queues { filled, empty };
+    let result = thread::scope(|scope| {
+        let writer = thread::Builder::new()
+            .name("aoe-write-local".into())
+            .spawn_scoped(scope, move || write_chunks(out, to_write, give_back))
+            .map_err(|e| Failure::io("starting the thread that writes the file", e))?;
+        let fetched = fetch_chunks(&mut dev, offset, length, queues, &mut progress);
+        // The writer ends once the queue to it is closed (by `fetch_chunks` returning).
+        let written = writer.join().unwrap_or_else(|_| Err(io::Error::other("the writing thread panicked")));
+        match (fetched, written) {
+            (Err(e), _) => Err(Failure::disk(disk, e)),
+            (Ok(_), Err(e)) => Err(Failure::io(format!("writing {name}"), e)),
+            (Ok(done), Ok(())) => Ok(done),
+        }
+    });
+    match result {
+        Ok(done) => {
+            progress.finish(done);
+            Ok(())
+        }
+        Err(f) => {
+            progress.abandon();
+            Err(f)
+        }
+    }
+}
+
+/// The disk's side of `aoe read`: reads `length` bytes from `offset` in chunks into the
+/// buffers that come back empty and queues them for the writer. Stops early when the
+/// writer has gone (its error is the one to report). Returns the bytes read.
+fn fetch_chunks(
+    dev: &mut aoe_initiator::Device,
+    offset: u64,
+    length: u64,
+    queues: Queues,
+    progress: &mut Progress,
+) -> Result<u64, aoe_initiator::Error> {
     let mut done = 0u64;
     while done < length {
-        let n = (length - done).min(CHUNK as u64) as usize;
-        if let Err(e) = dev.read_at(&mut buf[..n], offset + done) {
-            progress.abandon();
-            return Err(Failure::disk(disk, e));
-        }
-        if let Err(e) = out.write_all(&buf[..n]) {
-            progress.abandon();
-            return Err(Failure::io(format!("writing {name}"), e));
+        let Ok(mut buf) = queues.empty.recv() else { break };
+        let n = (length - done).min(buf.len() as u64) as usize;
+        dev.read_at(&mut buf[..n], offset + done)?;
+        if queues.filled.send((buf, n)).is_err() {
+            break;
         }
         done += n as u64;
         progress.update(done);
     }
-    out.flush().map_err(|e| Failure::io(format!("writing {name}"), e))?;
-    progress.finish(done);
-    Ok(())
+    Ok(done)
+}
+
+/// The local side of `aoe read`: writes each chunk as it comes and gives its buffer back.
+fn write_chunks(
+    mut out: Box<dyn Write + Send>,
+    chunks: Receiver<Chunk>,
+    give_back: Sender<Vec<u8>>,
+) -> io::Result<()> {
+    for (buf, n) in chunks {
+        out.write_all(&buf[..n])?;
+        // The disk's side may have stopped taking buffers: nothing is lost then.
+        let _ = give_back.send(buf);
+    }
+    out.flush()
+}
+
+/// What the local side of `aoe write` read: how many bytes, and whether the input went on
+/// past the disk's end (looked at only when no length was given).
+struct Input {
+    overflow: bool,
+}
+
+/// The local side of `aoe write`: fills the buffers that come back empty from `input`, at
+/// most `limit` bytes in all, and queues them; with `probe`, then looks for one byte more.
+fn read_chunks(
+    mut input: Box<dyn Read + Send>,
+    limit: u64,
+    probe: bool,
+    queues: Queues,
+) -> io::Result<Input> {
+    let mut done = 0u64;
+    while done < limit {
+        let Ok(mut buf) = queues.empty.recv() else { return Ok(Input { overflow: false }) };
+        let ask = (limit - done).min(buf.len() as u64) as usize;
+        let n = fill(&mut *input, &mut buf[..ask])?;
+        if n == 0 {
+            return Ok(Input { overflow: false });
+        }
+        if queues.filled.send((buf, n)).is_err() {
+            return Ok(Input { overflow: false });
+        }
+        done += n as u64;
+        if n < ask {
+            return Ok(Input { overflow: false });
+        }
+    }
+    let mut more = [0u8; 1];
+    Ok(Input { overflow: probe && fill(&mut *input, &mut more)? > 0 })
 }
 
 pub(crate) fn write(cli: &Cli, args: &WriteArgs) -> Result<(), Failure> {
     let disk = args.disk;
     let name = display_name(&args.file, "stdin");
     // The input is opened first: a missing file is reported before any network traffic.
-    let (mut input, file_len): (Box<dyn Read>, Option<u64>) = if is_dash(&args.file) {
-        (Box::new(io::stdin().lock()), None)
+    let (input, file_len): (Box<dyn Read + Send>, Option<u64>) = if is_dash(&args.file) {
+        (Box::new(io::stdin()), None)
     } else {
         let file = File::open(&args.file).map_err(|e| Failure::io(format!("cannot open {name}"), e))?;
         let meta = file.metadata().map_err(|e| Failure::io(format!("cannot stat {name}"), e))?;
@@ -72,61 +185,47 @@ pub(crate) fn write(cli: &Cli, args: &WriteArgs) -> Result<(), Failure> {
     let size = dev.size_bytes();
     let want = args.length.or(file_len);
     let (offset, limit) = range(disk, size, args.offset, want)?;
-    let mut buf = vec![0u8; CHUNK.min(limit as usize).max(1)];
-    let mut check = if args.verify { vec![0u8; buf.len()] } else { Vec::new() };
     let mut progress = Progress::new("wrote", format!("to {disk}"), want);
-    let mut done = 0u64;
-    let fail = |progress: Progress, f: Failure| -> Result<(), Failure> {
-        progress.abandon();
-        Err(f)
-    };
-    while done < limit {
-        let ask = (limit - done).min(buf.len() as u64) as usize;
-        let n = match fill(&mut input, &mut buf[..ask]) {
-            Ok(n) => n,
-            Err(e) => return fail(progress, Failure::io(format!("reading {name}"), e)),
+    let (filled, chunks) = mpsc::sync_channel::<Chunk>(QUEUED);
+    let (give_back, empty) = mpsc::channel();
+    buffers(limit, &give_back);
+    let queues = Queues { filled, empty };
+    let probe = want.is_none();
+    // Not scoped: after a disk error the tool ends without waiting for an input that may
+    // never come (a terminal, a pipe from a producer that stalls).
+    let reader = thread::Builder::new()
+        .name("aoe-read-local".into())
+        .spawn(move || read_chunks(input, limit, probe, queues))
+        .map_err(|e| Failure::io("starting the thread that reads the file", e))?;
+    let result =
+        match store_chunks(&mut dev, disk, &name, offset, args.verify, chunks, give_back, &mut progress) {
+            Err(f) => Err(f),
+            Ok(done) => match reader.join() {
+                Ok(Ok(input)) => Ok((done, input)),
+                Ok(Err(e)) => Err(Failure::io(format!("reading {name}"), e)),
+                Err(_) => Err(Failure::new("the thread that reads the file panicked")),
+            },
         };
-        if n == 0 {
-            break;
-        }
-        let at = offset + done;
-        if let Err(e) = dev.write_at(&buf[..n], at) {
-            return fail(progress, Failure::disk(disk, e));
-        }
-        if args.verify {
-            if let Err(e) = dev.read_at(&mut check[..n], at) {
-                return fail(progress, Failure::disk(disk, e));
-            }
-            if let Some(i) = buf[..n].iter().zip(&check[..n]).position(|(a, b)| a != b) {
-                let f = Failure::new(format!(
-                    "verify failed: byte {} of {disk} (byte {} of {name}) reads back 0x{:02x}, 0x{:02x} was written",
-                    at + i as u64,
-                    done + i as u64,
-                    check[i],
-                    buf[i]
-                ));
-                return fail(progress, f);
-            }
-        }
-        done += n as u64;
-        progress.update(done);
-        if n < ask {
-            break;
-        }
-    }
-    if want.is_none() && done == limit {
-        let mut more = [0u8; 1];
-        if fill(&mut input, &mut more).map_err(|e| Failure::io(format!("reading {name}"), e))? > 0 {
+    let (done, input) = match result {
+        Ok(r) => r,
+        Err(f) => {
             progress.abandon();
+            // What was written stays written: flush it, as a disk's cache would be.
             let _ = dev.flush();
-            return Err(Failure::new(format!(
-                "out of range: {name} runs past the end of {disk} ({size} bytes); \
-                 the {done} bytes from offset {offset} to the end were written, the rest was not"
-            )));
+            return Err(f);
         }
+    };
+    if input.overflow {
+        progress.abandon();
+        let _ = dev.flush();
+        return Err(Failure::new(format!(
+            "out of range: {name} runs past the end of {disk} ({size} bytes); \
+             the {done} bytes from offset {offset} to the end were written, the rest was not"
+        )));
     }
     if let Err(e) = dev.flush() {
-        return fail(progress, Failure::disk(disk, e));
+        progress.abandon();
+        return Err(Failure::disk(disk, e));
     }
     if let Some(want) = args.length.filter(|&w| done < w) {
         progress.abandon();
@@ -139,6 +238,44 @@ pub(crate) fn write(cli: &Cli, args: &WriteArgs) -> Result<(), Failure> {
         eprintln!("verified: {done} bytes read back equal to what was written");
     }
     Ok(())
+}
+
+/// The disk's side of `aoe write`: writes each chunk as it comes (and with `verify` reads it
+/// back and compares), gives its buffer back. Returns the bytes written.
+#[allow(clippy::too_many_arguments)]
+fn store_chunks(
+    dev: &mut aoe_initiator::Device,
+    disk: DiskName,
+    name: &str,
+    offset: u64,
+    verify: bool,
+    chunks: Receiver<Chunk>,
+    give_back: Sender<Vec<u8>>,
+    progress: &mut Progress,
+) -> Result<u64, Failure> {
+    let mut check = Vec::new();
+    let mut done = 0u64;
+    for (buf, n) in chunks {
+        let at = offset + done;
+        dev.write_at(&buf[..n], at).map_err(|e| Failure::disk(disk, e))?;
+        if verify {
+            check.resize(check.len().max(n), 0);
+            dev.read_at(&mut check[..n], at).map_err(|e| Failure::disk(disk, e))?;
+            if let Some(i) = buf[..n].iter().zip(&check[..n]).position(|(a, b)| a != b) {
+                return Err(Failure::new(format!(
+                    "verify failed: byte {} of {disk} (byte {} of {name}) reads back 0x{:02x}, 0x{:02x} was written",
+                    at + i as u64,
+                    done + i as u64,
+                    check[i],
+                    buf[i]
+                )));
+            }
+        }
+        done += n as u64;
+        progress.update(done);
+        let _ = give_back.send(buf);
+    }
+    Ok(done)
 }
 
 /// The byte range `offset .. offset + length` (length defaulting to the rest of the disk),

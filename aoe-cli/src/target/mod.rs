@@ -76,6 +76,9 @@ Examples:
   Export 1 GiB of /dev/sdb starting 1 MiB in, read-only, to two initiators only:
       aoe-target -r -o 2048 -l 2097152 -m 00:11:22:33:44:55,001122334466 2 1 eth1 /dev/sdb
 
+  Export what an NBD server serves (nbdkit, qemu-nbd) as e1.1:
+      aoe-target 1 1 eth1 'nbd+unix:///?socket=/run/nbdkit.sock'
+
   Serve every export of a configuration file, logging more:
       aoe-target -v --config /etc/aoe-target/exports.toml
 
@@ -100,7 +103,7 @@ Configuration file:
       shelf = 1                         # 0 to 65534 (required)
       slot = 0                          # 0 to 254 (required)
       interfaces = [\"eth1\", \"eth2\"]     # at least one (required)
-      file = \"/srv/disk0.img\"           # file or block device (required)
+      file = \"/srv/disk0.img\"           # file, block device or NBD URI (required)
       read_only = false                 # -r
       direct = false                    # -d, O_DIRECT
       sync = false                      # -s, O_SYNC
@@ -215,7 +218,7 @@ pub struct Cli {
     /// Threads per interface that do the disk's reads, writes and flushes, so that requests
     /// are not held up behind one the disk is busy with; 0 does them in the thread that
     /// receives, fastest for files the page cache holds. Overrides the configuration file's
-    /// io_threads [default: 16 for a block device or with -d, else 0]
+    /// io_threads [default: 16 for a block device, an NBD export or with -d, else 0]
     #[arg(long, value_name = "THREADS", value_parser = clap::value_parser!(u16).range(0..=MAX_IO_THREADS as i64))]
     pub io_threads: Option<u16>,
 
@@ -230,7 +233,8 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
 
-    /// Check the settings (files, offsets, lengths, interfaces) and exit without serving
+    /// Check the settings (files, offsets, lengths, interfaces; an NBD server is connected to
+    /// and its size shown) and exit without serving
     #[arg(long)]
     pub check: bool,
 
@@ -251,7 +255,10 @@ pub struct Cli {
     #[arg(value_name = "NETIF", required_unless_present = "config")]
     pub netif: Option<String>,
 
-    /// Regular file or block device holding the disk's sectors
+    /// Regular file or block device holding the disk's sectors, or an NBD export:
+    /// nbd://HOST/EXPORT, nbd://HOST:PORT/EXPORT (port 10809 by default) or nbd+unix:///EXPORT?socket=PATH. The
+    /// NBD server decides the size and whether the disk is read-only; it is reconnected when
+    /// it drops the connection
     #[arg(value_name = "FILE", required_unless_present = "config")]
     pub file: Option<PathBuf>,
 }

@@ -23,14 +23,107 @@ use super::control::{ControlSocket, Request, Serving, View};
 use super::metrics;
 use super::settings::{resolve_rules, ExportSettings, Initiator, Problem, Settings, SettingsError};
 use super::state::{Saved, StateDir};
-use aoe_target::backend::{Backend, FileBackend, FileOptions, Window};
+use aoe_target::backend::nbd::{is_uri, NbdAddress, NbdBackend, NbdOptions};
+use aoe_target::backend::{Backend, FileBackend, FileOptions, MappedFile, Window};
 use aoe_target::export::{Export, ExportConfig, Port, ServerStats};
 use aoe_target::server::{Server, SharedExport};
 
-/// The backend of every export the program serves: a window of a file or block device.
-pub type FileExport = Window<FileBackend>;
+/// The backend of every export the program serves: a window of a file, a block device or
+/// an NBD export.
+pub type FileExport = Window<Storage>;
 
-/// Checks and opens the file of export `index`, windowed by its offset and length.
+/// Where an export's sectors are: what its `file` names.
+#[derive(Debug)]
+pub enum Storage {
+    /// A regular file or block device.
+    File(FileBackend),
+    /// An NBD export, named by an `nbd://` or `nbd+unix://` URI.
+    Nbd(NbdBackend),
+}
+
+impl Storage {
+    /// True for a block device or an NBD export: storage whose I/O waits (on a disk, on a
+    /// network), served by I/O threads unless told otherwise.
+    pub fn waits(&self) -> bool {
+        match self {
+            Storage::File(f) => f.is_block_device(),
+            Storage::Nbd(_) => true,
+        }
+    }
+}
+
+impl Backend for Storage {
+    fn len(&self) -> u64 {
+        match self {
+            Storage::File(f) => f.len(),
+            Storage::Nbd(n) => n.len(),
+        }
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match self {
+            Storage::File(f) => f.read_at(buf, offset),
+            Storage::Nbd(n) => n.read_at(buf, offset),
+        }
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        match self {
+            Storage::File(f) => f.write_at(buf, offset),
+            Storage::Nbd(n) => n.write_at(buf, offset),
+        }
+    }
+    fn flush(&self) -> io::Result<()> {
+        match self {
+            Storage::File(f) => f.flush(),
+            Storage::Nbd(n) => n.flush(),
+        }
+    }
+    fn refresh_len(&self) -> io::Result<u64> {
+        match self {
+            Storage::File(f) => f.refresh_len(),
+            Storage::Nbd(n) => n.refresh_len(),
+        }
+    }
+    fn mapping(&self) -> Option<(&Arc<MappedFile>, u64)> {
+        match self {
+            Storage::File(f) => f.mapping(),
+            Storage::Nbd(_) => None,
+        }
+    }
+    fn read_only(&self) -> bool {
+        match self {
+            Storage::File(f) => f.read_only(),
+            Storage::Nbd(n) => n.read_only(),
+        }
+    }
+}
+
+/// The NBD export `file` names, if it is a URI.
+pub fn nbd_address(file: &std::path::Path) -> Option<Result<NbdAddress, aoe_target::backend::nbd::UriError>> {
+    file.to_str().filter(|f| is_uri(f)).map(str::parse)
+}
+
+/// Opens what export `index` names: a file or block device, or an NBD export.
+fn open_storage(settings: &Settings, index: usize) -> Result<Storage, SettingsError> {
+    let export = &settings.exports[index];
+    let fail = |problem| settings.error(Some(index), problem);
+    let path = &export.file;
+    if let Some(address) = nbd_address(path) {
+        let address = address.map_err(|e| fail(Problem::NbdUri(e)))?;
+        let nbd = NbdBackend::open(&address, NbdOptions::default())
+            .map_err(|source| fail(Problem::Nbd { uri: address.uri.clone(), source }))?;
+        return Ok(Storage::Nbd(nbd));
+    }
+    let file_error = |source| fail(Problem::File { path: path.clone(), source });
+    let kind = std::fs::metadata(path).map_err(file_error)?.file_type();
+    if !(kind.is_file() || kind.is_block_device()) {
+        return Err(fail(Problem::NotAFile(path.clone())));
+    }
+    let options = FileOptions { read_only: export.read_only, direct: export.direct, sync: export.sync };
+    FileBackend::open(path, options).map(Storage::File).map_err(file_error)
+}
+
+/// Checks and opens the file (or NBD export) of export `index`, windowed by its offset and
+/// length.
 ///
 /// # Panics
 ///
@@ -39,13 +132,7 @@ pub fn open_backend(settings: &Settings, index: usize) -> Result<FileExport, Set
     let export = &settings.exports[index];
     let fail = |problem| settings.error(Some(index), problem);
     let path = &export.file;
-    let file_error = |source| fail(Problem::File { path: path.clone(), source });
-    let kind = std::fs::metadata(path).map_err(file_error)?.file_type();
-    if !(kind.is_file() || kind.is_block_device()) {
-        return Err(fail(Problem::NotAFile(path.clone())));
-    }
-    let options = FileOptions { read_only: export.read_only, direct: export.direct, sync: export.sync };
-    let file = FileBackend::open(path, options).map_err(file_error)?;
+    let file = open_storage(settings, index)?;
     let sectors = file.len() / SECTOR_SIZE as u64;
     let (offset, path) = (export.offset, path.clone());
     if offset > sectors {
@@ -126,15 +213,18 @@ fn prepare(
     let mut exports = Vec::with_capacity(settings.exports.len());
     for (index, export) in settings.exports.iter().enumerate() {
         let fail = |p| settings.error(Some(index), p);
-        let config = engine_config(export, ethers.as_deref()).map_err(fail)?;
+        let mut config = engine_config(export, ethers.as_deref()).map_err(fail)?;
         let old = current.iter().find(|l| l.settings.name() == export.name());
         if let Some(old) = old.filter(|old| same_backend(&old.settings, export)) {
+            // A store read-only itself (an NBD server's read-only export) stays so.
+            config.read_only |= old.shared.lock().unwrap_or_else(|e| e.into_inner()).backend().read_only();
             let planned = Planned::Kept { shared: Arc::clone(&old.shared), config };
             exports.push((export.clone(), planned, old.block_device, old.sectors));
             continue;
         }
         let backend = open_backend(settings, index)?;
-        let block_device = backend.inner().is_block_device();
+        let block_device = backend.inner().waits();
+        config.read_only |= backend.read_only();
         let mut engine = Export::new(config, backend);
         match old {
             // Reopened: what initiators set and the counters carry over.
@@ -156,6 +246,9 @@ fn prepare(
         let sectors = engine.sectors();
         exports.push((export.clone(), Planned::Opened(Box::new(engine)), block_device, sectors));
     }
+    let spans: Vec<(&ExportSettings, u64)> =
+        exports.iter().map(|(export, _, _, sectors)| (export, sectors * SECTOR_SIZE as u64)).collect();
+    refuse_shared_sectors(settings, &spans)?;
     let mut interfaces: Vec<Interface> = Vec::new();
     for (index, (export, _, block_device, _)) in exports.iter().enumerate() {
         for name in &export.interfaces {
@@ -179,8 +272,50 @@ fn prepare(
             let down = afpacket::OpenError::InterfaceDown(info.name);
             return Err(settings.error(Some(index), down.into()));
         }
+        if info.loopback {
+            return Err(settings.error(Some(index), Problem::Loopback(info.name)));
+        }
     }
     Ok(Prepared { exports, interfaces })
+}
+
+/// Refuses two exports that can write the same sectors of one file (or block device): each
+/// would answer as a disk of its own while the other changes it. Read-only exports may share.
+fn refuse_shared_sectors(
+    settings: &Settings,
+    exports: &[(&ExportSettings, u64)],
+) -> Result<(), SettingsError> {
+    use std::os::unix::fs::MetadataExt;
+    /// The file (device and inode, or the block device's number), the byte range of it
+    /// exported, whether read-only, and the export's index.
+    struct Span {
+        file: (u64, u64),
+        bytes: std::ops::Range<u64>,
+        read_only: bool,
+        index: usize,
+    }
+    let mut seen: Vec<Span> = Vec::with_capacity(exports.len());
+    for (index, &(export, len)) in exports.iter().enumerate() {
+        let Ok(meta) = std::fs::metadata(&export.file) else { continue };
+        // A block device is named by the device it is, a file by its inode.
+        let id = if meta.file_type().is_block_device() {
+            (u64::MAX, meta.rdev())
+        } else {
+            (meta.dev(), meta.ino())
+        };
+        let start = export.offset.saturating_mul(SECTOR_SIZE as u64);
+        let range = start..start.saturating_add(len);
+        for other in &seen {
+            let overlap = range.start < other.bytes.end && other.bytes.start < range.end;
+            if other.file == id && overlap && !(export.read_only && other.read_only) {
+                let (first, name) = (other.index, exports[other.index].0.name());
+                let problem = Problem::SameFileTwice { path: export.file.clone(), first, other: name };
+                return Err(settings.error(Some(index), problem));
+            }
+        }
+        seen.push(Span { file: id, bytes: range, read_only: export.read_only, index });
+    }
+    Ok(())
 }
 
 /// The ethers file's text, when a rule names a host.
@@ -393,6 +528,7 @@ fn serve_thread(
 /// Logs the line that says `live` is served on an interface.
 fn log_serving(live: &Live, interface: &str, port: &Port) {
     let settings = &live.settings;
+    let read_only = live.shared.lock().unwrap_or_else(|e| e.into_inner()).config().read_only;
     tracing::info!(
         "{} on {} ({}): {} sectors, {} sectors/frame, bufcnt {}, file {} ({})",
         settings.name(),
@@ -402,7 +538,7 @@ fn log_serving(live: &Live, interface: &str, port: &Port) {
         port.max_sectors,
         settings.buffer_count,
         settings.file.display(),
-        describe(settings),
+        describe(settings, read_only),
     );
 }
 
@@ -850,8 +986,8 @@ fn serve<T: Transport, B: Backend>(server: &mut Server<T, B>, stop: &AtomicBool)
 }
 
 /// "read-write, O_DIRECT, O_SYNC, offset 8 sectors, mask 2 MACs"
-fn describe(export: &ExportSettings) -> String {
-    let mut parts = vec![if export.read_only { "read-only" } else { "read-write" }.to_owned()];
+fn describe(export: &ExportSettings, read_only: bool) -> String {
+    let mut parts = vec![if read_only { "read-only" } else { "read-write" }.to_owned()];
     if export.direct {
         parts.push("O_DIRECT".into());
     }
@@ -925,11 +1061,15 @@ mod tests {
     #[test]
     fn describes_options() {
         let mut e = ExportSettings::new(1, 0, "lo", "x");
-        assert_eq!(describe(&e), "read-write");
+        assert_eq!(describe(&e, false), "read-write");
+        assert_eq!(describe(&e, true), "read-only", "an NBD server's read-only export");
         e.read_only = true;
         e.direct = true;
         e.offset = 8;
         e.mask = vec![aoe_proto::MacAddr([2, 0, 0, 0, 0, 1])];
-        assert_eq!(describe(&e), "read-only, O_DIRECT, offset 8 sectors, mask 02:00:00:00:00:01");
+        assert_eq!(
+            describe(&e, e.read_only),
+            "read-only, O_DIRECT, offset 8 sectors, mask 02:00:00:00:00:01"
+        );
     }
 }

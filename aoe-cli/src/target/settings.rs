@@ -38,7 +38,7 @@ use std::time::Duration;
 use aoe_proto::{MacAddr, SHELF_BROADCAST, SLOT_BROADCAST};
 use serde::{Deserialize, Deserializer};
 
-use aoe_target::export::{Access, AccessRule, AccessRules, DEFAULT_BUFFER_COUNT};
+use aoe_target::export::{Access, AccessRule, AccessRules, DEFAULT_BUFFER_COUNT, MAX_LIST_ENTRIES};
 use aoe_target::server::DEFAULT_BUSY_POLL;
 
 /// Every export one process serves.
@@ -77,6 +77,9 @@ pub const CONTROL_DIR: &str = "/run/aoe-target";
 /// Where host names are looked up unless the configuration says otherwise.
 pub const DEFAULT_ETHERS: &str = "/etc/ethers";
 
+/// Longest configuration file read: 4 MiB holds tens of thousands of exports.
+pub const MAX_CONFIG_FILE: u64 = 4 << 20;
+
 /// Most I/O threads per interface.
 pub const MAX_IO_THREADS: usize = 256;
 /// I/O threads per interface chosen for exports of block devices and `O_DIRECT` files.
@@ -92,7 +95,8 @@ pub struct ExportSettings {
     pub slot: u8,
     /// Network interfaces it is offered on (at least one).
     pub interfaces: Vec<String>,
-    /// The regular file or block device holding the sectors.
+    /// The regular file or block device holding the sectors, or an NBD export named by a URI:
+    /// `nbd://HOST[:PORT]/EXPORT` or `nbd+unix:///EXPORT?socket=PATH`.
     pub file: PathBuf,
     /// Refuse writes (vblade `-r`).
     #[serde(default)]
@@ -319,9 +323,9 @@ impl Settings {
     }
 
     /// The I/O threads for an interface that serves exports `exports` (indices into
-    /// [`exports`](Self::exports)), of which `block_devices` are block devices: as set, else
-    /// [`DEFAULT_IO_THREADS`] when one of them is a block device or opened with `O_DIRECT`
-    /// (reads and writes that wait on a disk), else none (files whose sectors the page cache
+    /// [`exports`](Self::exports)), of which `block_devices` are block devices or NBD exports:
+    /// as set, else [`DEFAULT_IO_THREADS`] when one of them is one of those or opened with
+    /// `O_DIRECT` (reads and writes that wait on a disk or a network), else none (files whose sectors the page cache
     /// holds are served fastest by the serving thread itself).
     pub fn io_threads_for(&self, exports: &[usize], block_devices: usize) -> usize {
         match self.io_threads {
@@ -369,10 +373,20 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Reads and parses a configuration file (see [`from_toml`](Self::from_toml)).
+    /// Reads and parses a configuration file (see [`from_toml`](Self::from_toml)). A file
+    /// longer than [`MAX_CONFIG_FILE`] (say, `/dev/zero`) is refused, not read on forever.
     pub fn load(path: &Path) -> Result<Self, SettingsError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| SettingsError::ReadConfig { file: path.to_owned(), source })?;
+        use std::io::Read;
+        let fail = |source| SettingsError::ReadConfig { file: path.to_owned(), source };
+        let file = std::fs::File::open(path).map_err(fail)?;
+        let mut bytes = Vec::new();
+        file.take(MAX_CONFIG_FILE + 1).read_to_end(&mut bytes).map_err(fail)?;
+        if bytes.len() as u64 > MAX_CONFIG_FILE {
+            let why = format!("longer than {MAX_CONFIG_FILE} bytes, which no list of exports needs");
+            return Err(fail(std::io::Error::new(std::io::ErrorKind::InvalidData, why)));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| fail(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")))?;
         Self::from_toml(&text, path)
     }
 
@@ -416,6 +430,27 @@ impl Settings {
             }
             if export.file.as_os_str().is_empty() {
                 return fail(Problem::NoFile);
+            }
+            if let Some(address) = super::service::nbd_address(&export.file) {
+                if let Err(e) = address {
+                    return fail(Problem::NbdUri(e));
+                }
+                if export.direct || export.sync {
+                    return fail(Problem::NbdFileOption);
+                }
+            }
+            if export.mask.len() > MAX_LIST_ENTRIES {
+                return fail(Problem::MaskTooLong(export.mask.len()));
+            }
+            if let Some(mac) = export.mask.iter().find(|m| m.is_multicast()) {
+                return fail(Problem::GroupAddress { setting: "mask", mac: *mac });
+            }
+            let rule_macs = export.rules.iter().filter_map(|r| match r.who {
+                Initiator::Mac(mac) => Some(mac),
+                _ => None,
+            });
+            if let Some(mac) = rule_macs.into_iter().find(MacAddr::is_multicast) {
+                return fail(Problem::GroupAddress { setting: "rules", mac });
             }
             if let Some(at) = export.rules.iter().position(|r| r.who == Initiator::Everyone) {
                 if at + 1 < export.rules.len() {
@@ -512,6 +547,30 @@ pub enum Problem {
     /// `file = ""`.
     #[error("file is empty: name a regular file or block device")]
     NoFile,
+    /// More mask entries than an answer lists.
+    #[error("mask has {0} entries; the protocol's list holds at most {MAX_LIST_ENTRIES}")]
+    MaskTooLong(usize),
+    /// A broadcast or multicast address where an initiator's belongs.
+    #[error("{setting}: {mac} is a group (broadcast or multicast) address, which no initiator has")]
+    GroupAddress {
+        /// `mask` or `rules`.
+        setting: &'static str,
+        /// The address.
+        mac: MacAddr,
+    },
+    /// Two exports write the same sectors of one file.
+    #[error("file {path} is also exported by export[{first}] ({other}) over the same sectors; two disks writing one file corrupt each other (make both read_only, or give them disjoint offset and length)")]
+    SameFileTwice {
+        /// The path.
+        path: PathBuf,
+        /// The other export's index.
+        first: usize,
+        /// Its name.
+        other: String,
+    },
+    /// A loopback interface.
+    #[error("interfaces: {0} is a loopback interface, which reaches no other host")]
+    Loopback(String),
     /// A rule after the one for `*`, which it could never match.
     #[error("rules: {0:?} comes after the rule for *, which covers every initiator: put * last")]
     RuleAfterEveryone(String),
@@ -547,6 +606,20 @@ pub enum Problem {
     File {
         /// The path.
         path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `file` is a URI but not an NBD one this target can use.
+    #[error("file {0}")]
+    NbdUri(aoe_target::backend::nbd::UriError),
+    /// `direct` or `sync` with an NBD export.
+    #[error("direct and sync are for files: an NBD export's server decides how it writes")]
+    NbdFileOption,
+    /// The NBD server cannot be reached or refuses the export (the message names it).
+    #[error("{source}")]
+    Nbd {
+        /// The URI.
+        uri: String,
         /// Why.
         source: std::io::Error,
     },
@@ -824,6 +897,12 @@ file = "/srv/b.img"
             ),
             (String::new(), "exports.toml: no [[export]] table"),
             (format!("io_threads = 257\n{ONE}"), "exports.toml: io_threads = 257 is more than 256"),
+            (ONE.replace("/srv/disk0.img", "nbd+unix:///d"), "file nbd+unix:///d: no socket"),
+            (ONE.replace("/srv/disk0.img", "nbds://h/d"), "not supported"),
+            (
+                format!("{}direct = true\n", ONE.replace("/srv/disk0.img", "nbd://h/d")),
+                "direct and sync are for files",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(&text).unwrap_err();

@@ -755,7 +755,7 @@ fn errors_are_per_op() {
     a[25] = AtaError::UNC.bits();
     a[27] = (AtaStatus::DRDY | AtaStatus::ERR).bits();
     assert!(h.deliver(&a));
-    assert!(matches!(h.result(w), Err(Error::Ata { command: 0x34, status: 0x41, error: 0x40 })));
+    assert!(matches!(h.result(w), Err(Error::Ata { command: 0x34, status: 0x41, error: 0x40, .. })));
 }
 
 #[test]

@@ -1,14 +1,17 @@
-//! Where an export's sectors live: a file or block device, or memory, behind positional I/O.
+//! Where an export's sectors live: a file or block device, memory, or an NBD server
+//! ([`nbd`]), behind positional I/O.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use aoe_proto::SECTOR_SIZE;
 
 mod mapped;
+pub mod nbd;
 
 pub use mapped::{MappedFile, Tail};
 
@@ -28,12 +31,23 @@ pub trait Backend: Send + Sync {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Makes written data durable.
     fn flush(&self) -> io::Result<()>;
+    /// Looks again at how many bytes the store holds, for stores that can shrink under a
+    /// running target (a file truncated by someone else), and returns [`len`](Self::len) as
+    /// it is now: never more than at the start. The default changes nothing.
+    fn refresh_len(&self) -> io::Result<u64> {
+        Ok(self.len())
+    }
     /// The backend's bytes as a file mapping, with the offset of byte 0 within it, when it
     /// has one: reads can then be answered from the mapping without copying
     /// ([`SectorIo::tail`](crate::export::SectorIo::tail)). What the mapping shows must
     /// always equal what [`read_at`](Self::read_at) would return.
     fn mapping(&self) -> Option<(&Arc<MappedFile>, u64)> {
         None
+    }
+    /// True when the storage itself refuses writes (an NBD export the server offers
+    /// read-only): the export is then served read-only whatever it was told.
+    fn read_only(&self) -> bool {
+        false
     }
 }
 
@@ -50,8 +64,14 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     fn flush(&self) -> io::Result<()> {
         (**self).flush()
     }
+    fn refresh_len(&self) -> io::Result<u64> {
+        (**self).refresh_len()
+    }
     fn mapping(&self) -> Option<(&Arc<MappedFile>, u64)> {
         (**self).mapping()
+    }
+    fn read_only(&self) -> bool {
+        (**self).read_only()
     }
 }
 
@@ -68,14 +88,21 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     fn flush(&self) -> io::Result<()> {
         (**self).flush()
     }
+    fn refresh_len(&self) -> io::Result<u64> {
+        (**self).refresh_len()
+    }
     fn mapping(&self) -> Option<(&Arc<MappedFile>, u64)> {
         (**self).mapping()
     }
+    fn read_only(&self) -> bool {
+        (**self).read_only()
+    }
 }
 
+/// No such bytes: `UnexpectedEof`, which an answer reports as IDNF (no such sector).
 fn out_of_range(offset: u64, len: usize, size: u64) -> io::Error {
     io::Error::new(
-        io::ErrorKind::InvalidInput,
+        io::ErrorKind::UnexpectedEof,
         format!("I/O of {len} bytes at offset {offset} is outside the {size}-byte export"),
     )
 }
@@ -91,6 +118,8 @@ fn check_range(offset: u64, len: usize, size: u64) -> io::Result<()> {
 #[derive(Debug)]
 pub struct MemoryBackend {
     data: RwLock<Box<[u8]>>,
+    /// The data's length, which never changes: read without the lock.
+    len: u64,
 }
 
 impl MemoryBackend {
@@ -100,7 +129,8 @@ impl MemoryBackend {
     }
     /// The given bytes.
     pub fn from_vec(data: Vec<u8>) -> Self {
-        MemoryBackend { data: RwLock::new(data.into_boxed_slice()) }
+        let len = data.len() as u64;
+        MemoryBackend { data: RwLock::new(data.into_boxed_slice()), len }
     }
     /// A copy of the contents.
     pub fn snapshot(&self) -> Vec<u8> {
@@ -110,7 +140,7 @@ impl MemoryBackend {
 
 impl Backend for MemoryBackend {
     fn len(&self) -> u64 {
-        self.data.read().unwrap_or_else(|e| e.into_inner()).len() as u64
+        self.len
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let data = self.data.read().unwrap_or_else(|e| e.into_inner());
@@ -183,22 +213,30 @@ pub enum WindowError {
 }
 
 impl<B: Backend> Backend for Window<B> {
+    /// The window's length, or less once the backend under it has shrunk into it.
     fn len(&self) -> u64 {
-        self.len
+        self.len.min(self.inner.len().saturating_sub(self.offset))
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        check_range(offset, buf.len(), self.len)?;
+        check_range(offset, buf.len(), self.len())?;
         self.inner.read_at(buf, self.offset + offset)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        check_range(offset, buf.len(), self.len)?;
+        check_range(offset, buf.len(), self.len())?;
         self.inner.write_at(buf, self.offset + offset)
     }
     fn flush(&self) -> io::Result<()> {
         self.inner.flush()
     }
+    fn refresh_len(&self) -> io::Result<u64> {
+        self.inner.refresh_len()?;
+        Ok(self.len())
+    }
     fn mapping(&self) -> Option<(&Arc<MappedFile>, u64)> {
         self.inner.mapping().map(|(map, start)| (map, start + self.offset))
+    }
+    fn read_only(&self) -> bool {
+        self.inner.read_only()
     }
 }
 
@@ -218,7 +256,11 @@ pub struct FileOptions {
 #[derive(Debug)]
 pub struct FileBackend {
     file: File,
-    len: u64,
+    /// Bytes the file holds now, as last looked at ([`Backend::refresh_len`]): the size at
+    /// the start, or less once the file was truncated under the export.
+    len: AtomicU64,
+    /// The size at the start: a file that grows later is not exported further.
+    opened_len: u64,
     /// With O_DIRECT: the alignment the file wants.
     direct: Option<DirectAlignment>,
     /// Held exclusively by a write that reads, changes and writes back a span wider than
@@ -273,7 +315,14 @@ impl FileBackend {
         // be mapped are still served, through pread.
         let map = if options.direct { None } else { MappedFile::map(&file, len).ok() };
         let direct = options.direct.then(|| direct_alignment(&file));
-        Ok(FileBackend { file, len, direct, widened_writes: RwLock::new(()), map })
+        Ok(FileBackend {
+            file,
+            len: AtomicU64::new(len),
+            opened_len: len,
+            direct,
+            widened_writes: RwLock::new(()),
+            map,
+        })
     }
 
     /// With O_DIRECT, the alignment transfers use: what the kernel says the file needs (a
@@ -341,21 +390,28 @@ fn direct_alignment(file: &File) -> DirectAlignment {
 
 impl Backend for FileBackend {
     fn len(&self) -> u64 {
-        self.len
+        self.len.load(Ordering::Relaxed)
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        check_range(offset, buf.len(), self.len)?;
+        let len = self.len();
+        check_range(offset, buf.len(), len)?;
         let Some(align) = self.direct else {
-            return self.file.read_exact_at(buf, offset);
+            let read = self.file.read_exact_at(buf, offset);
+            if read.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::UnexpectedEof) {
+                // The file ended early: it was truncated. Later requests see its new size.
+                let _ = self.refresh_len();
+            }
+            return read;
         };
         Self::bounce(align, offset, buf.len(), |aligned, start, skip| {
-            read_direct(&self.file, aligned, start, self.len)?;
+            read_direct(&self.file, aligned, start, len)?;
             buf.copy_from_slice(&aligned[skip..skip + buf.len()]);
             Ok(())
         })
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        check_range(offset, buf.len(), self.len)?;
+        let len = self.len();
+        check_range(offset, buf.len(), len)?;
         let Some(align) = self.direct else {
             return self.file.write_all_at(buf, offset);
         };
@@ -367,15 +423,24 @@ impl Backend for FileBackend {
                 false => (None, Some(self.widened_writes.read().unwrap_or_else(|e| e.into_inner()))),
             };
             if widened {
-                read_direct(&self.file, aligned, start, self.len)?;
+                read_direct(&self.file, aligned, start, len)?;
             }
             aligned[skip..skip + buf.len()].copy_from_slice(buf);
-            let keep = aligned.len().min((self.len - start) as usize);
+            let keep = aligned.len().min((len - start) as usize);
             self.file.write_all_at(&aligned[..keep.div_ceil(SECTOR_SIZE) * SECTOR_SIZE], start)
         })
     }
     fn flush(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+    /// A regular file's size now (block devices do not shrink), capped at the size at the
+    /// start.
+    fn refresh_len(&self) -> io::Result<u64> {
+        let meta = self.file.metadata()?;
+        if meta.is_file() {
+            self.len.store(meta.len().min(self.opened_len), Ordering::Relaxed);
+        }
+        Ok(self.len())
     }
     fn mapping(&self) -> Option<(&Arc<MappedFile>, u64)> {
         self.map.as_ref().map(|map| (map, 0))

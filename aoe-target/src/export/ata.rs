@@ -38,6 +38,7 @@ impl<B: Backend> Export<B> {
         if command != AtaCommand::IdentifyDevice && !self.reserve.is_empty() && !self.reserve.contains(&src) {
             return self.refuse(port, request, ErrorCode::TargetReserved, out);
         }
+        self.follow_backend_size();
         let mut registers = AtaRepr::parse(ata);
         let reply = match command {
             AtaCommand::ReadSectors | AtaCommand::ReadSectorsExt => self.read(port, ata),

@@ -45,6 +45,30 @@ pub(super) fn ata_fail(error: AtaError) -> (AtaStatus, AtaError) {
     (AtaStatus::DRDY | AtaStatus::ERR, error)
 }
 
+/// The ATA status and error registers that tell an initiator why a backend's read, write or
+/// flush failed, so that it can say so (aoe-initiator names each):
+///
+/// | backend error | status | error | meaning |
+/// |---|---|---|---|
+/// | `ENOSPC`, `EDQUOT` | DRDY ERR DF | UNC | the store is full |
+/// | `EROFS`, `EPERM`, `EACCES` | DRDY ERR DF | ABRT | the store refuses writes |
+/// | `UnexpectedEof`, `EINVAL` past the end (a file truncated under the export) | DRDY ERR | IDNF ABRT | no such sector any more |
+/// | a failed flush, for any other reason | DRDY ERR DF | ABRT | written data may not be durable |
+/// | anything else (`EIO`, ...) | DRDY ERR | UNC | the sectors cannot be read or written |
+///
+/// DF (device fault) marks failures of the store behind the disk rather than of the sectors
+/// themselves; the Linux aoe driver, like any initiator, fails the request on ERR or DF.
+pub fn ata_error_for(op: SectorOp, error: &std::io::Error) -> (AtaStatus, AtaError) {
+    let fault = AtaStatus::DRDY | AtaStatus::ERR | AtaStatus::DF;
+    match (error.raw_os_error(), error.kind()) {
+        (Some(libc::ENOSPC | libc::EDQUOT), _) => (fault, AtaError::UNC),
+        (Some(libc::EROFS | libc::EPERM | libc::EACCES), _) => (fault, AtaError::ABRT),
+        (_, std::io::ErrorKind::UnexpectedEof) => ata_fail(AtaError::IDNF | AtaError::ABRT),
+        _ if op == SectorOp::Flush => (fault, AtaError::ABRT),
+        _ => ata_fail(AtaError::UNC),
+    }
+}
+
 /// The registers of a command that succeeded.
 pub(super) const ATA_OK: (AtaStatus, AtaError) = (AtaStatus::DRDY, AtaError::empty());
 
@@ -90,8 +114,8 @@ impl<'r> SectorIo<'r> {
     /// Does the I/O on `backend` and finishes the answer in `answer`, the buffer
     /// [`Export::handle`](super::Export::handle) wrote its headers into (or a copy of those
     /// headers): sets the ATA status and error registers, puts a read's sectors after the
-    /// headers, pads, and returns the answer's length. A failed read or write answers ERR
-    /// with UNC, a failed flush ERR with ABRT. Fails when `answer` is too short for the
+    /// headers, pads, and returns the answer's length. A failure answers the registers
+    /// [`ata_error_for`] gives the backend's error. Fails when `answer` is too short for the
     /// sectors.
     pub fn complete<B: Backend + ?Sized>(&self, backend: &B, answer: &mut [u8]) -> Result<usize, EmitError> {
         let mut frame = AtaFrame::new_checked(answer)?;
@@ -101,10 +125,9 @@ impl<'r> SectorIo<'r> {
             (SectorOp::Write, None) => backend.write_at(frame.data_mut(self.len)?, self.offset),
             (SectorOp::Flush, _) => backend.flush(),
         };
-        let (status, error) = match (self.op, &result) {
-            (_, Ok(())) => ATA_OK,
-            (SectorOp::Flush, Err(_)) => ata_fail(AtaError::ABRT),
-            (_, Err(_)) => ata_fail(AtaError::UNC),
+        let (status, error) = match &result {
+            Ok(()) => ATA_OK,
+            Err(e) => ata_error_for(self.op, e),
         };
         frame.set_status(status);
         frame.set_error(error);
@@ -122,6 +145,10 @@ impl<'r> SectorIo<'r> {
     /// answer shows the sectors as they were when its request was handled.
     pub fn tail<B: Backend + ?Sized>(&self, backend: &B) -> Option<Tail> {
         if self.op != SectorOp::Read {
+            return None;
+        }
+        // Not from bytes the store no longer holds (a file truncated under the mapping).
+        if self.offset.checked_add(self.len as u64)? > backend.len() {
             return None;
         }
         let (map, start) = backend.mapping()?;

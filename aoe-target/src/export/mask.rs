@@ -43,6 +43,8 @@ impl<B: Backend> Export<B> {
         for d in directives {
             match d.command() {
                 DirectiveCommand::None => {}
+                // A group address is no initiator's: it would answer everyone.
+                DirectiveCommand::Add if d.mac.is_multicast() => return MaskError::BadDirective,
                 DirectiveCommand::Add if self.mask.contains(&d.mac) => {}
                 DirectiveCommand::Add if self.mask.len() >= MAX_LIST_ENTRIES => return MaskError::Full,
                 DirectiveCommand::Add => self.mask.push(d.mac),

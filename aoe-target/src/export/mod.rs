@@ -168,6 +168,9 @@ pub enum Ignored {
     Masked,
     /// From an initiator the export's access rules deny ([`Access::Deny`]).
     Denied,
+    /// From a broadcast or multicast source address, which no initiator has: an answer
+    /// would go to every host on the segment.
+    MulticastSource,
     /// A config-string test (exact or prefix) that does not match: the protocol says to
     /// stay silent.
     ConfigMismatch,
@@ -330,6 +333,27 @@ impl<B: Backend> Export<B> {
     pub fn sectors(&self) -> u64 {
         self.sectors
     }
+
+    /// Follows the backend's size: when it has shrunk (a file truncated under the export),
+    /// the capacity, and the IDENTIFY data that reports it, shrink with it, so that what no
+    /// longer exists is answered IDNF. Cheap (the backend's cached size): called for every
+    /// ATA request. Returns the capacity in sectors.
+    pub fn follow_backend_size(&mut self) -> u64 {
+        let sectors = self.backend.len() / SECTOR_SIZE as u64;
+        if sectors != self.sectors {
+            tracing::warn!(
+                "e{}.{}: the store now holds {sectors} sectors, not {}: answering that size",
+                self.config.shelf,
+                self.config.slot,
+                self.sectors
+            );
+            self.sectors = sectors;
+            let id =
+                Identify::new(&self.config.model, &self.config.serial, env!("CARGO_PKG_VERSION"), sectors);
+            id.emit(&mut self.identify);
+        }
+        sectors
+    }
     /// The current config string.
     pub fn config_string(&self) -> &[u8] {
         &self.config_string
@@ -437,6 +461,9 @@ impl<B: Backend> Export<B> {
         }
         if !header.addresses(self.config.shelf, self.config.slot) {
             return Ok(Outcome::Ignored(Ignored::NotAddressed));
+        }
+        if request.ethernet().src.is_multicast() {
+            return Ok(Outcome::Ignored(Ignored::MulticastSource));
         }
         if !self.mask.is_empty() && !self.mask.contains(&request.ethernet().src) {
             return Ok(Outcome::Ignored(Ignored::Masked));

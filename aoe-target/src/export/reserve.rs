@@ -21,7 +21,9 @@ impl<B: Backend> Export<B> {
         let src = request.ethernet().src;
         match command {
             ReserveCommand::Read => {}
-            ReserveCommand::Set | ReserveCommand::ForceSet if macs.len() > MAX_LIST_ENTRIES => {
+            ReserveCommand::Set | ReserveCommand::ForceSet
+                if macs.len() > MAX_LIST_ENTRIES || macs.iter().any(MacAddr::is_multicast) =>
+            {
                 return self.refuse(port, request, ErrorCode::BadArgument, out);
             }
             ReserveCommand::Set if !self.reserve.is_empty() && !self.reserve.contains(&src) => {

@@ -25,6 +25,8 @@ pub struct InterfaceInfo {
     pub mtu: usize,
     /// True when the interface is administratively up (`IFF_UP`).
     pub up: bool,
+    /// True for a loopback interface (`IFF_LOOPBACK`), which reaches no other host.
+    pub loopback: bool,
 }
 
 /// Index, MAC, MTU and state of interface `ifname`. Needs no privilege.
@@ -61,6 +63,7 @@ pub fn interface_info(ifname: &str) -> Result<InterfaceInfo, OpenError> {
         mac: MacAddr(mac),
         mtu: mtu.max(0) as usize,
         up: flags & libc::IFF_UP as libc::c_short != 0,
+        loopback: flags & libc::IFF_LOOPBACK as libc::c_short != 0,
     })
 }
 

@@ -297,6 +297,12 @@ impl Transport for AfPacket {
         self.info.mtu
     }
 
+    fn refresh_mtu(&mut self) -> io::Result<usize> {
+        let info = interface::interface_info(&self.info.name).map_err(io::Error::other)?;
+        self.info.mtu = info.mtu;
+        Ok(info.mtu)
+    }
+
     fn name(&self) -> &str {
         &self.info.name
     }
