@@ -14,7 +14,7 @@ if [ "$(id -u)" = 0 ]; then
   for tool in vblade:vblade aoeping:aoetools tshark:tshark ip:iproute2 kill:procps \
       nbdinfo:libnbd-bin nbdkit:nbdkit qemu-img:qemu-utils \
       fusermount3:fuse3 mkfs.ext4:e2fsprogs e2fsck:e2fsprogs sfdisk:fdisk losetup:mount \
-      nsenter:util-linux setpriv:util-linux unshare:util-linux blockdev:util-linux; do
+      nsenter:util-linux setpriv:util-linux unshare:util-linux blockdev:util-linux curl:curl; do
     command -v "${tool%%:*}" >/dev/null || need+=("${tool##*:}")
   done
   if [ ${#need[@]} -gt 0 ]; then

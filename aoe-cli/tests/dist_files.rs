@@ -35,6 +35,8 @@ fn generated() -> BTreeMap<PathBuf, Vec<u8>> {
             files.insert(Path::new("completions").join(file.replace("{}", &name)), out);
         }
     }
+    // `aoe-target ctl` has man pages of its own (its arguments are parsed apart from vblade's).
+    man_pages(&aoe_cli::target::ctl::CtlCli::command(), &mut files);
     files
 }
 

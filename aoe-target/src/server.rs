@@ -9,7 +9,7 @@ use aoe_proto::{AtaFrame, EmitError};
 use aoe_transport::{FrameBatch, Transport};
 
 use crate::backend::{Backend, Tail};
-use crate::export::{Export, Outcome, Port, Received};
+use crate::export::{Export, Outcome, Port, Received, ServerStats};
 use crate::workers::{IoWorkers, Job};
 
 /// Frames received or sent per system call.
@@ -38,6 +38,8 @@ pub struct Server<T, B> {
     busy_poll: Duration,
     /// Threads that do sector I/O, when the server does not do it itself.
     workers: Option<IoWorkers<B>>,
+    /// Frames received and sent, readable from other threads.
+    stats: Arc<ServerStats>,
     /// Most sectors per frame the buffers were sized for: the MTU at the start.
     buffer_sectors: u8,
     /// When the interface's MTU was last looked at.
@@ -92,10 +94,11 @@ impl Answers {
     fn push<T: Transport>(
         &mut self,
         transport: &mut T,
+        stats: &ServerStats,
         answer: impl FnOnce(&mut [u8], &mut Option<Tail>) -> usize,
     ) -> io::Result<()> {
         if self.frames.is_full() {
-            self.send(transport)?;
+            self.send(transport, stats)?;
         }
         let mut tail = None;
         let before = self.frames.len();
@@ -111,7 +114,7 @@ impl Answers {
     /// the wire (the initiator retransmits): a congested link or a vanished peer must not
     /// stop the target. Only the interface going down is reported, so that the caller can
     /// wait for it to come back.
-    fn send<T: Transport>(&mut self, transport: &mut T) -> io::Result<()> {
+    fn send<T: Transport>(&mut self, transport: &mut T, stats: &ServerStats) -> io::Result<()> {
         if self.frames.is_empty() {
             return Ok(());
         }
@@ -125,6 +128,10 @@ impl Answers {
         self.frames.clear();
         self.tails.clear();
         self.tailed = 0;
+        match &result {
+            Ok(sent) => stats.count_sent(*sent, queued.saturating_sub(*sent)),
+            Err(_) => stats.count_sent(0, queued),
+        }
         match result {
             Ok(sent) if sent < queued => {
                 tracing::debug!(link = transport.name(), lost = queued - sent, "answers not sent");
@@ -138,6 +145,15 @@ impl Answers {
             }
         }
     }
+}
+
+/// `export` with its address, read once.
+fn routed<B: Backend>(export: SharedExport<B>) -> Routed<B> {
+    let (shelf, slot) = {
+        let config = lock(&export);
+        (config.config().shelf, config.config().slot)
+    };
+    Routed { shelf, slot, export }
 }
 
 fn lock<B>(export: &SharedExport<B>) -> MutexGuard<'_, Export<B>> {
@@ -157,10 +173,11 @@ fn answer_here<B: Backend>(
     let outcome = export.handle(port, request, slot).and_then(|outcome| match outcome {
         Outcome::NeedsIo(io) => match io.tail(export.backend()) {
             Some(mapped) => {
+                export.stats().mapped_read(mapped.bytes().len());
                 *tail = Some(mapped);
                 Ok(AtaFrame::HEADER_LEN)
             }
-            None => io.complete(export.backend(), slot),
+            None => export.stats().run_io(&io, export.backend(), slot, false),
         },
         Outcome::Answered(len) => Ok(len),
         Outcome::Ignored(_) => Ok(0),
@@ -179,16 +196,7 @@ impl<T: Transport, B: Backend> Server<T, B> {
     pub fn new(transport: T, exports: Vec<SharedExport<B>>) -> Self {
         let port = Port::new(transport.mac(), transport.mtu());
         let frame_capacity = 14 + transport.mtu();
-        let exports = exports
-            .into_iter()
-            .map(|export| {
-                let (shelf, slot) = {
-                    let config = lock(&export);
-                    (config.config().shelf, config.config().slot)
-                };
-                Routed { shelf, slot, export }
-            })
-            .collect();
+        let exports = exports.into_iter().map(routed).collect();
         Server {
             transport,
             exports,
@@ -197,9 +205,27 @@ impl<T: Transport, B: Backend> Server<T, B> {
             tx: Answers::new(frame_capacity),
             busy_poll: DEFAULT_BUSY_POLL,
             workers: None,
+            stats: Arc::default(),
             buffer_sectors: port.max_sectors,
             mtu_checked: Instant::now(),
         }
+    }
+
+    /// Its counters: frames received, sent and not sent, readable from any thread.
+    pub fn stats(&self) -> &Arc<ServerStats> {
+        &self.stats
+    }
+
+    /// The exports it serves, in the order frames are offered to them.
+    pub fn exports(&self) -> impl Iterator<Item = &SharedExport<B>> {
+        self.exports.iter().map(|r| &r.export)
+    }
+
+    /// Serves `exports` from the next frame on, in place of those it served. I/O already
+    /// handed to the I/O threads for an export no longer served still completes and is
+    /// answered.
+    pub fn set_exports(&mut self, exports: Vec<SharedExport<B>>) {
+        self.exports = exports.into_iter().map(routed).collect();
     }
 
     /// Looks again at the size of every export's store ([`Backend::refresh_len`]), so that
@@ -258,7 +284,8 @@ impl<T: Transport, B: Backend> Server<T, B> {
         self.workers = None;
         if threads > 0 {
             let frame_capacity = 14 + self.transport.mtu();
-            self.workers = Some(IoWorkers::start(threads, &self.transport, frame_capacity)?);
+            let stats = Arc::clone(&self.stats);
+            self.workers = Some(IoWorkers::start(threads, &self.transport, frame_capacity, stats)?);
         }
         Ok(())
     }
@@ -281,24 +308,34 @@ impl<T: Transport, B: Backend> Server<T, B> {
 
     /// Broadcasts every export's query-config answer, as a target does when it starts.
     pub fn announce(&mut self) -> io::Result<()> {
+        self.announce_if(|_| true)
+    }
+
+    /// Broadcasts the query-config answer of each export it serves for which `which` is
+    /// true, as a target does when it starts serving one.
+    pub fn announce_if(&mut self, mut which: impl FnMut(&SharedExport<B>) -> bool) -> io::Result<()> {
         for routed in &self.exports {
+            if !which(&routed.export) {
+                continue;
+            }
             let export = lock(&routed.export);
-            self.tx.push(&mut self.transport, |slot, _| {
+            self.tx.push(&mut self.transport, &self.stats, |slot, _| {
                 export.announce(&self.port, slot).unwrap_or_else(not_answered)
             })?;
         }
-        self.tx.send(&mut self.transport)
+        self.tx.send(&mut self.transport, &self.stats)
     }
 
     /// Receives one batch (waiting at most `timeout`), answers it and sends the answers.
     /// Returns the number of frames received.
     pub fn poll(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         let received = self.transport.recv_batch(&mut self.rx, timeout)?;
+        self.stats.count_received(received);
         let answered = self.answer_received();
         // Requests a receive ring lent go back to it now, not at the next receive.
         self.rx.clear();
         answered?;
-        self.tx.send(&mut self.transport)?;
+        self.tx.send(&mut self.transport, &self.stats)?;
         Ok(received)
     }
 
@@ -310,15 +347,18 @@ impl<T: Transport, B: Backend> Server<T, B> {
         }
         for frame in self.rx.iter() {
             // Parsed once, for every export it addresses.
-            let Ok(request) = Received::parse(frame) else { continue };
+            let Ok(request) = Received::parse(frame) else {
+                self.stats.count_malformed();
+                continue;
+            };
             // Read answers not sent yet take their sectors as they are when sent: send them
             // before a write can change those sectors.
             if self.tx.has_tails() && request.writes_sectors() {
-                self.tx.send(&mut self.transport)?;
+                self.tx.send(&mut self.transport, &self.stats)?;
             }
             for export in addressed(&self.exports, &request) {
                 let mut export = lock(export);
-                self.tx.push(&mut self.transport, |slot, tail| {
+                self.tx.push(&mut self.transport, &self.stats, |slot, tail| {
                     answer_here(&mut export, &self.port, &request, slot, tail)
                 })?;
             }
@@ -333,7 +373,10 @@ impl<T: Transport, B: Backend> Server<T, B> {
         let Some(workers) = self.workers.as_mut() else { return Ok(()) };
         let lone = self.rx.len() == 1;
         for frame in self.rx.iter() {
-            let Ok(request) = Received::parse(frame) else { continue };
+            let Ok(request) = Received::parse(frame) else {
+                self.stats.count_malformed();
+                continue;
+            };
             for export in addressed(&self.exports, &request) {
                 let mut answer = workers.buffer();
                 let mut export = lock(export);
@@ -344,8 +387,10 @@ impl<T: Transport, B: Backend> Server<T, B> {
                             // requests come, through every interface.
                             let ticket = export.io_order().enter(&io);
                             let backend = Arc::clone(export.shared_backend());
+                            let stats = Arc::clone(export.stats());
                             drop(export);
-                            let job = Job { io, ticket, backend, answer };
+                            stats.io_queued();
+                            let job = Job { io, ticket, backend, answer, stats };
                             if !(lone && workers.better_done_here()) {
                                 workers.submit(job);
                                 continue;
@@ -362,7 +407,7 @@ impl<T: Transport, B: Backend> Server<T, B> {
                     Err(e) => Some(not_answered(e)),
                 };
                 if let Some(len) = len.filter(|&len| len > 0) {
-                    self.tx.push(&mut self.transport, |slot, _| {
+                    self.tx.push(&mut self.transport, &self.stats, |slot, _| {
                         slot[..len].copy_from_slice(&answer[..len]);
                         len
                     })?;
@@ -458,6 +503,15 @@ mod tests {
         let mut expect: Vec<u32> = vec![1, 1];
         expect.extend(100..140);
         assert_eq!(tags, expect, "two config answers, then every read in order");
+        let served = server.stats().snapshot();
+        assert_eq!((served.received, served.sent, served.send_failures), (41, 42, 0));
+        let stats: Vec<_> = server.exports().map(|e| lock(e).stats().snapshot()).collect();
+        use crate::export::Command;
+        assert_eq!(stats[0].requests[Command::Config as usize], 1);
+        assert_eq!(stats[0].read_bytes, 0);
+        assert_eq!(stats[1].requests[Command::Read as usize], 40);
+        assert_eq!(stats[1].read_bytes, 40 * 17 * 512);
+        assert_eq!((stats[1].latency_count(), stats[1].in_flight), (40, 0));
     }
 
     fn ata_request(tag: u32, header: AtaRepr, data: &[u8]) -> impl FnOnce(&mut [u8]) -> usize + '_ {

@@ -23,7 +23,7 @@ use aoe_proto::{AtaFrame, EmitError};
 use aoe_transport::{FrameBatch, Transport};
 
 use crate::backend::Backend;
-use crate::export::{SectorIo, SectorOp};
+use crate::export::{ExportStats, SectorIo, SectorOp, ServerStats};
 use crate::ordering::Ticket;
 
 /// Answers a worker sends per system call, at most.
@@ -49,6 +49,9 @@ pub struct Job<B> {
     /// The answer as [`Export::handle`](crate::export::Export::handle) wrote it and
     /// [`SectorIo::detach`] completed it, in a buffer from [`IoWorkers::buffer`].
     pub answer: Box<[u8]>,
+    /// The export's counters, which count it in flight already
+    /// ([`ExportStats::io_queued`]).
+    pub stats: Arc<ExportStats>,
 }
 
 /// A fixed set of I/O threads, each with its own sending handle on the link, and the answer
@@ -109,9 +112,14 @@ impl<B> std::fmt::Debug for IoWorkers<B> {
 
 impl<B: Backend + 'static> IoWorkers<B> {
     /// Starts `count` workers (at least one), each sending on a handle `link` makes
-    /// ([`Transport::sender`]); answers are up to `frame_capacity` bytes. Fails when a handle
-    /// or a thread cannot be made.
-    pub fn start(count: usize, link: &dyn Transport, frame_capacity: usize) -> io::Result<Self> {
+    /// ([`Transport::sender`]) and counting what it sends in `sent`; answers are up to
+    /// `frame_capacity` bytes. Fails when a handle or a thread cannot be made.
+    pub fn start(
+        count: usize,
+        link: &dyn Transport,
+        frame_capacity: usize,
+        sent: Arc<ServerStats>,
+    ) -> io::Result<Self> {
         let count = count.max(1);
         let (give_back, returned) = mpsc::channel();
         let mut workers = IoWorkers {
@@ -132,10 +140,11 @@ impl<B: Backend + 'static> IoWorkers<B> {
             let give_back: Sender<Box<[u8]>> = give_back.clone();
             let in_flight = Arc::clone(&workers.in_flight);
             let io_time = Arc::clone(&workers.io_time);
+            let sent = Arc::clone(&sent);
             let name = format!("aoe-io-{}-{i}", link.name());
             let thread = thread::Builder::new()
                 .name(name)
-                .spawn(move || work(jobs, sender, give_back, &in_flight, &io_time, frame_capacity))?;
+                .spawn(move || work(jobs, sender, give_back, &in_flight, &io_time, &sent, frame_capacity))?;
             // Pushed together, so that dropping the workers (on an error too) stops every
             // thread started so far.
             workers.queues.push(queue);
@@ -181,7 +190,8 @@ impl<B> IoWorkers<B> {
         B: Backend,
     {
         job.ticket.wait_turn();
-        let len = timed(&self.io_time, || job.io.complete(job.backend.as_ref(), &mut job.answer)).0;
+        let len =
+            timed(&self.io_time, || job.stats.run_io(&job.io, job.backend.as_ref(), &mut job.answer, true)).0;
         (len, job.answer)
     }
 
@@ -205,6 +215,7 @@ impl<B> IoWorkers<B> {
             // Only a worker that ended takes no more jobs, and workers catch panics: this is
             // unreachable, but the request then goes unanswered rather than stop the target.
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            job.stats.io_unqueued();
             self.give_back(job.answer);
         }
     }
@@ -230,13 +241,14 @@ fn work<B: Backend>(
     give_back: Sender<Box<[u8]>>,
     in_flight: &AtomicUsize,
     io_time: &IoTime,
+    sent: &ServerStats,
     frame_capacity: usize,
 ) {
     let mut answers = FrameBatch::new(SEND_BATCH, frame_capacity);
     while let Ok(first) = jobs.recv() {
         let mut next = Some(first);
         let mut done = 0;
-        while let Some(Job { io, ticket, backend, mut answer }) = next.take() {
+        while let Some(Job { io, ticket, backend, mut answer, stats }) = next.take() {
             ticket.wait_turn();
             let mut took = Duration::ZERO;
             match io.op() {
@@ -247,14 +259,14 @@ fn work<B: Backend>(
                         (len, took) = timed(io_time, || {
                             let headers = AtaFrame::new_checked(&mut answer)?;
                             AtaFrame::new_checked(&mut *slot)?.copy_headers_from(&headers);
-                            io.complete(backend.as_ref(), slot)
+                            stats.run_io(&io, backend.as_ref(), slot, true)
                         });
                         len.unwrap_or(0)
                     });
                 }
                 SectorOp::Write | SectorOp::Flush => {
                     let len;
-                    (len, took) = timed(io_time, || io.complete(backend.as_ref(), &mut answer));
+                    (len, took) = timed(io_time, || stats.run_io(&io, backend.as_ref(), &mut answer, true));
                     if let Some(len) = len {
                         answers.push(&answer[..len]);
                     }
@@ -270,8 +282,12 @@ fn work<B: Backend>(
         }
         // Their I/O is done: the serving thread may do the next itself.
         in_flight.fetch_sub(done, Ordering::AcqRel);
-        if let Err(e) = link.send_batch(&answers) {
-            tracing::debug!(link = link.name(), lost = answers.len(), "answers not sent: {e}");
+        match link.send_batch(&answers) {
+            Ok(n) => sent.count_sent(n, answers.len().saturating_sub(n)),
+            Err(e) => {
+                sent.count_sent(0, answers.len());
+                tracing::debug!(link = link.name(), lost = answers.len(), "answers not sent: {e}");
+            }
         }
         answers.clear();
     }

@@ -5,6 +5,8 @@ complete -c aoe-target -s m -l mask -d 'Answer only these initiators (the initia
 complete -c aoe-target -s c -l config -d 'Serve the exports listed in the TOML file FILE instead of SHELF SLOT NETIF FILE (see "Configuration file" below)' -r -F
 complete -c aoe-target -l busy-poll -d 'Microseconds each interface keeps polling for frames after the last ones came before it sleeps: answers a queue-depth-1 initiator without a wake-up per request, at the cost of a busy CPU while requests keep coming; 0 sleeps at once. Overrides the configuration file\'s busy_poll_us [default: 50]' -r
 complete -c aoe-target -l io-threads -d 'Threads per interface that do the disk\'s reads, writes and flushes, so that requests are not held up behind one the disk is busy with; 0 does them in the thread that receives, fastest for files the page cache holds. Overrides the configuration file\'s io_threads [default: 16 for a block device, an NBD export or with -d, else 0]' -r
+complete -c aoe-target -l metrics -d 'Serve Prometheus metrics at http://ADDR:PORT/metrics, e.g. 127.0.0.1:9172. Overrides the configuration file\'s metrics [default: none]' -r
+complete -c aoe-target -l control -d 'The control socket `aoe-target ctl` talks to. Overrides the configuration file\'s control [default: with --config, /run/aoe-target/NAME.sock, NAME the configuration file\'s name without .toml; else none]' -r -F
 complete -c aoe-target -s d -l direct -d 'Open FILE with O_DIRECT, bypassing the page cache'
 complete -c aoe-target -s s -l sync -d 'Open FILE with O_SYNC: a write is on stable storage before it is answered'
 complete -c aoe-target -s r -l read-only -d 'Export read-only: FILE is opened read-only and writes are refused (ATA ERR, ABRT)'

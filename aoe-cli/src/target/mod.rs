@@ -29,6 +29,9 @@ use crate::common::{init_logging, parse_args, parse_mac};
 use service::Service;
 use settings::{ExportSettings, Settings, SettingsError, MAX_IO_THREADS};
 
+pub mod control;
+pub mod ctl;
+pub mod metrics;
 pub mod service;
 pub mod settings;
 pub mod state;
@@ -48,7 +51,17 @@ are already running find it.
 It needs root or CAP_NET_RAW for its raw Ethernet sockets. All settings are checked before \
 anything is served; a problem is reported as one line on stderr, \"aoe-target: <what is \
 wrong>\", and the exit status is non-zero. SIGINT or SIGTERM stops it: it answers the frames \
-in hand, flushes every file and exits with status 0.";
+in hand, flushes every file and exits with status 0.
+
+With --config, SIGHUP (or `aoe-target ctl reload`) re-reads the file: exports added are \
+announced and served, removed ones are flushed once their I/O is done, changed ones are \
+applied without disturbing the others; a file with an error is refused with one log line and \
+the running configuration kept. Under systemd (Type=notify) it reports READY, RELOADING and \
+STOPPING.
+
+`aoe-target ctl status | stats [--json] | reload | monitor [SECS]` asks a running target \
+through its control socket (see `aoe-target ctl --help`); --metrics serves Prometheus \
+metrics.";
 
 /// Where a usage error points.
 const HELP: &str = "aoe-target --help";
@@ -69,6 +82,12 @@ Examples:
   Serve every export of a configuration file, logging more:
       aoe-target -v --config /etc/aoe-target/exports.toml
 
+  Serve metrics, look at the counters, change the file and reload it:
+      aoe-target --metrics 127.0.0.1:9172 --config /etc/aoe-target/exports.toml &
+      curl -s http://127.0.0.1:9172/metrics | grep aoe_target_read_bytes_total
+      aoe-target ctl status
+      kill -HUP $(pidof aoe-target)        # or: aoe-target ctl reload
+
 Configuration file:
   One [[export]] table per disk. Unknown keys are errors. Offsets and lengths are in
   sectors of 512 bytes, as with -o and -l. An export offered on several interfaces is one
@@ -77,6 +96,8 @@ Configuration file:
       busy_poll_us = 50                 # --busy-poll (optional, before the first table)
       rx_ring = true                    # false: as --no-rx-ring (optional, idem)
       io_threads = 16                   # --io-threads (optional, idem)
+      metrics = \"127.0.0.1:9172\"        # --metrics (optional, idem)
+      control = \"/run/aoe-target/exports.sock\"  # --control (optional, idem)
 
       [[export]]
       shelf = 1                         # 0 to 65534 (required)
@@ -95,10 +116,12 @@ Logging:
   Logs go to stderr: one line per export and interface at start-up, e.g.
   \"e1.0 on eth1 (52:54:00:12:34:56): 2048 sectors, 17 sectors/frame, bufcnt 16, file
   /srv/disk0.img (read-write)\", and errors. -v adds debug messages, -vv trace messages;
-  RUST_LOG (e.g. RUST_LOG=debug) overrides both.
+  RUST_LOG (e.g. RUST_LOG=debug) overrides both. A failing disk (EIO, ENOSPC, ...) is
+  logged at WARN once per run of failures, with the export, byte offset, length and error;
+  every failure is counted (aoe_target_backend_errors_total).
 
 Exit status:
-  0  stopped by SIGINT or SIGTERM, or --check found the settings fine
+  0  stopped by SIGINT or SIGTERM, or --check found the settings fine (SIGHUP reloads)
   1  a setting is wrong (missing file, unknown or down interface, ...) or serving failed
   2  the command line does not parse
 
@@ -113,7 +136,7 @@ A second SIGINT or SIGTERM while stopping exits at once with status 1.";
     long_about = LONG_ABOUT,
     after_help = AFTER_HELP,
     after_long_help = AFTER_LONG_HELP,
-    override_usage = "aoe-target [OPTIONS] SHELF SLOT NETIF FILE\n       aoe-target [-v] [--check] --config FILE",
+    override_usage = "aoe-target [OPTIONS] SHELF SLOT NETIF FILE\n       aoe-target [-v] [--check] --config FILE\n       aoe-target ctl [--socket PATH] status|stats|reload|monitor",
     max_term_width = 100
 )]
 pub struct Cli {
@@ -199,6 +222,17 @@ pub struct Cli {
     #[arg(long, value_name = "THREADS", value_parser = clap::value_parser!(u16).range(0..=MAX_IO_THREADS as i64))]
     pub io_threads: Option<u16>,
 
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics, e.g. 127.0.0.1:9172. Overrides
+    /// the configuration file's metrics [default: none]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+
+    /// The control socket `aoe-target ctl` talks to. Overrides the configuration file's
+    /// control [default: with --config, /run/aoe-target/NAME.sock, NAME the configuration
+    /// file's name without .toml; else none]
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+
     /// Check the settings (files, offsets, lengths, interfaces; an NBD server is connected to
     /// and its size shown) and exit without serving
     #[arg(long)]
@@ -243,6 +277,12 @@ impl Cli {
         if let Some(threads) = self.io_threads {
             settings.io_threads = Some(usize::from(threads));
         }
+        if let Some(addr) = self.metrics {
+            settings.metrics = Some(addr);
+        }
+        if let Some(path) = &self.control {
+            settings.control = Some(path.clone());
+        }
         Ok(settings)
     }
 
@@ -280,6 +320,10 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 /// SIGINT or SIGTERM.
 pub fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
+    // `ctl` comes before vblade's positional arguments, whose SHELF it would otherwise be.
+    if argv.get(1).is_some_and(|a| a == "ctl") {
+        return ctl::main(&argv[1..]);
+    }
     match parse_args("aoe-target", &argv, HELP) {
         Ok(cli) => run(&cli),
         Err(code) => code,
@@ -323,11 +367,16 @@ pub fn run(cli: &Cli) -> ExitCode {
             return fail(format_args!("cannot handle signal {signal}: {e}"));
         }
     }
+    let reload = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload)) {
+        return fail(format_args!("cannot handle SIGHUP: {e}"));
+    }
     let service = match Service::open(&settings) {
         Ok(service) => service,
         Err(e) => return fail(e),
     };
-    match service.run(&stop) {
+    let load = || cli.settings();
+    match service.run(service::Controls { stop: &stop, reload: &reload, load: &load }) {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS

@@ -6,22 +6,26 @@
 //! [`Service::run`] announces every export, serves until a stop flag is set, then flushes
 //! every backend.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::FileTypeExt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aoe_proto::SECTOR_SIZE;
 use aoe_transport::afpacket::{self, AfPacket, AfPacketOptions};
 use aoe_transport::Transport;
+use sd_notify::NotifyState;
 
+use super::control::{ControlSocket, Request, Serving, View};
+use super::metrics;
 use super::settings::{resolve_rules, ExportSettings, Initiator, Problem, Settings, SettingsError};
 use super::state::{Saved, StateDir};
 use aoe_target::backend::nbd::{is_uri, NbdAddress, NbdBackend, NbdOptions};
 use aoe_target::backend::{Backend, FileBackend, FileOptions, MappedFile, Window};
-use aoe_target::export::{Export, ExportConfig};
+use aoe_target::export::{Export, ExportConfig, Port, ServerStats};
 use aoe_target::server::{Server, SharedExport};
 
 /// The backend of every export the program serves: a window of a file, a block device or
@@ -118,21 +122,6 @@ fn open_storage(settings: &Settings, index: usize) -> Result<Storage, SettingsEr
     FileBackend::open(path, options).map(Storage::File).map_err(file_error)
 }
 
-/// Open exports and the sockets that serve them, ready to [`run`](Self::run).
-pub struct Service {
-    exports: Vec<(ExportSettings, SharedExport<FileExport>)>,
-    servers: Vec<Server<AfPacket, FileExport>>,
-    /// Where the exports' config strings and lists are kept, if anywhere.
-    state: Option<StateDir>,
-}
-
-impl std::fmt::Debug for Service {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<String> = self.exports.iter().map(|(s, _)| s.name()).collect();
-        f.debug_struct("Service").field("exports", &names).field("interfaces", &self.servers.len()).finish()
-    }
-}
-
 /// Checks and opens the file (or NBD export) of export `index`, windowed by its offset and
 /// length.
 ///
@@ -164,9 +153,27 @@ pub fn open_backend(settings: &Settings, index: usize) -> Result<FileExport, Set
     })
 }
 
-/// Exports with their settings, the interfaces in the order they are first named, and the
-/// state directory.
-type Prepared = (Vec<(ExportSettings, SharedExport<FileExport>)>, Vec<Interface>, Option<StateDir>);
+/// An export being served (or about to be).
+struct Live {
+    settings: ExportSettings,
+    shared: SharedExport<FileExport>,
+    block_device: bool,
+    sectors: u64,
+}
+
+/// What a (re)loaded configuration makes of one export.
+enum Planned {
+    /// The export of the same name keeps its open backend; this configuration is applied.
+    Kept { shared: SharedExport<FileExport>, config: ExportConfig },
+    /// A new engine over a newly opened backend.
+    Opened(Box<Export<FileExport>>),
+}
+
+/// Exports planned with their settings, and the interfaces in the order they are first named.
+struct Prepared {
+    exports: Vec<(ExportSettings, Planned, bool, u64)>,
+    interfaces: Vec<Interface>,
+}
 
 /// An interface to serve, and what it serves.
 struct Interface {
@@ -177,37 +184,73 @@ struct Interface {
     block_devices: usize,
 }
 
-/// Validates, opens every file and checks every interface.
-fn prepare(settings: &Settings) -> Result<Prepared, SettingsError> {
+/// Whether two settings of an export can share one open backend: same file, window and
+/// open flags.
+fn same_backend(a: &ExportSettings, b: &ExportSettings) -> bool {
+    (&a.file, a.offset, a.length, a.direct, a.sync, a.read_only)
+        == (&b.file, b.offset, b.length, b.direct, b.sync, b.read_only)
+}
+
+/// The engine's configuration for `export`, host names in its rules resolved.
+fn engine_config(export: &ExportSettings, ethers: Option<&str>) -> Result<ExportConfig, Problem> {
+    let mut config = ExportConfig::new(export.shelf, export.slot);
+    config.buffer_count = export.buffer_count;
+    config.read_only = export.read_only;
+    config.mask = export.mask.clone();
+    config.access = resolve_rules(&export.rules, ethers)?;
+    Ok(config)
+}
+
+/// Validates, opens every file not open already (in `current`) and checks every interface.
+/// Changes nothing that is served: a failure leaves `current` as it was.
+fn prepare(
+    settings: &Settings,
+    current: &[Live],
+    state: Option<&StateDir>,
+) -> Result<Prepared, SettingsError> {
     settings.validate()?;
     let ethers = read_ethers(settings)?;
-    let state = match &settings.state_dir {
-        Some(dir) => Some(
-            StateDir::open(dir)
-                .map_err(|source| settings.error(None, Problem::StateDir { path: dir.clone(), source }))?,
-        ),
-        None => None,
-    };
     let mut exports = Vec::with_capacity(settings.exports.len());
-    let mut block_device = Vec::with_capacity(settings.exports.len());
     for (index, export) in settings.exports.iter().enumerate() {
-        let backend = open_backend(settings, index)?;
-        block_device.push(backend.inner().waits());
-        let mut config = ExportConfig::new(export.shelf, export.slot);
-        config.buffer_count = export.buffer_count;
-        config.read_only = export.read_only || backend.read_only();
-        config.mask = export.mask.clone();
-        config.access =
-            resolve_rules(&export.rules, ethers.as_deref()).map_err(|p| settings.error(Some(index), p))?;
-        let mut engine = Export::new(config, backend);
-        if let Some(state) = &state {
-            restore(state, export, &mut engine).map_err(|p| settings.error(Some(index), p))?;
+        let fail = |p| settings.error(Some(index), p);
+        let mut config = engine_config(export, ethers.as_deref()).map_err(fail)?;
+        let old = current.iter().find(|l| l.settings.name() == export.name());
+        if let Some(old) = old.filter(|old| same_backend(&old.settings, export)) {
+            // A store read-only itself (an NBD server's read-only export) stays so.
+            config.read_only |= old.shared.lock().unwrap_or_else(|e| e.into_inner()).backend().read_only();
+            let planned = Planned::Kept { shared: Arc::clone(&old.shared), config };
+            exports.push((export.clone(), planned, old.block_device, old.sectors));
+            continue;
         }
-        exports.push((export.clone(), Arc::new(Mutex::new(engine))));
+        let backend = open_backend(settings, index)?;
+        let block_device = backend.inner().waits();
+        config.read_only |= backend.read_only();
+        let mut engine = Export::new(config, backend);
+        match old {
+            // Reopened: what initiators set and the counters carry over.
+            Some(old) => {
+                let old = old.shared.lock().unwrap_or_else(|e| e.into_inner());
+                let mut state = old.state();
+                if old.config().mask != export.mask {
+                    state.mask = export.mask.clone();
+                }
+                engine.restore(state).map_err(|e| fail(Problem::State(e.to_string())))?;
+                engine.set_stats(Arc::clone(old.stats()));
+            }
+            None => {
+                if let Some(state) = state {
+                    restore(state, export, &mut engine).map_err(fail)?;
+                }
+            }
+        }
+        let sectors = engine.sectors();
+        exports.push((export.clone(), Planned::Opened(Box::new(engine)), block_device, sectors));
     }
-    refuse_shared_sectors(settings, &exports)?;
+    let spans: Vec<(&ExportSettings, u64)> =
+        exports.iter().map(|(export, _, _, sectors)| (export, sectors * SECTOR_SIZE as u64)).collect();
+    refuse_shared_sectors(settings, &spans)?;
     let mut interfaces: Vec<Interface> = Vec::new();
-    for (index, (export, _)) in exports.iter().enumerate() {
+    for (index, (export, _, block_device, _)) in exports.iter().enumerate() {
         for name in &export.interfaces {
             let interface = match interfaces.iter().position(|i| &i.name == name) {
                 Some(at) => &mut interfaces[at],
@@ -217,7 +260,7 @@ fn prepare(settings: &Settings) -> Result<Prepared, SettingsError> {
                 }
             };
             interface.exports.push(index);
-            interface.block_devices += usize::from(block_device[index]);
+            interface.block_devices += usize::from(*block_device);
         }
     }
     // Every interface is checked before any raw socket is opened, so that a typo is reported
@@ -233,14 +276,14 @@ fn prepare(settings: &Settings) -> Result<Prepared, SettingsError> {
             return Err(settings.error(Some(index), Problem::Loopback(info.name)));
         }
     }
-    Ok((exports, interfaces, state))
+    Ok(Prepared { exports, interfaces })
 }
 
 /// Refuses two exports that can write the same sectors of one file (or block device): each
 /// would answer as a disk of its own while the other changes it. Read-only exports may share.
 fn refuse_shared_sectors(
     settings: &Settings,
-    exports: &[(ExportSettings, SharedExport<FileExport>)],
+    exports: &[(&ExportSettings, u64)],
 ) -> Result<(), SettingsError> {
     use std::os::unix::fs::MetadataExt;
     /// The file (device and inode, or the block device's number), the byte range of it
@@ -252,7 +295,7 @@ fn refuse_shared_sectors(
         index: usize,
     }
     let mut seen: Vec<Span> = Vec::with_capacity(exports.len());
-    for (index, (export, shared)) in exports.iter().enumerate() {
+    for (index, &(export, len)) in exports.iter().enumerate() {
         let Ok(meta) = std::fs::metadata(&export.file) else { continue };
         // A block device is named by the device it is, a file by its inode.
         let id = if meta.file_type().is_block_device() {
@@ -261,7 +304,6 @@ fn refuse_shared_sectors(
             (meta.dev(), meta.ino())
         };
         let start = export.offset.saturating_mul(SECTOR_SIZE as u64);
-        let len = shared.lock().unwrap_or_else(|e| e.into_inner()).backend().len();
         let range = start..start.saturating_add(len);
         for other in &seen {
             let overlap = range.start < other.bytes.end && other.bytes.start < range.end;
@@ -324,120 +366,547 @@ fn restore(
     Ok(())
 }
 
+/// Opens the raw socket of `interface` and a server for it, with its I/O threads.
+fn open_server(
+    settings: &Settings,
+    interface: &Interface,
+    exports: Vec<SharedExport<FileExport>>,
+) -> Result<Server<AfPacket, FileExport>, SettingsError> {
+    let Interface { name, exports: served, block_devices } = interface;
+    let index = served[0];
+    let options = AfPacketOptions { rx_ring: settings.rx_ring, ..AfPacketOptions::default() };
+    let socket = AfPacket::open(name, options).map_err(|e| settings.error(Some(index), e.into()))?;
+    if let Some(e) = socket.rx_ring_refused() {
+        tracing::warn!("{name}: the kernel refused a receive ring ({e}); receiving with recvmmsg");
+    }
+    let mut server = Server::new(socket, exports);
+    server.set_busy_poll(settings.busy_poll);
+    let threads = settings.io_threads_for(served, *block_devices);
+    if threads > 0 {
+        tracing::info!("{name}: {threads} I/O threads");
+    }
+    server
+        .set_io_threads(threads)
+        .map_err(|source| settings.error(Some(index), Problem::IoThreads { threads, source }))?;
+    Ok(server)
+}
+
+/// Open exports and the sockets that serve them, ready to [`run`](Self::run).
+pub struct Service {
+    settings: Settings,
+    exports: Vec<Live>,
+    servers: Vec<Server<AfPacket, FileExport>>,
+    /// Where the exports' config strings and lists are kept, if anywhere.
+    state: Option<StateDir>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.exports.iter().map(|l| l.settings.name()).collect();
+        f.debug_struct("Service").field("exports", &names).field("interfaces", &self.servers.len()).finish()
+    }
+}
+
+/// Makes the engines of a prepared configuration: kept ones reconfigured, opened ones
+/// shared. Returns them, and the names of kept exports whose settings changed, with what.
+fn apply(prepared: Vec<(ExportSettings, Planned, bool, u64)>, current: &[Live]) -> (Vec<Live>, Vec<String>) {
+    let mut changed = Vec::new();
+    let exports = prepared
+        .into_iter()
+        .map(|(settings, planned, block_device, sectors)| {
+            let shared = match planned {
+                Planned::Kept { shared, config } => {
+                    let mut export = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    if *export.config() != config {
+                        export.reconfigure(config);
+                    }
+                    drop(export);
+                    if let Some(old) = current.iter().find(|l| Arc::ptr_eq(&l.shared, &shared)) {
+                        let what = differences(&old.settings, &settings);
+                        if !what.is_empty() {
+                            changed.push(format!("{} ({})", settings.name(), what.join(", ")));
+                        }
+                    }
+                    shared
+                }
+                Planned::Opened(engine) => Arc::new(Mutex::new(*engine)),
+            };
+            Live { settings, shared, block_device, sectors }
+        })
+        .collect();
+    (exports, changed)
+}
+
+/// The settings that differ between two settings of one export.
+fn differences(a: &ExportSettings, b: &ExportSettings) -> Vec<&'static str> {
+    let mut what = Vec::new();
+    if a.mask != b.mask {
+        what.push("mask");
+    }
+    if a.rules != b.rules {
+        what.push("rules");
+    }
+    if a.buffer_count != b.buffer_count {
+        what.push("buffer_count");
+    }
+    if a.interfaces != b.interfaces {
+        what.push("interfaces");
+    }
+    if !same_backend(a, b) {
+        what.push("file");
+    }
+    what
+}
+
+/// What the main loop keeps of a server running on its own thread.
+struct Running {
+    name: String,
+    port: Port,
+    control: Arc<ServerControl>,
+    /// The exports it serves (as last told).
+    exports: Vec<SharedExport<FileExport>>,
+    stats: Arc<ServerStats>,
+    thread: thread::JoinHandle<()>,
+}
+
+/// How the main loop steers a server thread.
+#[derive(Default)]
+struct ServerControl {
+    /// Makes [`Server::run`] return, to look at the rest.
+    wake: AtomicBool,
+    /// Stop serving.
+    quit: AtomicBool,
+    /// Exports to serve from now on, and which of them to announce.
+    update: Mutex<Option<Update>>,
+    /// The generation of the last update applied.
+    applied: AtomicU64,
+}
+
+struct Update {
+    generation: u64,
+    exports: Vec<SharedExport<FileExport>>,
+    announce: Vec<SharedExport<FileExport>>,
+}
+
+/// The first error a server thread met.
+type FirstError = Arc<Mutex<Option<io::Error>>>;
+
+/// Serves on `server` until told to quit or `stop` is set, taking updates between runs.
+/// An error sets `stop` for every other server.
+fn serve_thread(
+    mut server: Server<AfPacket, FileExport>,
+    control: &ServerControl,
+    stop: &AtomicBool,
+    first_error: &FirstError,
+) {
+    let interface = server.transport().name().to_owned();
+    tracing::debug!("serving on {interface}");
+    loop {
+        control.wake.store(false, Ordering::SeqCst);
+        let update = control.update.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(Update { generation, exports, announce }) = update {
+            server.set_exports(exports);
+            if let Err(e) = server.announce_if(|e| announce.iter().any(|a| Arc::ptr_eq(a, e))) {
+                tracing::warn!("{interface}: announcing: {e}");
+            }
+            control.applied.store(generation, Ordering::SeqCst);
+        }
+        if stop.load(Ordering::SeqCst) || control.quit.load(Ordering::SeqCst) {
+            break;
+        }
+        if let Err(e) = serve(&mut server, &control.wake) {
+            let e = io::Error::new(e.kind(), format!("{interface}: {e}"));
+            tracing::error!("{e}");
+            first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+            stop.store(true, Ordering::SeqCst);
+            break;
+        }
+    }
+    tracing::debug!("stopped serving on {interface}");
+}
+
+/// Logs the line that says `live` is served on an interface.
+fn log_serving(live: &Live, interface: &str, port: &Port) {
+    let settings = &live.settings;
+    let read_only = live.shared.lock().unwrap_or_else(|e| e.into_inner()).config().read_only;
+    tracing::info!(
+        "{} on {} ({}): {} sectors, {} sectors/frame, bufcnt {}, file {} ({})",
+        settings.name(),
+        interface,
+        port.mac,
+        live.sectors,
+        port.max_sectors,
+        settings.buffer_count,
+        settings.file.display(),
+        describe(settings, read_only),
+    );
+}
+
+/// How long a removed export's I/O on other threads may take to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server may take to take an update (it looks between polls).
+const UPDATE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits until no I/O thread holds `live`'s backend any more (its I/O is done), then
+/// flushes it.
+fn drain_and_flush(live: &Live) -> io::Result<()> {
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    loop {
+        let export = live.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if Arc::strong_count(export.shared_backend()) == 1 || Instant::now() > deadline {
+            return export.backend().flush();
+        }
+        drop(export);
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Tells systemd (when it started us with `Type=notify`) how we are.
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!("sd_notify: {e}");
+    }
+}
+
+/// The running service, as the main loop holds it.
+struct Main<'a> {
+    settings: Settings,
+    exports: Vec<Live>,
+    running: Vec<Running>,
+    state: Option<StateKeeper>,
+    view: Arc<View>,
+    stop: &'a Arc<AtomicBool>,
+    first_error: FirstError,
+    generation: u64,
+}
+
+impl Main<'_> {
+    fn start_server(&mut self, mut server: Server<AfPacket, FileExport>) -> io::Result<()> {
+        server.announce()?;
+        let port = server.port();
+        let name = server.transport().name().to_owned();
+        let exports: Vec<_> = server.exports().cloned().collect();
+        for live in self.exports.iter().filter(|l| l.settings.interfaces.contains(&name)) {
+            log_serving(live, &name, &port);
+        }
+        let control = Arc::new(ServerControl::default());
+        let stats = Arc::clone(server.stats());
+        let (c, stop, first_error) =
+            (Arc::clone(&control), Arc::clone(self.stop), Arc::clone(&self.first_error));
+        let thread = thread::Builder::new()
+            .name(format!("aoe-{name}"))
+            .spawn(move || serve_thread(server, &c, &stop, &first_error))?;
+        self.running.push(Running { name, port, control, exports, stats, thread });
+        Ok(())
+    }
+
+    fn show(&self) {
+        self.view.set(Serving {
+            exports: self
+                .exports
+                .iter()
+                .map(|l| {
+                    let stats = Arc::clone(l.shared.lock().unwrap_or_else(|e| e.into_inner()).stats());
+                    (l.settings.clone(), l.sectors, stats)
+                })
+                .collect(),
+            interfaces: self.running.iter().map(|r| (r.name.clone(), Arc::clone(&r.stats))).collect(),
+        });
+    }
+
+    /// Re-reads the configuration; on success serves it and says what changed.
+    fn reload(&mut self, load: &dyn Fn() -> Result<Settings, SettingsError>) -> Result<String, String> {
+        let source = self.settings.source.clone();
+        let file = source.as_deref().map_or("the command line".into(), |p| p.display().to_string());
+        let new = load().map_err(|e| e.to_string())?;
+        let dir = self.state.as_ref().map(|k| &k.dir);
+        let Prepared { exports: planned, interfaces } =
+            prepare(&new, &self.exports, dir).map_err(|e| e.to_string())?;
+        // Sockets for new interfaces, before anything changes.
+        let mut opened = Vec::new();
+        for interface in interfaces.iter().filter(|i| !self.running.iter().any(|r| r.name == i.name)) {
+            opened.push((
+                interface.name.clone(),
+                open_server(&new, interface, Vec::new()).map_err(|e| e.to_string())?,
+            ));
+        }
+        for (what, old, now) in [
+            ("metrics", format!("{:?}", self.settings.metrics), format!("{:?}", new.metrics)),
+            ("control", format!("{:?}", self.settings.control_path()), format!("{:?}", new.control_path())),
+            ("state_dir", format!("{:?}", self.settings.state_dir), format!("{:?}", new.state_dir)),
+            ("rx_ring", self.settings.rx_ring.to_string(), new.rx_ring.to_string()),
+        ] {
+            if old != now {
+                tracing::warn!("{file}: a change of {what} takes effect at the next start");
+            }
+        }
+        for (what, old, now) in [
+            ("busy_poll_us", format!("{:?}", self.settings.busy_poll), format!("{:?}", new.busy_poll)),
+            ("io_threads", format!("{:?}", self.settings.io_threads), format!("{:?}", new.io_threads)),
+        ] {
+            if old != now {
+                tracing::warn!("{file}: a change of {what} applies to interfaces served from now on, not to those served already");
+            }
+        }
+        let (exports, changed) = apply(planned, &self.exports);
+        let has = |list: &[Live], l: &Live| list.iter().any(|o| Arc::ptr_eq(&o.shared, &l.shared));
+        let added: Vec<String> = exports
+            .iter()
+            .filter(|l| {
+                !has(&self.exports, l) && !self.exports.iter().any(|o| o.settings.name() == l.settings.name())
+            })
+            .map(|l| l.settings.name())
+            .collect();
+        let reopened: Vec<String> = exports
+            .iter()
+            .filter(|l| {
+                !has(&self.exports, l) && self.exports.iter().any(|o| o.settings.name() == l.settings.name())
+            })
+            .map(|l| l.settings.name())
+            .collect();
+        let old = std::mem::replace(&mut self.exports, exports);
+        let gone: Vec<Live> = old.into_iter().filter(|l| !has(&self.exports, l)).collect();
+        // Tell every running server what it serves now.
+        self.generation += 1;
+        let generation = self.generation;
+        for running in &mut self.running {
+            let now: Vec<SharedExport<FileExport>> = self
+                .exports
+                .iter()
+                .filter(|l| l.settings.interfaces.contains(&running.name))
+                .map(|l| Arc::clone(&l.shared))
+                .collect();
+            if now.is_empty() {
+                running.control.quit.store(true, Ordering::SeqCst);
+            }
+            let announce: Vec<_> =
+                now.iter().filter(|e| !running.exports.iter().any(|o| Arc::ptr_eq(o, e))).cloned().collect();
+            for live in self.exports.iter().filter(|l| announce.iter().any(|a| Arc::ptr_eq(a, &l.shared))) {
+                log_serving(live, &running.name, &running.port);
+            }
+            running.exports = now.clone();
+            *running.control.update.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(Update { generation, exports: now, announce });
+            running.control.wake.store(true, Ordering::SeqCst);
+        }
+        let deadline = Instant::now() + UPDATE_TIMEOUT;
+        while self
+            .running
+            .iter()
+            .any(|r| r.control.applied.load(Ordering::SeqCst) < generation && !r.thread.is_finished())
+            && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(2));
+        }
+        // Servers of interfaces no longer named stop.
+        let (quit, keep): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|r| r.control.quit.load(Ordering::SeqCst));
+        self.running = keep;
+        let mut stopped = Vec::new();
+        for running in quit {
+            let _ = running.thread.join();
+            stopped.push(running.name);
+        }
+        for (_, socket) in opened {
+            let list = self
+                .exports
+                .iter()
+                .filter(|l| l.settings.interfaces.iter().any(|i| i == socket.transport().name()))
+                .map(|l| Arc::clone(&l.shared))
+                .collect();
+            let mut server = socket;
+            server.set_exports(list);
+            self.start_server(server).map_err(|e| e.to_string())?;
+        }
+        // What is no longer served finishes its I/O and is flushed.
+        for live in &gone {
+            if let Some(keeper) = &self.state {
+                keeper.save_changed(std::slice::from_ref(live));
+            }
+            match drain_and_flush(live) {
+                Ok(()) => {
+                    tracing::debug!("{}: flushed {}", live.settings.name(), live.settings.file.display())
+                }
+                Err(e) => tracing::error!(
+                    "{}: flushing {}: {e}",
+                    live.settings.name(),
+                    live.settings.file.display()
+                ),
+            }
+        }
+        let removed: Vec<String> =
+            gone.iter().map(|l| l.settings.name()).filter(|n| !reopened.contains(n)).collect();
+        for name in &removed {
+            tracing::info!("{name}: no longer served");
+        }
+        self.settings = new;
+        self.show();
+        let mut summary = Vec::new();
+        for (what, names) in [
+            ("added", &added),
+            ("removed", &removed),
+            ("reopened", &reopened),
+            ("changed", &changed),
+            ("stopped serving on", &stopped),
+        ] {
+            if !names.is_empty() {
+                summary.push(format!("{what} {}", names.join(", ")));
+            }
+        }
+        if summary.is_empty() {
+            summary.push("nothing changed".into());
+        }
+        Ok(format!("reloaded {file}: {}", summary.join("; ")))
+    }
+}
+
+/// What [`Service::run`] is given besides the service.
+pub struct Controls<'a> {
+    /// Set (by SIGINT or SIGTERM) to stop.
+    pub stop: &'a Arc<AtomicBool>,
+    /// Set (by SIGHUP) to reload the configuration; cleared when taken.
+    pub reload: &'a AtomicBool,
+    /// Reads the configuration again.
+    pub load: &'a dyn Fn() -> Result<Settings, SettingsError>,
+}
+
 impl Service {
     /// Opens every file, then checks every interface (it must exist, be up and carry
     /// Ethernet), then opens one raw socket per interface. Fails on the first problem.
     pub fn open(settings: &Settings) -> Result<Service, SettingsError> {
-        let (exports, interfaces, state) = prepare(settings)?;
+        let state =
+            match &settings.state_dir {
+                Some(dir) => Some(StateDir::open(dir).map_err(|source| {
+                    settings.error(None, Problem::StateDir { path: dir.clone(), source })
+                })?),
+                None => None,
+            };
+        let Prepared { exports, interfaces } = prepare(settings, &[], state.as_ref())?;
+        let (exports, _) = apply(exports, &[]);
         let mut servers = Vec::with_capacity(interfaces.len());
-        for Interface { name, exports: served, block_devices } in interfaces {
-            let index = served[0];
-            let options = AfPacketOptions { rx_ring: settings.rx_ring, ..AfPacketOptions::default() };
-            let socket = AfPacket::open(&name, options).map_err(|e| settings.error(Some(index), e.into()))?;
-            if let Some(e) = socket.rx_ring_refused() {
-                tracing::warn!("{name}: the kernel refused a receive ring ({e}); receiving with recvmmsg");
-            }
-            let list = served.iter().map(|&i| Arc::clone(&exports[i].1)).collect();
-            let mut server = Server::new(socket, list);
-            server.set_busy_poll(settings.busy_poll);
-            let threads = settings.io_threads_for(&served, block_devices);
-            if threads > 0 {
-                tracing::info!("{name}: {threads} I/O threads");
-            }
-            server
-                .set_io_threads(threads)
-                .map_err(|source| settings.error(Some(index), Problem::IoThreads { threads, source }))?;
-            servers.push(server);
+        for interface in &interfaces {
+            let list = interface.exports.iter().map(|&i| Arc::clone(&exports[i].shared)).collect();
+            servers.push(open_server(settings, interface, list)?);
         }
-        Ok(Service { exports, servers, state })
+        Ok(Service { settings: settings.clone(), exports, servers, state })
     }
 
     /// Does every check [`open`](Self::open) does except opening raw sockets (which needs
     /// privilege); returns each export's settings and size in sectors.
     pub fn check(settings: &Settings) -> Result<Vec<(ExportSettings, u64)>, SettingsError> {
-        let (exports, _, _) = prepare(settings)?;
-        Ok(exports
-            .into_iter()
-            .map(|(s, shared)| {
-                let sectors = shared.lock().unwrap_or_else(|e| e.into_inner()).sectors();
-                (s, sectors)
-            })
-            .collect())
+        let Prepared { exports, .. } = prepare(settings, &[], None)?;
+        Ok(exports.into_iter().map(|(s, _, _, sectors)| (s, sectors)).collect())
     }
 
-    /// The exports, each with its settings.
-    pub fn exports(&self) -> &[(ExportSettings, SharedExport<FileExport>)] {
-        &self.exports
+    /// The exports' settings.
+    pub fn exports(&self) -> impl Iterator<Item = &ExportSettings> {
+        self.exports.iter().map(|l| &l.settings)
     }
 
     /// Announces every export on each of its interfaces and logs one line per export and
-    /// interface, then serves, one thread per interface, until `stop` is set or a server
-    /// fails (which sets `stop` for the others). Every backend is flushed before returning.
+    /// interface, starts the metrics endpoint and the control socket, tells systemd it is
+    /// ready, then serves, one thread per interface, until `stop` is set or a server fails
+    /// (which sets `stop` for the others). A reload (SIGHUP, `aoe-target ctl reload`)
+    /// re-reads the configuration and serves it, or keeps the running one when it has an
+    /// error. Every backend is flushed before returning.
     ///
     /// Returns the first error: a server's I/O error, else a flush error.
-    pub fn run(self, stop: &AtomicBool) -> io::Result<()> {
-        let Service { exports, mut servers, state } = self;
-        for server in &mut servers {
-            server.announce()?;
-            let port = server.port();
-            for (settings, shared) in &exports {
-                if !settings.interfaces.iter().any(|i| i == server.transport().name()) {
-                    continue;
-                }
-                let export = shared.lock().unwrap_or_else(|e| e.into_inner());
-                tracing::info!(
-                    "{} on {} ({}): {} sectors, {} sectors/frame, bufcnt {}, file {} ({})",
-                    settings.name(),
-                    server.transport().name(),
-                    port.mac,
-                    export.sectors(),
-                    port.max_sectors,
-                    settings.buffer_count,
-                    settings.file.display(),
-                    describe(settings, export.config().read_only),
-                );
-            }
+    pub fn run(self, controls: Controls<'_>) -> io::Result<()> {
+        let Service { settings, exports, servers, state } = self;
+        let view = Arc::new(View::new(settings.source.clone()));
+        if let Some(addr) = settings.metrics {
+            metrics::serve(addr, Arc::clone(&view))
+                .map_err(|e| io::Error::new(e.kind(), format!("metrics on {addr}: {e}")))?;
         }
-        let first_error: Mutex<Option<io::Error>> = Mutex::new(None);
-        let keeper = state.map(|dir| StateKeeper::new(dir, &exports));
-        thread::scope(|scope| {
-            if let Some(keeper) = &keeper {
-                let exports = &exports;
-                let spawned = thread::Builder::new()
-                    .name("aoe-state".into())
-                    .spawn_scoped(scope, move || keeper.run(exports, stop));
-                if let Err(e) = spawned {
-                    stop.store(true, Ordering::Relaxed);
-                    first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+        let (requests, inbox) = mpsc::channel();
+        // Kept, so that the inbox waits (rather than fails at once) without a control socket.
+        let _requests = requests.clone();
+        let control = settings.control_path().and_then(|path| {
+            match ControlSocket::start(&path, Arc::clone(&view), requests) {
+                Ok(socket) => {
+                    tracing::debug!("control socket {}", socket.path().display());
+                    Some(socket)
                 }
-            }
-            for mut server in servers {
-                let first_error = &first_error;
-                let name = format!("aoe-{}", server.transport().name());
-                let spawned = thread::Builder::new().name(name).spawn_scoped(scope, move || {
-                    let interface = server.transport().name().to_owned();
-                    tracing::debug!("serving on {interface}");
-                    if let Err(e) = serve(&mut server, stop) {
-                        let e = io::Error::new(e.kind(), format!("{interface}: {e}"));
-                        tracing::error!("{e}");
-                        first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    tracing::debug!("stopped serving on {interface}");
-                });
-                if let Err(e) = spawned {
-                    stop.store(true, Ordering::Relaxed);
-                    first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                // Asked for by name: worth a warning. The default: another target of a file of
+                // the same name may hold it, or /run may not be ours.
+                Err(e) if settings.control.is_some() => {
+                    tracing::warn!("no control socket at {}: {e}", path.display());
+                    None
+                }
+                Err(e) => {
+                    tracing::info!(
+                        "no control socket at {}: {e}; set control in the file for one",
+                        path.display()
+                    );
+                    None
                 }
             }
         });
-        let mut first_error = first_error.into_inner().unwrap_or_else(|e| e.into_inner());
-        for (settings, shared) in &exports {
-            let export = shared.lock().unwrap_or_else(|e| e.into_inner());
+        let keeper = state.map(|dir| StateKeeper::new(dir, &exports));
+        let mut main = Main {
+            settings,
+            exports,
+            running: Vec::new(),
+            state: keeper,
+            view,
+            stop: controls.stop,
+            first_error: FirstError::default(),
+            generation: 0,
+        };
+        let mut result = Ok(());
+        for server in servers {
+            if let Err(e) = main.start_server(server) {
+                controls.stop.store(true, Ordering::SeqCst);
+                result = Err(e);
+                break;
+            }
+        }
+        main.show();
+        notify(&[NotifyState::Ready]);
+        while !controls.stop.load(Ordering::SeqCst) {
+            let reply = match inbox.recv_timeout(STATE_POLL) {
+                Ok(Request::Reload(reply)) => Some(reply),
+                Err(_) => None,
+            };
+            if reply.is_some() || controls.reload.swap(false, Ordering::SeqCst) {
+                let mut reloading = vec![NotifyState::Reloading];
+                reloading.extend(NotifyState::monotonic_usec_now().ok());
+                notify(&reloading);
+                let outcome = main.reload(controls.load);
+                match &outcome {
+                    Ok(summary) => tracing::info!("{summary}"),
+                    Err(e) => tracing::error!("reload refused, the running configuration is kept: {e}"),
+                }
+                notify(&[NotifyState::Ready]);
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
+            }
+            if let Some(keeper) = &main.state {
+                keeper.save_changed(&main.exports);
+            }
+        }
+        notify(&[NotifyState::Stopping]);
+        for running in &main.running {
+            running.control.wake.store(true, Ordering::SeqCst);
+        }
+        for running in main.running.drain(..) {
+            let _ = running.thread.join();
+        }
+        drop(control);
+        if let Some(keeper) = &main.state {
+            keeper.save_changed(&main.exports);
+        }
+        let first_error = main.first_error.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut first_error = result.err().or(first_error);
+        for live in &main.exports {
+            let export = live.shared.lock().unwrap_or_else(|e| e.into_inner());
+            let (name, file) = (live.settings.name(), live.settings.file.display());
             match export.backend().flush() {
-                Ok(()) => tracing::debug!("{}: flushed {}", settings.name(), settings.file.display()),
+                Ok(()) => tracing::debug!("{name}: flushed {file}"),
                 Err(e) => {
-                    tracing::error!("{}: flushing {}: {e}", settings.name(), settings.file.display());
+                    tracing::error!("{name}: flushing {file}: {e}");
                     first_error.get_or_insert(e);
                 }
             }
@@ -446,35 +915,30 @@ impl Service {
     }
 }
 
-/// How often the state keeper looks for changed config strings and lists.
+/// How often the main loop saves changed config strings and lists.
 const STATE_POLL: Duration = Duration::from_millis(100);
 
 /// Saves each export's config string and lists when an initiator changed them.
 struct StateKeeper {
     dir: StateDir,
-    /// The state version last saved, per export; `None` before the first save.
-    saved: Mutex<Vec<Option<u64>>>,
+    /// The state version last saved, per export name; `None` after a failed save.
+    saved: Mutex<HashMap<String, Option<u64>>>,
 }
 
 impl StateKeeper {
-    fn new(dir: StateDir, exports: &[(ExportSettings, SharedExport<FileExport>)]) -> Self {
-        let versions =
-            exports.iter().map(|(_, e)| Some(e.lock().unwrap_or_else(|e| e.into_inner()).state_version()));
+    fn new(dir: StateDir, exports: &[Live]) -> Self {
+        let versions = exports.iter().map(|l| {
+            let version = l.shared.lock().unwrap_or_else(|e| e.into_inner()).state_version();
+            (l.settings.name(), Some(version))
+        });
         StateKeeper { dir, saved: Mutex::new(versions.collect()) }
     }
 
-    /// Saves what changed every [`STATE_POLL`] until `stop`, then once more.
-    fn run(&self, exports: &[(ExportSettings, SharedExport<FileExport>)], stop: &AtomicBool) {
-        while !stop.load(Ordering::Relaxed) {
-            thread::sleep(STATE_POLL);
-            self.save_changed(exports);
-        }
-        self.save_changed(exports);
-    }
-
-    fn save_changed(&self, exports: &[(ExportSettings, SharedExport<FileExport>)]) {
+    fn save_changed(&self, exports: &[Live]) {
         let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
-        for ((settings, shared), last) in exports.iter().zip(saved.iter_mut()) {
+        for Live { settings, shared, .. } in exports {
+            let name = settings.name();
+            let last = saved.entry(name.clone()).or_insert(Some(u64::MAX));
             let (version, state) = {
                 let export = shared.lock().unwrap_or_else(|e| e.into_inner());
                 if Some(export.state_version()) == *last {
@@ -482,7 +946,6 @@ impl StateKeeper {
                 }
                 (export.state_version(), export.state())
             };
-            let name = settings.name();
             match self.dir.save(&name, &Saved { state, config_mask: settings.mask.clone() }) {
                 Ok(()) => {
                     tracing::debug!("{name}: state saved to {}", self.dir.path(&name).display());

@@ -31,6 +31,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -62,7 +63,16 @@ pub struct Settings {
     /// Where each export's config string, mask and reserve list are kept across restarts
     /// (`state_dir` in the file); `None` keeps them in memory only, as vblade does.
     pub state_dir: Option<PathBuf>,
+    /// Where Prometheus metrics are served over HTTP (`metrics = "ADDR:PORT"` in the file,
+    /// `--metrics`); `None` serves none.
+    pub metrics: Option<SocketAddr>,
+    /// The control socket's path (`control` in the file, `--control`); `None` uses
+    /// [`Settings::control_path`]'s default.
+    pub control: Option<PathBuf>,
 }
+
+/// The folder control sockets go in unless the configuration says otherwise.
+pub const CONTROL_DIR: &str = "/run/aoe-target";
 
 /// Where host names are looked up unless the configuration says otherwise.
 pub const DEFAULT_ETHERS: &str = "/etc/ethers";
@@ -251,6 +261,10 @@ struct ConfigFile {
     ethers: Option<PathBuf>,
     /// See [`Settings::state_dir`].
     state_dir: Option<PathBuf>,
+    /// See [`Settings::metrics`].
+    metrics: Option<SocketAddr>,
+    /// See [`Settings::control`].
+    control: Option<PathBuf>,
     #[serde(default)]
     export: Vec<ExportSettings>,
 }
@@ -291,7 +305,21 @@ impl Settings {
             io_threads: None,
             ethers: PathBuf::from(DEFAULT_ETHERS),
             state_dir: None,
+            metrics: None,
+            control: None,
         }
+    }
+
+    /// Where the control socket is: as configured, else for a configuration file
+    /// `/run/aoe-target/NAME.sock`, NAME the file's name without `.toml` (`exports` for
+    /// `/etc/aoe-target/exports.toml`); `None` for the command line without `--control`
+    /// (vblade's form has no control socket unless asked).
+    pub fn control_path(&self) -> Option<PathBuf> {
+        if let Some(path) = &self.control {
+            return Some(path.clone());
+        }
+        let stem = self.source.as_ref()?.file_stem()?.to_string_lossy().into_owned();
+        Some(Path::new(CONTROL_DIR).join(format!("{stem}.sock")))
     }
 
     /// The I/O threads for an interface that serves exports `exports` (indices into
@@ -338,6 +366,8 @@ impl Settings {
             io_threads: file.io_threads,
             ethers: file.ethers.unwrap_or_else(|| PathBuf::from(DEFAULT_ETHERS)),
             state_dir: file.state_dir,
+            metrics: file.metrics,
+            control: file.control,
         };
         settings.validate()?;
         Ok(settings)
@@ -745,6 +775,8 @@ rx_ring = false
 io_threads = 4
 ethers = "/srv/ethers"
 state_dir = "/var/lib/aoe-target"
+metrics = "127.0.0.1:9172"
+control = "/run/aoe-target/x.sock"
 
 [[export]]
 shelf = 7
@@ -781,9 +813,24 @@ file = "/srv/b.img"
         assert_eq!(s.io_threads, Some(4));
         assert_eq!(s.ethers, Path::new("/srv/ethers"));
         assert_eq!(s.state_dir.as_deref(), Some(Path::new("/var/lib/aoe-target")));
+        assert_eq!(s.metrics, Some("127.0.0.1:9172".parse().unwrap()));
+        assert_eq!(s.control_path().as_deref(), Some(Path::new("/run/aoe-target/x.sock")));
         let rules: Vec<String> = e.rules.iter().map(ToString::to_string).collect();
         assert_eq!(rules, ["read-only 00:11:22:33:44:56", "allow db1", "deny *"]);
         assert!(s.exports[1].rules.is_empty());
+    }
+
+    #[test]
+    fn control_socket_defaults() {
+        let file = "[[export]]\nshelf = 1\nslot = 0\ninterfaces = [\"eth1\"]\nfile = \"/x\"\n";
+        let s = Settings::from_toml(file, "/etc/aoe-target/exports.toml").unwrap();
+        assert_eq!(s.control_path().as_deref(), Some(Path::new("/run/aoe-target/exports.sock")));
+        let mut single = Settings::single(ExportSettings::new(3, 2, "eth1", "/x"));
+        assert_eq!(single.control_path(), None, "vblade's form has none unless asked");
+        single.control = Some("/tmp/c.sock".into());
+        assert_eq!(single.control_path().as_deref(), Some(Path::new("/tmp/c.sock")));
+        let bad = Settings::from_toml(&format!("metrics = \"localhost\"\n{file}"), "m.toml").unwrap_err();
+        assert!(bad.to_string().starts_with("m.toml:1:11: invalid socket address"), "{bad}");
     }
 
     #[test]

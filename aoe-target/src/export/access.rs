@@ -31,7 +31,8 @@ pub struct AccessRule {
     pub access: Access,
 }
 
-/// Ordered access rules; see the [module docs](self).
+/// Ordered access rules: the first rule naming an initiator decides, and the `default` field
+/// covers the rest. The MAC mask applies as well.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AccessRules {
     /// The rules, first match wins.

@@ -45,9 +45,11 @@ mod config;
 mod io;
 mod mask;
 mod reserve;
+mod stats;
 
 use std::sync::Arc;
 
+use aoe_proto::ata::{AtaCommand, AtaStatus};
 use aoe_proto::frame::{Body, BodyRepr, FrameRepr};
 use aoe_proto::header::{ErrorCode, Flags, HeaderRepr};
 use aoe_proto::identify::{Identify, IDENTIFY_LEN};
@@ -60,6 +62,9 @@ use crate::ordering::IoOrder;
 pub use access::{Access, AccessRule, AccessRules};
 pub use aoe_proto::Received;
 pub use io::{SectorIo, SectorOp};
+pub use stats::{
+    Command, ExportSnapshot, ExportStats, IgnoreReason, ServerSnapshot, ServerStats, LATENCY_BUCKETS,
+};
 
 /// Firmware version reported in query-config answers.
 pub const FIRMWARE_VERSION: u16 = 0x4100;
@@ -186,6 +191,8 @@ pub struct Export<B> {
     reserve: Vec<MacAddr>,
     /// Counts changes to the config string, mask and reserve list.
     state_version: u64,
+    /// What it has done, readable without its lock.
+    stats: Arc<ExportStats>,
 }
 
 /// What initiators change over the wire and a restart should keep: the config string, the
@@ -224,6 +231,7 @@ impl<B: Backend> Export<B> {
         Identify::new(&config.model, &config.serial, env!("CARGO_PKG_VERSION"), sectors).emit(&mut identify);
         let mask = config.mask.clone();
         let (backend, io_order) = (Arc::new(backend), Arc::default());
+        let stats = Arc::new(ExportStats::new(config.shelf, config.slot));
         Export {
             config,
             backend,
@@ -234,7 +242,37 @@ impl<B: Backend> Export<B> {
             mask,
             reserve: Vec::new(),
             state_version: 0,
+            stats,
         }
+    }
+
+    /// Its counters, shared: read them ([`ExportStats::snapshot`]) without the export's lock.
+    pub fn stats(&self) -> &Arc<ExportStats> {
+        &self.stats
+    }
+
+    /// Counts into `stats` from now on (the counters of an export this one replaces, say).
+    pub fn set_stats(&mut self, stats: Arc<ExportStats>) {
+        self.stats = stats;
+    }
+
+    /// Applies a changed configuration of the same address: read-only, buffer count, access
+    /// rules, model and serial take effect for the next frame; a changed configured mask
+    /// replaces the mask list (an unchanged one leaves what initiators set). The config
+    /// string and reserve list are kept.
+    ///
+    /// # Panics
+    ///
+    /// If `config` is for another shelf or slot.
+    pub fn reconfigure(&mut self, config: ExportConfig) {
+        assert_eq!((config.shelf, config.slot), (self.config.shelf, self.config.slot), "another export");
+        if config.mask != self.config.mask {
+            self.mask = config.mask.clone();
+            self.state_changed();
+        }
+        Identify::new(&config.model, &config.serial, env!("CARGO_PKG_VERSION"), self.sectors)
+            .emit(&mut self.identify);
+        self.config = config;
     }
 
     /// The config string, mask and reserve list as they are now.
@@ -357,6 +395,61 @@ impl<B: Backend> Export<B> {
     /// disk with a queue, except as [`io_order`](Self::io_order) says when it is done on
     /// other threads. Every other frame is answered at once.
     pub fn handle<'r>(
+        &mut self,
+        port: &Port,
+        request: &Received<'r>,
+        out: &mut [u8],
+    ) -> Result<Outcome<'r>, EmitError> {
+        let outcome = self.handle_uncounted(port, request, out)?;
+        self.count(request, &outcome, out);
+        Ok(outcome)
+    }
+
+    /// Counts what became of `request`: a request served by command, an error answered,
+    /// a frame ignored by reason.
+    fn count(&self, request: &Received<'_>, outcome: &Outcome<'_>, out: &mut [u8]) {
+        let stats = &self.stats;
+        let len = match *outcome {
+            Outcome::Ignored(Ignored::Masked) => return stats.count_ignored(IgnoreReason::Mask),
+            Outcome::Ignored(Ignored::Denied) => return stats.count_ignored(IgnoreReason::Denied),
+            Outcome::Ignored(_) => return,
+            Outcome::NeedsIo(_) => None,
+            Outcome::Answered(len) => Some(len),
+        };
+        let command = match request.body() {
+            Ok(Body::Ata { header, .. }) => match header.command() {
+                AtaCommand::ReadSectors | AtaCommand::ReadSectorsExt => Command::Read,
+                AtaCommand::WriteSectors | AtaCommand::WriteSectorsExt => Command::Write,
+                AtaCommand::IdentifyDevice => Command::Identify,
+                AtaCommand::FlushCache | AtaCommand::FlushCacheExt => Command::Flush,
+                _ => Command::OtherAta,
+            },
+            Ok(Body::Config { .. }) => Command::Config,
+            Ok(Body::Mask { .. }) => Command::Mask,
+            Ok(Body::Reserve { .. }) => Command::Reserve,
+            Ok(Body::Other { .. }) => Command::Other,
+            Err(_) => {
+                stats.count_ignored(IgnoreReason::Malformed);
+                stats.count_aoe_error();
+                return;
+            }
+        };
+        stats.count_request(command);
+        let Some(len) = len else { return };
+        let Ok(answer) = Received::parse(&out[..len]) else { return };
+        if answer.header().flags().contains(Flags::ERROR) {
+            stats.count_aoe_error();
+            if answer.header().error_code() == Some(ErrorCode::TargetReserved) {
+                stats.count_ignored(IgnoreReason::Reserved);
+            }
+        } else if let Ok(Body::Ata { header, .. }) = answer.body() {
+            if header.status().contains(AtaStatus::ERR) {
+                stats.count_ata_error();
+            }
+        }
+    }
+
+    fn handle_uncounted<'r>(
         &mut self,
         port: &Port,
         request: &Received<'r>,
