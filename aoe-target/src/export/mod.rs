@@ -61,7 +61,7 @@ use crate::ordering::IoOrder;
 
 pub use access::{Access, AccessRule, AccessRules};
 pub use aoe_proto::Received;
-pub use io::{SectorIo, SectorOp};
+pub use io::{ata_error_for, SectorIo, SectorOp};
 pub use stats::{
     Command, ExportSnapshot, ExportStats, IgnoreReason, ServerSnapshot, ServerStats, LATENCY_BUCKETS,
 };
