@@ -155,7 +155,7 @@ fn ata_cause(command: u8, status: u8, error: u8) -> &'static str {
             "the target could not read the sectors (I/O error)"
         }
     } else if e.contains(AtaError::ABRT) && write {
-        "refused (a read-only disk)"
+        "refused: the disk is read-only, to everyone or to this initiator"
     } else if e.contains(AtaError::ABRT) {
         "command aborted"
     } else if fault {
@@ -231,7 +231,7 @@ mod tests {
             ),
             (
                 Error::Ata { command: 0x30, status: 0x41, error: 0x04, lba: 1, sectors: 1 },
-                "write at byte 512 (1 sector) failed: refused (a read-only disk) (ATA ABRT)",
+                "write at byte 512 (1 sector) failed: refused: the disk is read-only, to everyone or to this initiator (ATA ABRT)",
             ),
             (
                 Error::Ata { command: 0x20, status: 0x41, error: 0x40, lba: 3, sectors: 1 },

@@ -22,10 +22,19 @@ pub(crate) fn run(cli: &Cli, args: &ReserveArgs) -> Result<(), Failure> {
     let list = match result {
         Ok(list) => list,
         Err(Error::Aoe { code: TARGET_RESERVED }) => {
-            let holders = dev.reserve_read().map(|l| macs(&l)).unwrap_or_default();
-            return Err(Failure::new(format!(
-                "{disk}: reserved by {holders}, not changed (aoe reserve {disk} force ... takes it)"
-            )));
+            let holders = dev.reserve_read().unwrap_or_default();
+            // Refused while nobody holds it: the target lets this initiator read only.
+            let why = if holders.is_empty() {
+                format!(
+                    "{disk}: the target refuses this initiator changes (it is read-only to it), not changed"
+                )
+            } else {
+                format!(
+                    "{disk}: reserved by {}, not changed (aoe reserve {disk} force ... takes it)",
+                    macs(&holders)
+                )
+            };
+            return Err(Failure::new(why));
         }
         Err(e) => return Err(Failure::disk(disk, e)),
     };

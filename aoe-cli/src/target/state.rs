@@ -54,10 +54,25 @@ struct StateFile {
 
 impl StateDir {
     /// The directory `dir`, created (mode 0700) if missing.
+    ///
+    /// A directory others may write to is refused: they could plant a symlink where the
+    /// target (root) writes its files, or a file with a mask of their choosing.
     pub fn open(dir: &Path) -> io::Result<StateDir> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        if !fs::metadata(dir)?.is_dir() {
+        let meta = fs::symlink_metadata(dir)?;
+        if !meta.is_dir() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a directory"));
+        }
+        if meta.permissions().mode() & 0o022 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "others may write to it (group or world writable): make it 0700 (chmod go-w)",
+            ));
+        }
+        let me = rustix::process::geteuid().as_raw();
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "owned by another user"));
         }
         Ok(StateDir { dir: dir.to_owned() })
     }
@@ -72,11 +87,18 @@ impl StateDir {
     pub fn load(&self, name: &str) -> Result<Option<Saved>, String> {
         let path = self.path(name);
         let fail = |why: String| format!("state file {}: {why}", path.display());
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(fail(e.to_string())),
-        };
+        // Not through a symlink, and not a FIFO or device that would block or never end.
+        let file =
+            match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&path)
+            {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(fail("is a symlink".into())),
+                Err(e) => return Err(fail(e.to_string())),
+            };
+        if !file.metadata().map_err(|e| fail(e.to_string()))?.is_file() {
+            return Err(fail("is not a regular file".into()));
+        }
         let mut text = String::new();
         file.take(MAX_STATE_FILE + 1).read_to_string(&mut text).map_err(|e| fail(e.to_string()))?;
         if text.len() as u64 > MAX_STATE_FILE {
@@ -86,7 +108,13 @@ impl StateDir {
             toml::from_str(&text).map_err(|e| fail(e.message().trim().replace('\n', "; ")))?;
         let macs = |list: &[String], key: &str| -> Result<Vec<MacAddr>, String> {
             list.iter()
-                .map(|t| t.parse().map_err(|_| fail(format!("{key}: {t:?} is not a MAC address"))))
+                .map(|t| match t.parse::<MacAddr>() {
+                    Ok(mac) if mac.is_multicast() => {
+                        Err(fail(format!("{key}: {t} is a group address, no initiator's")))
+                    }
+                    Ok(mac) => Ok(mac),
+                    Err(_) => Err(fail(format!("{key}: {t:?} is not a MAC address"))),
+                })
                 .collect()
         };
         let config_string = match (parsed.config_string, parsed.config_string_hex) {
@@ -122,8 +150,17 @@ impl StateDir {
         );
         let path = self.path(name);
         let temporary = self.dir.join(format!(".{name}.toml.tmp"));
-        let mut out =
-            OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
+        // A leftover (or planted) temporary is removed, not followed; the new one must be new.
+        match fs::remove_file(&temporary) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&temporary)?;
         out.write_all(header.as_bytes())?;
         out.write_all(body.as_bytes())?;
         out.sync_all()?;
@@ -178,6 +215,31 @@ mod tests {
     }
 
     #[test]
+    fn planted_symlinks_fifos_and_open_directories_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch();
+        let states = StateDir::open(&dir).unwrap();
+        // A symlink planted as the temporary is removed, not written through.
+        let victim = dir.with_extension("victim");
+        fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(".e1.0.toml.tmp")).unwrap();
+        states.save("e1.0", &Saved { state: ExportState::default(), config_mask: vec![] }).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        // A state file that is a symlink or a FIFO is refused at once, not followed or waited on.
+        fs::remove_file(states.path("e1.0")).unwrap();
+        std::os::unix::fs::symlink(&victim, states.path("e1.0")).unwrap();
+        assert!(states.load("e1.0").unwrap_err().contains("is a symlink"));
+        let fifo = states.path("e2.0");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(states.load("e2.0").unwrap_err().contains("is not a regular file"));
+        // A directory others may write to is not used.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(StateDir::open(&dir).unwrap_err().to_string().contains("group or world writable"));
+        fs::remove_dir_all(&dir).unwrap();
+        fs::remove_file(victim).unwrap();
+    }
+
+    #[test]
     fn a_damaged_state_file_is_an_error_that_names_it() {
         let dir = scratch();
         let states = StateDir::open(&dir).unwrap();
@@ -185,6 +247,7 @@ mod tests {
             ("mask = [\"nope\"]\n", "mask: \"nope\" is not a MAC address"),
             ("colour = 1\n", "unknown field"),
             ("config_string_hex = \"abc\"\n", "not hex"),
+            ("reserve = [\"ff:ff:ff:ff:ff:ff\"]\n", "reserve: ff:ff:ff:ff:ff:ff is a group address"),
         ] {
             fs::write(states.path("e2.3"), text).unwrap();
             let err = states.load("e2.3").unwrap_err();

@@ -103,8 +103,8 @@
 //!
 //! A write frame sent more than once may land on the target more than once, the later copy
 //! after the answer that completed it. So that such a copy never lands over newer data, the
-//! sectors of a write frame that was sent more than once are held for one RTO after its last
-//! transmission: until then no frame of another write to any of them is sent, and no flush
+//! sectors of a write frame that was sent more than once are held for one RTO (at least
+//! 100 ms) after its last transmission: until then no frame of another write to any of them is sent, and no flush
 //! (a flush answered means no older write can land after it). Reads are not held, and writes
 //! submitted together still run in any order (see [`Session::submit`]).
 //!
@@ -183,6 +183,12 @@ pub struct Session {
     /// A tail probe may be sent: set by a new frame or an answer, cleared by a probe.
     probe_armed: bool,
 }
+
+/// Least time the sectors of a write frame sent more than once are held after its last
+/// transmission (see the [module docs](self#overlapping-writes)): longer than any copy of a
+/// frame is delayed on a LAN, even when the RTO is shorter (a clamped `rto_max`, a frame
+/// held in a queue longer than the round trips measured).
+const LATE_COPY_HOLD: Duration = Duration::from_millis(100);
 
 /// Least wait before a tail probe (see the [module docs](self#loss)).
 const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(2);
@@ -626,7 +632,7 @@ impl Session {
         }
         if let (OpKind::Write { lba }, true) = (&op.kind, fl.retries > 0) {
             let start = lba + fl.offset;
-            let until = fl.sent + self.rtt.rto;
+            let until = fl.sent + self.rtt.rto.max(LATE_COPY_HOLD);
             self.held.push(Held { start, end: start + u64::from(fl.sectors), until });
         }
         self.window.answered();
