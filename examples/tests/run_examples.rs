@@ -42,7 +42,10 @@ fn memory_target() {
 fn pattern_backend() {
     let out = run(env!("CARGO_BIN_EXE_pattern_backend"), &[]);
     assert!(out.contains("its last sector says LBA 2147483647"), "{out}");
-    assert!(out.contains("writing to it: ATA error"), "{out}");
+    assert!(
+        out.contains("writing to it: write at byte 0 (1 sector) failed") && out.contains("ATA ABRT"),
+        "{out}"
+    );
 }
 
 #[test]
