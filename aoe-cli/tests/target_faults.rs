@@ -50,6 +50,16 @@ impl Drop for SmallFs {
     }
 }
 
+/// Starts `aoe-target ARGS` in the target namespace and waits for its start-up line that
+/// contains `ready` (e.g. "e1.0 on ").
+fn start_target(link: &Link, args: &[&str], ready: &str) -> Guarded {
+    let mut cmd = link.target.command(AOE_TARGET);
+    cmd.args(args).env_remove("RUST_LOG");
+    let target = Guarded::spawn(cmd).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || target.stderr().contains(ready)), "{}", target.stderr());
+    target
+}
+
 fn aoe(link: &Link, args: &[&str]) -> Output {
     let mut all = vec!["-i", link.initiator_if(), "--timeout", "0.5", "--dead-timeout", "5"];
     all.extend_from_slice(args);
@@ -80,14 +90,8 @@ fn a_full_store_fails_writes_by_name_and_nothing_else() {
         ),
     )
     .unwrap();
-    let mut cmd = link.target.command(AOE_TARGET);
-    cmd.args(["--config", config.to_str().unwrap()]).env_remove("RUST_LOG");
-    let mut target = Guarded::spawn(cmd).unwrap();
-    assert!(
-        wait_until(Duration::from_secs(10), || target.stderr().contains(&format!("e5.1 on {iface} ("))),
-        "{}",
-        target.stderr()
-    );
+    let mut target =
+        start_target(&link, &["--config", config.to_str().unwrap()], &format!("e5.1 on {iface} ("));
 
     let data = std::env::temp_dir().join(format!("aoe-full-data-{}", std::process::id()));
     std::fs::write(&data, pattern(3, 4 * MIB)).unwrap();
@@ -147,14 +151,8 @@ fn sync_and_direct_exports_write_through_to_stable_storage() {
     let image = dir.join("disk.img");
     std::fs::write(&image, vec![0u8; MIB]).unwrap();
     for (option, flag, name) in [("-s", libc::O_SYNC, "O_SYNC"), ("-d", libc::O_DIRECT, "O_DIRECT")] {
-        let mut cmd = link.target.command(AOE_TARGET);
-        cmd.args([option, "1", "0", link.target_if(), image.to_str().unwrap()]).env_remove("RUST_LOG");
-        let mut target = Guarded::spawn(cmd).unwrap();
-        assert!(
-            wait_until(Duration::from_secs(10), || target.stderr().contains("e1.0 on ")),
-            "{}",
-            target.stderr()
-        );
+        let mut target =
+            start_target(&link, &[option, "1", "0", link.target_if(), image.to_str().unwrap()], "e1.0 on ");
         let flags = open_flags(target.pid(), &image).expect("the target holds the image open");
         assert_eq!(
             flags & flag as u32,
@@ -176,14 +174,8 @@ fn an_mtu_lowered_under_a_running_target_is_picked_up() {
     }
     let link = Link::new("tgmtu", 9000).unwrap();
     let image = TempImage::new(4 * MIB, 11).unwrap();
-    let mut cmd = link.target.command(AOE_TARGET);
-    cmd.args(["1", "0", link.target_if(), image.path().to_str().unwrap()]).env_remove("RUST_LOG");
-    let mut target = Guarded::spawn(cmd).unwrap();
-    assert!(
-        wait_until(Duration::from_secs(10), || target.stderr().contains("e1.0 on ")),
-        "{}",
-        target.stderr()
-    );
+    let mut target =
+        start_target(&link, &["1", "0", link.target_if(), image.path().to_str().unwrap()], "e1.0 on ");
     let discover =
         |link: &Link| String::from_utf8_lossy(&aoe(link, &["discover", "--json"]).stdout).into_owned();
     assert!(discover(&link).contains("\"sectors_per_frame\": 17"), "{}", discover(&link));
@@ -216,14 +208,8 @@ fn a_file_truncated_under_a_running_target_is_served_at_its_new_size() {
     let link = Link::new("tgtrunc", 9000).unwrap();
     let image = TempImage::new(8 * MIB, 12).unwrap();
     let before = image.read_all();
-    let mut cmd = link.target.command(AOE_TARGET);
-    cmd.args(["1", "0", link.target_if(), image.path().to_str().unwrap()]).env_remove("RUST_LOG");
-    let mut target = Guarded::spawn(cmd).unwrap();
-    assert!(
-        wait_until(Duration::from_secs(10), || target.stderr().contains("e1.0 on ")),
-        "{}",
-        target.stderr()
-    );
+    let mut target =
+        start_target(&link, &["1", "0", link.target_if(), image.path().to_str().unwrap()], "e1.0 on ");
     let back = std::env::temp_dir().join(format!("aoe-trunc-back-{}", std::process::id()));
     let back_arg = back.to_str().unwrap();
     // The whole disk once, so that its pages are mapped and sent from the mapping.
