@@ -119,9 +119,12 @@
 //!
 //! A session has one or more [`Path`]s (a local interface and MAC, a target MAC). New frames
 //! go round-robin over the paths that are up; a retransmission goes to the next path up after
-//! the one that timed out. A path whose frames time out `path_down_after` times in a row,
-//! while another path is up, is marked down for `path_retry`, then tried again; an answer on
-//! it brings it back at once. With every path down, all are used anyway.
+//! the one that timed out. A path whose frames are lost `path_down_after` times in a row,
+//! with nothing answered on it for an RTO, while another path is up, is marked down for
+//! `path_retry`, then tried again; an answer on it brings it back at once. When the paths
+//! still up lose that many frames in a row too, the paths marked down are tried again at
+//! once: the one believed good may be the one that broke. With every path down, all are
+//! used anyway.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -216,8 +219,11 @@ const TIMEOUTS_BEFORE_BACKOFF: u32 = 6;
 #[derive(Debug)]
 struct PathState {
     path: Path,
+    /// Frames lost on it since its last answer.
     timeouts: u32,
     down_until: Option<Instant>,
+    /// When an answer last came back on it.
+    answered: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,7 +300,11 @@ impl Session {
         cfg.validate()?;
         cfg.buffer_count = cfg.buffer_count.max(1);
         let slots = usize::from(cfg.buffer_count).min(MAX_SLOTS);
-        let paths = cfg.paths.iter().map(|&path| PathState { path, timeouts: 0, down_until: None }).collect();
+        let paths = cfg
+            .paths
+            .iter()
+            .map(|&path| PathState { path, timeouts: 0, down_until: None, answered: None })
+            .collect();
         Ok(Session {
             paths,
             rr: 0,
@@ -613,6 +623,7 @@ impl Session {
         self.silent_since = (self.in_flight > 0).then_some(now);
         let p = &mut self.paths[via];
         p.timeouts = 0;
+        p.answered = Some(now);
         if p.down_until.take().is_some() {
             self.events.push_back(Event::PathUp { path: via });
         }
@@ -767,11 +778,31 @@ impl Session {
     }
 
     /// A frame sent on `path` was lost (its timer ran out, or later answers show it).
+    ///
+    /// A path that answered within the last RTO is not taken down: frames shown lost by
+    /// answers on another path may only be late (a target's thread for that path held up
+    /// for a few milliseconds). And when no other path is up, the ones marked down are tried
+    /// again: otherwise a path marked down while the other broke would leave every frame on
+    /// the broken one until `path_retry`, and the target declared dead meanwhile.
     fn path_timed_out(&mut self, path: usize, now: Instant) {
         let others_up = (0..self.paths.len()).any(|p| p != path && self.paths[p].usable(now));
+        let rto = self.rtt.rto;
         let p = &mut self.paths[path];
         p.timeouts = p.timeouts.saturating_add(1);
-        if p.timeouts >= self.cfg.path_down_after && others_up && p.usable(now) {
+        if p.timeouts < self.cfg.path_down_after || !p.usable(now) {
+            return;
+        }
+        if !others_up {
+            for (i, other) in self.paths.iter_mut().enumerate() {
+                if i != path && other.down_until.take().is_some() {
+                    other.timeouts = 0;
+                    tracing::debug!(path = i, "the paths up fail too: trying a path marked down again");
+                }
+            }
+            return;
+        }
+        let answered_lately = p.answered.is_some_and(|t| now.saturating_duration_since(t) < rto);
+        if !answered_lately {
             p.down_until = Some(now + self.cfg.path_retry);
             self.events.push_back(Event::PathDown { path });
         }

@@ -895,6 +895,92 @@ fn multipath_spreads_frames_and_fails_over() {
     assert!(h.other_events.iter().any(|e| matches!(e, Event::PathUp { path: 0 })));
 }
 
+/// Path 0 is marked down after a burst of loss; then path 1, the one up, breaks for good
+/// and path 0 works again. The write completes well before `path_retry` would have brought
+/// path 0 back, and before the target is declared dead (regression: every frame stayed on
+/// the broken path until `path_retry`, and `dead_timeout` ran out first).
+#[test]
+fn a_path_marked_down_is_tried_again_when_the_path_up_breaks() {
+    let mut cfg = config(2);
+    cfg.buffer_count = 8;
+    cfg.path_down_after = 2;
+    cfg.path_retry = Duration::from_secs(60);
+    cfg.dead_timeout = Duration::from_secs(5);
+    let mut h = Harness::new(cfg, 512);
+    let data = pattern(400, 21);
+    let w = h.write(0, data.clone());
+    let mut broken = 0;
+    let mut pending = h.transmit();
+    for _ in 0..10_000 {
+        for (f, t) in pending.drain(..) {
+            if t.path != broken {
+                if let Some(a) = h.answer(&f) {
+                    h.deliver(&a);
+                }
+            }
+        }
+        if broken == 0 && h.other_events.iter().any(|e| matches!(e, Event::PathDown { path: 0 })) {
+            broken = 1;
+        }
+        if !h.s.is_busy() {
+            break;
+        }
+        pending = h.transmit();
+        if pending.is_empty() {
+            h.advance_to_timeout();
+        }
+    }
+    assert_eq!(broken, 1, "path 0 was marked down first");
+    assert!(matches!(h.result(w), Ok(Reply::Done)), "{:?}", h.other_events);
+    assert!(h.now - h.start < Duration::from_secs(5), "took {:?}", h.now - h.start);
+    assert_eq!(&h.target.disk()[..400 * SECTOR], &data[..]);
+    assert!(h.s.path_is_up(0, h.now) && !h.s.path_is_up(1, h.now));
+    assert!(!h.other_events.iter().any(|e| matches!(e, Event::TargetDead)));
+}
+
+/// Frames on path 0 shown lost by quicker answers on path 1, while path 0 answered a moment
+/// ago, are late, not a broken path: path 0 stays up (regression: it was taken down, and a
+/// later break of path 1 left no working path in use).
+#[test]
+fn a_path_that_answers_is_not_taken_down_for_frames_overtaken_on_another() {
+    let mut cfg = config(2);
+    cfg.buffer_count = 16;
+    cfg.path_down_after = 2;
+    let mut h = Harness::new(cfg, 512);
+    let r = h.read(0, 16);
+    h.run();
+    assert!(h.result(r).is_ok());
+
+    let w = h.write(0, pattern(32, 5));
+    let frames = h.transmit();
+    let (on0, on1): (Vec<_>, Vec<_>) = frames.into_iter().partition(|(_, t)| t.path == 0);
+    assert!(on0.len() > 2 && !on1.is_empty());
+    let mut late = Vec::new();
+    for (i, (f, _)) in on0.iter().enumerate() {
+        let a = h.answer(f).unwrap();
+        if i == 0 {
+            h.deliver(&a);
+        } else {
+            late.push(a);
+        }
+    }
+    h.now += Duration::from_millis(5);
+    for (f, _) in &on1 {
+        let a = h.answer(f).unwrap();
+        h.deliver(&a);
+    }
+    while h.s.stats().lost_early < late.len() as u64 {
+        h.advance_to_timeout();
+    }
+    assert!(h.s.path_is_up(0, h.now), "{:?}", h.other_events);
+    assert!(!h.other_events.iter().any(|e| matches!(e, Event::PathDown { .. })));
+    for a in late {
+        h.deliver(&a);
+    }
+    h.run();
+    assert!(matches!(h.result(w), Ok(Reply::Done)));
+}
+
 #[test]
 fn a_single_path_is_never_marked_down() {
     let mut cfg = config(1);
