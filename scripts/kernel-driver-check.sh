@@ -12,8 +12,10 @@
 # To put something between the guest and the target (a fault-injecting relay, see
 # aoe-cli/tests/target_kernel_driver.rs), name existing namespaces: the tap goes into
 # $AOE_KCHECK_NETNS, bridged with its interface $AOE_KCHECK_BRIDGE, and aoe-target serves on
-# $AOE_KCHECK_TARGET_IF in $AOE_KCHECK_TARGET_NETNS. $AOE_KCHECK_WRITE_MIB sets how much the
-# guest writes and reads back (default 4 MiB).
+# $AOE_KCHECK_TARGET_IF in $AOE_KCHECK_TARGET_NETNS. $AOE_KCHECK_WRITE_KIB sets how much the
+# guest writes and reads back (default 4096 KiB; or $AOE_KCHECK_WRITE_MIB in MiB), and
+# $AOE_KCHECK_READ_KIB how much host data it reads first (default 1024 KiB); both in
+# multiples of 64 KiB.
 #
 # Needs root and /dev/kvm (the guest runs under plain emulation unless AOE_QEMU_ACCEL=kvm,
 # see below); without them it prints SKIP and exits 0 (or 1 if
@@ -26,9 +28,19 @@ cd "$(dirname "$0")/.."
 SHELF=1
 SLOT=0
 IMG_MIB=64        # size of the exported image
-WRITE_MIB=${AOE_KCHECK_WRITE_MIB:-4}  # bytes the guest writes, at offset WRITE_OFF_MIB
+BS=65536          # the block size of every dd, in and out of the guest
+WRITE_KIB=${AOE_KCHECK_WRITE_KIB:-$(( ${AOE_KCHECK_WRITE_MIB:-4} * 1024 ))}  # written at WRITE_OFF_MIB
 WRITE_OFF_MIB=8
-READ_MIB=1        # bytes the host pre-fills at offset 0 for the guest to read
+READ_KIB=${AOE_KCHECK_READ_KIB:-1024}  # host data pre-filled at offset 0 for the guest to read
+for kib in "$WRITE_KIB" "$READ_KIB"; do
+  if ! [[ "$kib" =~ ^[0-9]+$ ]] || [ "$kib" -eq 0 ] || [ $((kib % 64)) -ne 0 ]; then
+    echo "kernel-driver-check: sizes must be positive multiples of 64 KiB, not '$kib'" >&2
+    exit 2
+  fi
+done
+WRITE_BLOCKS=$((WRITE_KIB / 64))
+READ_BLOCKS=$((READ_KIB / 64))
+WRITE_OFF_BLOCKS=$((WRITE_OFF_MIB * 16))
 
 skip() {
   echo "SKIP: kernel-driver-check: needs root and /dev/kvm"
@@ -162,18 +174,18 @@ done
 [ -b "\$DEV" ] || fail "discover: \$DEV never appeared"
 say "discover ok dev=\$DEV size_sectors=\$(cat "\$SYS/size") state=\$(cat "\$SYS/state" 2>/dev/null) mac=\$(cat "\$SYS/mac" 2>/dev/null) netif=\$(cat "\$SYS/netif" 2>/dev/null) fwver=\$(cat "\$SYS/firmware-version" 2>/dev/null)"
 ls -l /dev/etherd/ | sed 's/^/AOE-LS /'
-PRE=\$(dd if=\$DEV bs=1M count=${READ_MIB} iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+PRE=\$(dd if=\$DEV bs=${BS} count=${READ_BLOCKS} iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
 say "preread md5=\$PRE"
-dd if=/dev/urandom of=/tmp/pat bs=1M count=${WRITE_MIB} 2>/dev/null || fail "urandom"
+dd if=/dev/urandom of=/tmp/pat bs=${BS} count=${WRITE_BLOCKS} 2>/dev/null || fail "urandom"
 W=\$(md5sum /tmp/pat | cut -d' ' -f1)
 T0=\$(cut -d' ' -f1 /proc/uptime)
-dd if=/tmp/pat of=\$DEV bs=1M seek=${WRITE_OFF_MIB} oflag=direct conv=fsync 2>/tmp/dd.err || fail "write: \$(cat /tmp/dd.err)"
+dd if=/tmp/pat of=\$DEV bs=${BS} seek=${WRITE_OFF_BLOCKS} oflag=direct conv=fsync 2>/tmp/dd.err || fail "write: \$(cat /tmp/dd.err)"
 sync
 T1=\$(cut -d' ' -f1 /proc/uptime)
 say "write ok md5=\$W"
 echo 3 > /proc/sys/vm/drop_caches
 T2=\$(cut -d' ' -f1 /proc/uptime)
-RB=\$(dd if=\$DEV bs=1M skip=${WRITE_OFF_MIB} count=${WRITE_MIB} iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+RB=\$(dd if=\$DEV bs=${BS} skip=${WRITE_OFF_BLOCKS} count=${WRITE_BLOCKS} iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
 T3=\$(cut -d' ' -f1 /proc/uptime)
 say "timing write \$T0 \$T1 read \$T2 \$T3"
 if [ "\$RB" = "\$W" ]; then say "read ok md5=\$RB"; else say "FAIL read back md5=\$RB want \$W"; fi
@@ -187,8 +199,8 @@ chmod +x "$R/init"
 
 # --- image -------------------------------------------------------------------------
 truncate -s "${IMG_MIB}M" "$IMG"
-dd if=/dev/urandom of="$IMG" bs=1M count="$READ_MIB" conv=notrunc status=none
-PRE_WANT=$(dd if="$IMG" bs=1M count="$READ_MIB" status=none | md5sum | cut -d' ' -f1)
+dd if=/dev/urandom of="$IMG" bs="$BS" count="$READ_BLOCKS" conv=notrunc status=none
+PRE_WANT=$(dd if="$IMG" bs="$BS" count="$READ_BLOCKS" status=none | md5sum | cut -d' ' -f1)
 
 # --- namespace, tap, target, guest -------------------------------------------------
 if [ "$OWN_NS" = 1 ]; then
@@ -238,7 +250,7 @@ W=$(sed -n 's/^AOE-CHECK write ok md5=//p' "$log")
 [ -n "$W" ] || fails+=("write")
 grep -q "^AOE-CHECK read ok md5=$W\$" "$log" || fails+=("read back")
 if [ -n "$W" ]; then
-  H=$(dd if="$IMG" bs=1M skip="$WRITE_OFF_MIB" count="$WRITE_MIB" status=none | md5sum | cut -d' ' -f1)
+  H=$(dd if="$IMG" bs="$BS" skip="$WRITE_OFF_BLOCKS" count="$WRITE_BLOCKS" status=none | md5sum | cut -d' ' -f1)
   [ "$H" = "$W" ] || fails+=("image file check (host md5 $H, guest wrote $W)")
 fi
 if [ ${#fails[@]} -gt 0 ]; then
@@ -248,6 +260,6 @@ if [ ${#fails[@]} -gt 0 ]; then
   exit 1
 fi
 timing=$(sed -n 's/^AOE-CHECK timing //p' "$log")
-rates=$(echo "$timing" | awk -v mib="$WRITE_MIB" '{ w = $3 - $2; r = $6 - $5; if (w <= 0) w = 0.01; if (r <= 0) r = 0.01;
+rates=$(echo "$timing" | awk -v mib="$WRITE_KIB" 'BEGIN { mib /= 1024 } { w = $3 - $2; r = $6 - $5; if (w <= 0) w = 0.01; if (r <= 0) r = 0.01;
   printf "write %.2f s (%.2f MB/s), read %.2f s (%.2f MB/s)", w, mib * 1.048576 / w, r, mib * 1.048576 / r }')
-echo "kernel aoe driver ($KVER): discover ok, write ok, read ok ($WRITE_MIB MiB written at $WRITE_OFF_MIB MiB, $READ_MIB MiB of host data read; $rates)"
+echo "kernel aoe driver ($KVER): discover ok, write ok, read ok ($WRITE_KIB KiB written at $WRITE_OFF_MIB MiB, $READ_KIB KiB of host data read; $rates)"
