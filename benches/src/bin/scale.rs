@@ -74,6 +74,18 @@ fn address(i: usize) -> (u16, u8) {
     (1 + (i / 250) as u16, (i % 250) as u8)
 }
 
+/// aoe-target's configuration serving `images` on `iface`, export `i` at [`address`]`(i)`.
+fn aoe_target_config(iface: &str, images: &[&Path]) -> String {
+    let mut config = String::new();
+    for (i, image) in images.iter().enumerate() {
+        let (shelf, slot) = address(i);
+        config += &format!(
+            "[[export]]\nshelf = {shelf}\nslot = {slot}\ninterfaces = [{iface:?}]\nfile = {image:?}\n\n"
+        );
+    }
+    config
+}
+
 /// Running target processes serving e1.0, e1.1, ... from `images`.
 struct Served {
     processes: Vec<Guarded>,
@@ -98,12 +110,7 @@ impl Served {
                 })
                 .collect(),
             Which::AoeTarget => {
-                let mut config = String::new();
-                for (i, image) in images.iter().enumerate() {
-                    config += &format!(
-                        "[[export]]\nshelf = 1\nslot = {i}\ninterfaces = [{iface:?}]\nfile = {image:?}\n\n"
-                    );
-                }
+                let config = aoe_target_config(iface, images);
                 let path = scratch.join("scale-exports.toml");
                 std::fs::write(&path, config).map_err(|e| e.to_string())?;
                 let mut cmd = link.target.command(target_bin.to_str().unwrap());
@@ -323,4 +330,24 @@ fn run(args: &Args) -> Result<(), String> {
         row("16 TiB sparse, last 256 MiB", which, &samples, served.rss_kib());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_exports_avoid_the_broadcast_slot_and_match_their_addresses() {
+        let image = Path::new("/tmp/x.img");
+        let images = vec![image; 256];
+        let config = aoe_target_config("veth0", &images);
+        let exports: Vec<&str> = config.split("[[export]]").skip(1).collect();
+        assert_eq!(exports.len(), 256);
+        for (i, export) in exports.iter().enumerate() {
+            let (shelf, slot) = address(i);
+            assert!(slot < 255, "export {i} at the broadcast slot");
+            assert!(export.contains(&format!("shelf = {shelf}\nslot = {slot}\n")), "{export}");
+        }
+        assert_eq!(address(255), (2, 5));
+    }
 }
