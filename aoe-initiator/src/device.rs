@@ -201,6 +201,15 @@ impl Device {
             return Err(Error::NoSuchDisk { shelf: cfg.shelf, slot: cfg.slot, ifaces });
         }
         let session = Session::new(cfg)?;
+        let mut links = links;
+        let filter = session.answer_filter();
+        for link in &mut links {
+            // Without it every other initiator's answers on the host reach this process too;
+            // it only saves work, so a link that cannot take it goes on unfiltered.
+            if let Err(e) = link.filter_answers(&filter) {
+                tracing::debug!(link = link.name(), error = %e, "no answer filter");
+            }
+        }
         let driver = Driver::new(&links, opts.batch_frames);
         Ok(Device {
             links,

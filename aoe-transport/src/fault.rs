@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 
 use aoe_proto::ethernet::{MacAddr, HEADER_LEN};
 
-use crate::{FrameBatch, Transport};
+use crate::{AnswerFilter, FrameBatch, Transport};
 
 mod pipe;
 #[cfg(test)]
@@ -529,6 +529,11 @@ impl<T: Transport> Transport for FaultInjector<T> {
 
     fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
         self.inner.readiness_fd()
+    }
+
+    /// The inner transport's filter: faults are injected into what passes it.
+    fn filter_answers(&mut self, filter: &AnswerFilter) -> io::Result<bool> {
+        self.inner.filter_answers(filter)
     }
 
     fn sender(&self) -> io::Result<Box<dyn Transport>> {

@@ -48,6 +48,7 @@ pub use aoe_proto::ethernet::MacAddr;
 
 mod batch;
 pub mod fault;
+pub mod filter;
 pub mod memory;
 pub mod rng;
 
@@ -57,6 +58,7 @@ pub mod afpacket;
 #[cfg(target_os = "linux")]
 pub use afpacket::{wait_readable, MAX_WAIT_FDS};
 pub use batch::FrameBatch;
+pub use filter::AnswerFilter;
 
 /// A link that carries AoE frames in batches.
 ///
@@ -127,6 +129,17 @@ pub trait Transport: Send {
         None
     }
 
+    /// Asks the transport to drop received frames that cannot be answers of the session
+    /// `filter` describes, before they cost the program a copy and a wake-up (see
+    /// [`filter`](mod@filter)); a later call replaces the filter. Returns `Ok(true)` when the
+    /// filter is in place, `Ok(false)` when the transport cannot filter (the default) and
+    /// delivers everything as before. Either way the caller checks every frame it receives in
+    /// full: a filter only saves work. Call it on a handle used by one session only.
+    fn filter_answers(&mut self, filter: &AnswerFilter) -> io::Result<bool> {
+        let _ = filter;
+        Ok(false)
+    }
+
     /// Another handle that sends on the same link, from the same address, for a thread that
     /// sends while this handle receives. What it receives is unspecified: use it only to
     /// send. Fails with [`io::ErrorKind::Unsupported`] for transports that cannot make one
@@ -167,6 +180,10 @@ impl Transport for Box<dyn Transport> {
 
     fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
         (**self).readiness_fd()
+    }
+
+    fn filter_answers(&mut self, filter: &AnswerFilter) -> io::Result<bool> {
+        (**self).filter_answers(filter)
     }
 
     fn sender(&self) -> io::Result<Box<dyn Transport>> {

@@ -630,3 +630,62 @@ fn recv_frames_within(t: &mut impl Transport, wait: Duration) -> Vec<Vec<u8>> {
     }
     got
 }
+
+/// An AoE answer from A to B: response flag, shelf 7 slot 3 unless changed, tag `tag`.
+fn answer(tag: u32, shelf: u16, slot: u8, response: bool) -> Vec<u8> {
+    let mut f = frame(0x88A2, tag as u8, 60);
+    f[14] = 0x10 | if response { 0x08 } else { 0 };
+    f[16..18].copy_from_slice(&shelf.to_be_bytes());
+    f[18] = slot;
+    f[20..24].copy_from_slice(&tag.to_be_bytes());
+    f
+}
+
+/// A socket with an answer filter receives the session's answers and none of the frames
+/// meant for others (another session's tags, another disk, requests), on a plain socket and
+/// on one with a receive ring; a socket without a filter beside it still gets everything.
+#[test]
+fn an_answer_filter_passes_the_sessions_answers_only() {
+    use aoe_transport::AnswerFilter;
+    if !have_root("an_answer_filter_passes_the_sessions_answers_only") {
+        return;
+    }
+    let salt = 0x5EED_F00D;
+    let filter = AnswerFilter { shelf: 7, slot: 3, tag_salt: salt, frame_slots: 16 };
+    let ours: Vec<Vec<u8>> = [(0u32, 1u32), (15, 2), (9, 0xFFFF)]
+        .iter()
+        .map(|&(s, g)| answer((g << 16 | s) ^ salt, 7, 3, true))
+        .collect();
+    let theirs = [
+        answer((1 << 16 | 3) ^ !salt, 7, 3, true),
+        answer((1 << 16 | 16) ^ salt, 7, 3, true),
+        answer((1 << 16 | 3) ^ salt, 8, 3, true),
+        answer((1 << 16 | 3) ^ salt, 7, 4, true),
+        answer((1 << 16 | 3) ^ salt, 7, 3, false),
+        frame(0x88A2, 1, 23),
+    ];
+    for ring in [false, true] {
+        let veth = VethPair::new();
+        let mut a = veth.open_a();
+        let mut b = if ring { veth.open_b_ring(1 << 20) } else { veth.open_b() };
+        let mut unfiltered = veth.open_b();
+        assert!(b.filter_answers(&filter).unwrap(), "the filter was refused");
+        let mut all = Vec::new();
+        for (i, f) in theirs.iter().enumerate() {
+            all.push(f.clone());
+            if let Some(o) = ours.get(i) {
+                all.push(o.clone());
+            }
+        }
+        assert_eq!(a.send_batch(&batch_of(&all)).unwrap(), all.len());
+        assert_eq!(recv_frames(&mut b, ours.len()), ours, "ring: {ring}");
+        assert!(nothing_arrives(&mut b), "a frame for another session passed (ring: {ring})");
+        assert_eq!(recv_frames(&mut unfiltered, all.len()), all, "ring: {ring}");
+        // A later filter replaces the first.
+        let other = AnswerFilter { shelf: 8, ..filter };
+        assert!(b.filter_answers(&other).unwrap());
+        assert_eq!(a.send_batch(&batch_of(&all)).unwrap(), all.len());
+        assert_eq!(recv_frames(&mut b, 1), vec![theirs[2].clone()], "ring: {ring}");
+        assert!(nothing_arrives(&mut b));
+    }
+}

@@ -310,3 +310,84 @@ fn a_dead_target_fails_submitted_io() {
     assert!(matches!(done.result, Err(Error::TargetDead { .. })), "{:?}", done.result);
     assert_eq!(done.buf.len(), 1024);
 }
+
+/// A link that applies the answer filter it is given, as a kernel socket filter would, and
+/// counts what it drops.
+struct Filtering {
+    inner: aoe_transport::memory::MemoryPort,
+    filter: Option<aoe_transport::AnswerFilter>,
+    dropped: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Transport for Filtering {
+    fn recv_batch(
+        &mut self,
+        batch: &mut aoe_transport::FrameBatch,
+        timeout: Option<Duration>,
+    ) -> std::io::Result<usize> {
+        let mut got = aoe_transport::FrameBatch::new(batch.capacity(), batch.frame_capacity());
+        self.inner.recv_batch(&mut got, timeout)?;
+        batch.clear();
+        for frame in got.iter() {
+            match self.filter {
+                Some(f) if !f.passes(frame) => {
+                    self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                _ => assert!(batch.push(frame)),
+            }
+        }
+        Ok(batch.len())
+    }
+
+    fn send_batch(&mut self, batch: &aoe_transport::FrameBatch) -> std::io::Result<usize> {
+        self.inner.send_batch(batch)
+    }
+
+    fn mac(&self) -> MacAddr {
+        self.inner.mac()
+    }
+
+    fn mtu(&self) -> usize {
+        self.inner.mtu()
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn filter_answers(&mut self, filter: &aoe_transport::AnswerFilter) -> std::io::Result<bool> {
+        self.filter = Some(*filter);
+        Ok(true)
+    }
+}
+
+/// A device sets its session's answer filter on its links, and everything it asks for
+/// passes it: reads, writes, a flush and the config, mask and reserve commands, on a lossy,
+/// duplicating link, end up with nothing dropped by the filter.
+#[test]
+fn the_answer_filter_passes_everything_the_device_asks_for() {
+    let hub = MemoryHub::new(1500);
+    let target = shared(TestTarget::new(mac(TARGET), 1, 0, 256));
+    let mut lab = Lab::default();
+    lab.serve(&target, hub.port(mac(TARGET)));
+    hub.set_impairments(Impairments { drop: 0.05, duplicate: 0.05, reorder: 0.1, seed: 5 });
+    let dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let link = Filtering { inner: hub.port(mac(INITIATOR)), filter: None, dropped: Arc::clone(&dropped) };
+    let mut dev = Device::open(vec![Box::new(link)], 1, 0, &quick()).unwrap();
+    let filter = dev.session().answer_filter();
+    assert_eq!((filter.shelf, filter.slot), (1, 0));
+    assert_eq!(filter.tag_salt, dev.session().config().tag_salt);
+    assert_eq!(usize::from(filter.frame_slots), usize::from(dev.info().buffer_count));
+
+    let data = random(64 * 1024, 7);
+    dev.write_at(&data, 3000).unwrap();
+    let mut back = vec![0u8; data.len()];
+    dev.read_at(&mut back, 3000).unwrap();
+    assert_eq!(back, data);
+    dev.flush().unwrap();
+    dev.config_set(b"filtered", false).unwrap();
+    assert_eq!(dev.config_read().unwrap().string, b"filtered");
+    dev.mask_read().unwrap();
+    dev.reserve_read().unwrap();
+    assert_eq!(dropped.load(std::sync::atomic::Ordering::Relaxed), 0, "the filter dropped an answer");
+}

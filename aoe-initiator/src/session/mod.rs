@@ -335,6 +335,19 @@ impl Session {
         &self.cfg
     }
 
+    /// What a transport may keep of the frames it receives for this session alone
+    /// ([`Transport::filter_answers`](aoe_transport::Transport::filter_answers)): answers
+    /// from its shelf.slot whose tags name one of its frame slots. Everything the session
+    /// takes passes it.
+    pub fn answer_filter(&self) -> aoe_transport::AnswerFilter {
+        aoe_transport::AnswerFilter {
+            shelf: self.cfg.shelf,
+            slot: self.cfg.slot,
+            tag_salt: self.cfg.tag_salt,
+            frame_slots: self.tags.len() as u16,
+        }
+    }
+
     /// Switches LBA48 addressing on or off for reads and writes framed from now on (set it
     /// from IDENTIFY data).
     pub fn set_lba48(&mut self, lba48: bool) {

@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 
 use aoe_proto::ethernet::{MacAddr, ETHERTYPE_AOE, HEADER_LEN};
 
-use crate::{FrameBatch, Transport};
+use crate::{AnswerFilter, FrameBatch, Transport};
 use recv::WaitState;
 use rx_ring::{AttachError, RxRing};
-use socket::{bind, set_buffer, setsockopt_int, socket};
+use socket::{attach_filter, bind, set_buffer, setsockopt_int, socket};
 use vectors::{RxVectors, TxVectors, VNET_HEADER_LEN};
 
 mod interface;
@@ -309,6 +309,15 @@ impl Transport for AfPacket {
 
     fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.fd.as_fd())
+    }
+
+    /// A classic BPF socket filter ([`AnswerFilter::program`]), run by the kernel on every
+    /// frame before it is queued, for the socket and so for every handle
+    /// ([`try_clone`](AfPacket::try_clone)) on it; a receive ring gets only what passes too.
+    /// Frames queued before the call stay queued.
+    fn filter_answers(&mut self, filter: &AnswerFilter) -> io::Result<bool> {
+        attach_filter(self.fd.as_fd(), &filter.program())?;
+        Ok(true)
     }
 
     /// [`AfPacket::sender`]: a send-only socket of its own.

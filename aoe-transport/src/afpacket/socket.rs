@@ -123,3 +123,12 @@ pub(super) fn take_socket_error(fd: BorrowedFd<'_>) -> io::Result<()> {
         e => Err(io::Error::from_raw_os_error(e)),
     }
 }
+
+/// Attaches classic BPF `program` to socket `fd` (`SO_ATTACH_FILTER`), replacing any filter
+/// it had: from then on the kernel queues only the frames the program keeps.
+pub(super) fn attach_filter(fd: BorrowedFd<'_>, program: &[crate::filter::BpfInsn]) -> io::Result<()> {
+    let len = u16::try_from(program.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // `BpfInsn` is laid out as `struct sock_filter` (repr(C): u16, u8, u8, u32).
+    let fprog = libc::sock_fprog { len, filter: program.as_ptr().cast_mut().cast() };
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+}
