@@ -10,7 +10,8 @@
 //! ```
 //!
 //! For each case: aggregate MB/s, the target's CPU seconds per GiB moved, and its resident
-//! memory (all its processes together, for vblade).
+//! memory (all its processes together, for vblade). Every byte the `aoe read` processes read
+//! is compared with the image as it comes through their standard output.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -162,24 +163,78 @@ struct Sample {
     cpu_per_gib: f64,
 }
 
-/// Runs `aoe read` commands at once in the initiator namespace and waits for all.
-fn reads_at_once(link: &Link, aoe: &Path, jobs: &[Vec<String>]) -> Result<f64, String> {
+/// What one `aoe read` job reads: the arguments, and the part of the image its output must
+/// equal (offset and length).
+struct ReadJob {
+    args: Vec<String>,
+    offset: u64,
+    len: u64,
+}
+
+/// Runs `aoe read ... -` commands at once in the initiator namespace and waits for all; each
+/// one's output is compared, byte for byte as it comes, with the part of `image` it read.
+fn reads_at_once(link: &Link, aoe: &Path, image: &Path, jobs: &[ReadJob]) -> Result<f64, String> {
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
     let started = Instant::now();
-    let children: Vec<Child> = jobs
+    let mut children: Vec<Child> = jobs
         .iter()
-        .map(|args| {
+        .map(|job| {
             let mut cmd: Command = link.initiator.command(aoe.to_str().unwrap());
-            cmd.args(["-i", link.initiator_if()]).args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+            cmd.args(["-i", link.initiator_if()])
+                .args(&job.args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
             cmd.spawn().map_err(|e| e.to_string())
         })
         .collect::<Result<_, _>>()?;
+    let checkers: Vec<_> = children
+        .iter_mut()
+        .zip(jobs)
+        .map(|(child, job)| {
+            let mut out = child.stdout.take().expect("piped stdout");
+            let (image, offset, len) = (image.to_owned(), job.offset, job.len);
+            std::thread::spawn(move || -> Result<(), String> {
+                let file = std::fs::File::open(&image).map_err(|e| e.to_string())?;
+                let (mut got, mut want) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+                let mut at = 0u64;
+                loop {
+                    let n = out.read(&mut got).map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        break;
+                    }
+                    if at + n as u64 > len {
+                        return Err(format!("read more than {len} bytes at {offset}"));
+                    }
+                    file.read_exact_at(&mut want[..n], offset + at).map_err(|e| e.to_string())?;
+                    if got[..n] != want[..n] {
+                        return Err(format!("wrong bytes read near byte {}", offset + at));
+                    }
+                    at += n as u64;
+                }
+                if at != len {
+                    return Err(format!("read {at} bytes at {offset}, not {len}"));
+                }
+                Ok(())
+            })
+        })
+        .collect();
     for child in children {
         let out = child.wait_with_output().map_err(|e| e.to_string())?;
         if !out.status.success() {
             return Err(format!("aoe read: {}", String::from_utf8_lossy(&out.stderr).trim()));
         }
     }
+    for checker in checkers {
+        checker.join().map_err(|_| "a checker panicked".to_string())??;
+    }
     Ok(started.elapsed().as_secs_f64())
+}
+
+/// `aoe read` of `len` bytes at `offset` of e1.0 to its standard output.
+fn read_job(offset: u64, len: u64) -> ReadJob {
+    let args = ["read", "--offset", &offset.to_string(), "--length", &len.to_string(), "e1.0", "-"];
+    ReadJob { args: args.map(String::from).to_vec(), offset, len }
 }
 
 fn measure(served: &Served, bytes: u64, run: impl FnOnce() -> Result<f64, String>) -> Result<Sample, String> {
@@ -260,28 +315,16 @@ fn run(args: &Args) -> Result<(), String> {
 
     // Initiators reading disjoint parts of one export.
     let bytes = (args.size as u64) << 20;
-    let image = TempImage::zeroed(args.size << 20).map_err(|e| e.to_string())?;
+    let image = TempImage::new(args.size << 20, 0x5CA1E).map_err(|e| e.to_string())?;
     for &which in &whiches {
         let served = Served::start(which, &link, &target_bin, &[image.path()], &scratch)?;
         for &k in &args.initiators {
-            let part = bytes / k as u64;
-            let jobs: Vec<Vec<String>> = (0..k as u64)
-                .map(|i| {
-                    [
-                        "read",
-                        "--offset",
-                        &(i * part).to_string(),
-                        "--length",
-                        &part.to_string(),
-                        "e1.0",
-                        "/dev/null",
-                    ]
-                    .map(String::from)
-                    .to_vec()
-                })
-                .collect();
+            let part = bytes / k as u64 / 512 * 512;
+            let jobs: Vec<ReadJob> = (0..k as u64).map(|i| read_job(i * part, part)).collect();
             let samples = (0..args.reps)
-                .map(|_| measure(&served, part * k as u64, || reads_at_once(&link, &aoe, &jobs)))
+                .map(|_| {
+                    measure(&served, part * k as u64, || reads_at_once(&link, &aoe, image.path(), &jobs))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             row(&format!("{k} initiators, disjoint parts of 1"), which, &samples, served.rss_kib());
         }
@@ -321,11 +364,9 @@ fn run(args: &Args) -> Result<(), String> {
     let tail = 256u64 << 20;
     for &which in &whiches {
         let served = Served::start(which, &link, &target_bin, &[huge.path()], &scratch)?;
-        let job = vec![["read", "--offset", &(tib16 - tail).to_string(), "e1.0", "/dev/null"]
-            .map(String::from)
-            .to_vec()];
+        let job = [read_job(tib16 - tail, tail)];
         let samples = (0..args.reps)
-            .map(|_| measure(&served, tail, || reads_at_once(&link, &aoe, &job)))
+            .map(|_| measure(&served, tail, || reads_at_once(&link, &aoe, huge.path(), &job)))
             .collect::<Result<Vec<_>, _>>()?;
         row("16 TiB sparse, last 256 MiB", which, &samples, served.rss_kib());
     }
