@@ -1,26 +1,35 @@
 //! `aoe read` and `aoe write`: copy between a disk and a file, stdin or stdout.
 //!
 //! The network and the local file are used at once: a thread of its own reads or writes the
-//! local side while the disk moves the next chunk, and a few chunk buffers, allocated once,
+//! local side while the disk moves the next chunks, and a few chunk buffers, allocated once,
 //! go round between the two (a bounded queue each way). A disk at wire speed is then not
-//! held up by a file that takes its time, nor a file by the disk.
+//! held up by a file that takes its time, nor a file by the disk. On the disk's side two
+//! chunks are in flight at once ([`Device::submit`]), so that the window of frames does not
+//! drain at the end of each chunk.
 
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread;
 
+use aoe_initiator::{Device, Done, Io, OpId};
+
 use super::format;
 use super::progress::Progress;
 use super::{Cli, DiskName, Failure, ReadArgs, WriteArgs};
 
-/// Bytes per `read_at` / `write_at` call: large enough that the pipeline drains rarely
-/// (about 1000 frames at MTU 9000), small enough to keep memory modest.
-const CHUNK: usize = 8 << 20;
+/// Bytes per chunk: large enough that a chunk is many frames (about 500 at MTU 9000), small
+/// enough to keep memory modest.
+const CHUNK: usize = 4 << 20;
 /// Chunks in the queue between the disk and the local file, besides the one each side
 /// holds: what the slower side may fall behind by before the faster one waits.
 const QUEUED: usize = 2;
+/// Chunks the disk's side has submitted at once.
+const IN_FLIGHT: usize = 2;
+/// Bytes of a sector: chunks in flight start and end on sector boundaries.
+const SECTOR: u64 = aoe_proto::SECTOR_SIZE as u64;
 
 /// A chunk buffer and how many of its bytes are data.
 type Chunk = (Vec<u8>, usize);
@@ -33,11 +42,11 @@ struct Queues {
     empty: Receiver<Vec<u8>>,
 }
 
-/// Buffers for a copy of `length` bytes: QUEUED + 2, at most CHUNK bytes each, allocated here
-/// once and nowhere else.
+/// Buffers for a copy of `length` bytes: one for each chunk queued, in flight or held by the
+/// local side, at most CHUNK bytes each, allocated here once and nowhere else.
 fn buffers(length: u64, give: &Sender<Vec<u8>>) {
     let size = CHUNK.min(length as usize).max(1);
-    for _ in 0..QUEUED + 2 {
+    for _ in 0..QUEUED + IN_FLIGHT + 1 {
         // The receiver outlives this call.
         let _ = give.send(vec![0u8; size]);
     }
@@ -94,20 +103,48 @@ pub(crate) fn read(cli: &Cli, args: &ReadArgs) -> Result<(), Failure> {
 }
 
 /// The disk's side of `aoe read`: reads `length` bytes from `offset` in chunks into the
-/// buffers that come back empty and queues them for the writer. Stops early when the
-/// writer has gone (its error is the one to report). Returns the bytes read.
+/// buffers that come back empty and queues them for the writer, in order, with up to
+/// [`IN_FLIGHT`] chunks submitted at once. Stops early when the writer has gone (its error is
+/// the one to report). Returns the bytes read.
 fn fetch_chunks(
-    dev: &mut aoe_initiator::Device,
+    dev: &mut Device,
     offset: u64,
     length: u64,
     queues: Queues,
     progress: &mut Progress,
 ) -> Result<u64, aoe_initiator::Error> {
+    let mut submitted = 0u64;
     let mut done = 0u64;
+    let mut chunks = Chunks::default();
+    // Whole sectors in flight; an unaligned start or an odd tail goes through `read_at`.
+    let aligned = offset % SECTOR == 0;
     while done < length {
-        let Ok(mut buf) = queues.empty.recv() else { break };
-        let n = (length - done).min(buf.len() as u64) as usize;
-        dev.read_at(&mut buf[..n], offset + done)?;
+        while aligned && chunks.len() < IN_FLIGHT && submitted < length {
+            let n = (length - submitted).min(CHUNK as u64) as usize;
+            if n as u64 % SECTOR != 0 {
+                break;
+            }
+            // Wait for a buffer only when nothing is in flight to wait for instead.
+            let buf = if chunks.is_empty() { queues.empty.recv().ok() } else { queues.empty.try_recv().ok() };
+            let Some(mut buf) = buf else { break };
+            buf.resize(n, 0);
+            chunks.submit(dev, Io::Read { offset: offset + submitted, buf })?;
+            submitted += n as u64;
+        }
+        let (buf, n) = if !chunks.is_empty() {
+            let buf = chunks.next_in_order(dev)?;
+            let n = buf.len();
+            (buf, n)
+        } else {
+            // Nothing in flight: an unaligned range, its odd tail, or no buffer coming back
+            // because the writer has gone.
+            let Ok(mut buf) = queues.empty.recv() else { break };
+            buf.resize(buf.capacity(), 0);
+            let n = (length - done).min(buf.len() as u64) as usize;
+            dev.read_at(&mut buf[..n], offset + done)?;
+            submitted += n as u64;
+            (buf, n)
+        };
         if queues.filled.send((buf, n)).is_err() {
             break;
         }
@@ -115,6 +152,46 @@ fn fetch_chunks(
         progress.update(done);
     }
     Ok(done)
+}
+
+/// Chunks submitted to the disk and not handed on yet, in the order they were submitted.
+#[derive(Default)]
+struct Chunks {
+    order: VecDeque<OpId>,
+    /// Those that completed before the ones submitted ahead of them.
+    early: HashMap<OpId, Vec<u8>>,
+}
+
+impl Chunks {
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    fn submit(&mut self, dev: &mut Device, io: Io) -> Result<(), aoe_initiator::Error> {
+        self.order.push_back(dev.submit(io)?);
+        Ok(())
+    }
+
+    /// The buffer of the oldest chunk, once it completed: the first error of any chunk
+    /// fails the copy.
+    fn next_in_order(&mut self, dev: &mut Device) -> Result<Vec<u8>, aoe_initiator::Error> {
+        let first = *self.order.front().expect("a chunk in flight");
+        loop {
+            if let Some(buf) = self.early.remove(&first) {
+                self.order.pop_front();
+                return Ok(buf);
+            }
+            let Some(Done { id, result, buf }) = dev.poll(None)? else {
+                return Err(aoe_initiator::Error::Invalid("a chunk in flight was lost"));
+            };
+            result?;
+            self.early.insert(id, buf);
+        }
+    }
 }
 
 /// The local side of `aoe read`: writes each chunk as it comes and gives its buffer back.
@@ -148,6 +225,8 @@ fn read_chunks(
     let mut done = 0u64;
     while done < limit {
         let Ok(mut buf) = queues.empty.recv() else { return Ok(Input { overflow: false }) };
+        // The disk's side hands buffers back cut to the chunk they held.
+        buf.resize(buf.capacity(), 0);
         let ask = (limit - done).min(buf.len() as u64) as usize;
         let n = fill(&mut *input, &mut buf[..ask])?;
         if n == 0 {
@@ -240,11 +319,12 @@ pub(crate) fn write(cli: &Cli, args: &WriteArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The disk's side of `aoe write`: writes each chunk as it comes (and with `verify` reads it
-/// back and compares), gives its buffer back. Returns the bytes written.
+/// The disk's side of `aoe write`: writes each chunk as it comes, up to [`IN_FLIGHT`] at
+/// once (one at a time with `verify`, which reads each back and compares), and gives its
+/// buffer back once written. Returns the bytes written.
 #[allow(clippy::too_many_arguments)]
 fn store_chunks(
-    dev: &mut aoe_initiator::Device,
+    dev: &mut Device,
     disk: DiskName,
     name: &str,
     offset: u64,
@@ -254,13 +334,29 @@ fn store_chunks(
     progress: &mut Progress,
 ) -> Result<u64, Failure> {
     let mut check = Vec::new();
+    let mut in_flight = Chunks::default();
     let mut done = 0u64;
-    for (buf, n) in chunks {
+    let fail = |e| Failure::disk(disk, e);
+    for (mut buf, n) in chunks {
         let at = offset + done;
-        dev.write_at(&buf[..n], at).map_err(|e| Failure::disk(disk, e))?;
+        if !verify && at % SECTOR == 0 && n as u64 % SECTOR == 0 {
+            if in_flight.len() == IN_FLIGHT {
+                let _ = give_back.send(in_flight.next_in_order(dev).map_err(fail)?);
+            }
+            buf.truncate(n);
+            in_flight.submit(dev, Io::Write { offset: at, buf }).map_err(fail)?;
+            done += n as u64;
+            progress.update(done);
+            continue;
+        }
+        // Partial sectors are read, patched and written back: after the writes before them.
+        while !in_flight.is_empty() {
+            let _ = give_back.send(in_flight.next_in_order(dev).map_err(fail)?);
+        }
+        dev.write_at(&buf[..n], at).map_err(fail)?;
         if verify {
             check.resize(check.len().max(n), 0);
-            dev.read_at(&mut check[..n], at).map_err(|e| Failure::disk(disk, e))?;
+            dev.read_at(&mut check[..n], at).map_err(fail)?;
             if let Some(i) = buf[..n].iter().zip(&check[..n]).position(|(a, b)| a != b) {
                 return Err(Failure::new(format!(
                     "verify failed: byte {} of {disk} (byte {} of {name}) reads back 0x{:02x}, 0x{:02x} was written",
@@ -274,6 +370,9 @@ fn store_chunks(
         done += n as u64;
         progress.update(done);
         let _ = give_back.send(buf);
+    }
+    while !in_flight.is_empty() {
+        let _ = give_back.send(in_flight.next_in_order(dev).map_err(fail)?);
     }
     Ok(done)
 }
