@@ -51,6 +51,7 @@ pub mod fault;
 pub mod filter;
 pub mod memory;
 pub mod rng;
+pub mod split;
 
 #[cfg(target_os = "linux")]
 pub mod afpacket;
@@ -59,6 +60,7 @@ pub mod afpacket;
 pub use afpacket::{wait_readable, MAX_WAIT_FDS};
 pub use batch::FrameBatch;
 pub use filter::AnswerFilter;
+pub use split::Split;
 
 /// A link that carries AoE frames in batches.
 ///
