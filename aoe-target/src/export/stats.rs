@@ -212,6 +212,9 @@ impl<B: Backend + ?Sized> Backend for Observed<'_, B> {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.keep(self.inner.write_at(buf, offset))
     }
+    fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        self.keep(self.inner.write_vectored_at(bufs, offset))
+    }
     fn flush(&self) -> io::Result<()> {
         self.keep(self.inner.flush())
     }
