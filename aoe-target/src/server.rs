@@ -870,6 +870,50 @@ mod tests {
         assert_eq!((stats.latency_count(), stats.in_flight), (5, 0));
     }
 
+    /// A broadcast query answered by two exports leaves one answer too many for one batch:
+    /// the answers are sent before the last write, and the run before them is done first,
+    /// so that the failing write's answer, among those, says it failed.
+    #[test]
+    fn a_run_is_done_before_a_full_batch_of_answers_is_sent() {
+        let (target_port, mut host) = memory::pair(9000, T, I);
+        let (a, b) = (recording_export(40 * 512..41 * 512, 0), recording_export(0..0, 1));
+        let mut server = Server::new(target_port, vec![Arc::clone(&a), b]);
+        let mut out = FrameBatch::new(BATCH_FRAMES, 9014);
+        out.push_with(|buf| {
+            FrameRepr {
+                dst: MacAddr::BROADCAST,
+                src: I,
+                header: HeaderRepr::request(1, 0xFF, 1000),
+                body: BodyRepr::Config(ConfigRepr::request(ConfigCommand::Read, b"")),
+            }
+            .emit_padded(buf)
+            .unwrap()
+        });
+        for lba in 0..63u32 {
+            out.push_with(ata_request(lba, AtaRepr::write(u64::from(lba), 1, true), &sectors(lba, 1)));
+        }
+        host.send_batch(&out).unwrap();
+        assert_eq!(server.poll(Some(Duration::from_secs(1))).unwrap(), 64);
+        let mut inbox = FrameBatch::new(BATCH_FRAMES, 9014);
+        let mut failed = Vec::new();
+        let mut answered = 0;
+        while host.recv_batch(&mut inbox, Some(Duration::from_millis(50))).unwrap() > 0 {
+            for f in inbox.iter() {
+                let f = Frame::parse(f).unwrap();
+                answered += 1;
+                if let Body::Ata { header, .. } = f.body {
+                    if header.status().contains(AtaStatus::ERR) {
+                        failed.push(f.header.tag());
+                    }
+                }
+            }
+        }
+        assert_eq!((answered, failed), (65, vec![40]));
+        let calls = lock(&a).backend().calls();
+        assert_eq!(calls[0], Call::Vectored(0, vec![512; 62]), "the run up to the full batch");
+        assert_eq!(calls.last(), Some(&Call::Write(62 * 512, 512)), "the last write, alone");
+    }
+
     /// A link whose sends fail as a congested or vanished peer makes them fail.
     struct SendFails(memory::MemoryPort, io::ErrorKind);
 
