@@ -9,7 +9,7 @@ use aoe_proto::{AtaFrame, EmitError};
 use aoe_transport::{FrameBatch, Transport};
 
 use crate::backend::{Backend, Tail};
-use crate::export::{Export, Outcome, Port, Received, ServerStats};
+use crate::export::{Export, Outcome, Port, Received, SectorIo, SectorOp, ServerStats};
 use crate::workers::{IoWorkers, Job};
 
 /// Frames received or sent per system call.
@@ -44,6 +44,8 @@ pub struct Server<T, B> {
     buffer_sectors: u8,
     /// When the interface's MTU was last looked at.
     mtu_checked: Instant,
+    /// Writes answered and not done yet, done together.
+    run: Run,
 }
 
 /// How often [`Server::run`] looks whether the interface's MTU changed.
@@ -147,6 +149,82 @@ impl Answers {
     }
 }
 
+/// Writes to adjacent sectors of one export that came one after another in a received
+/// batch, answered (their answers, status DRDY, wait in [`Answers`]) and not done yet: they
+/// are done with one [`Backend::write_vectored_at`] ([`write_run`]) before anything else
+/// touches that export's sectors and before any answer is sent, so that they are done as if
+/// each had been on its own. Their sectors stay in the received batch meanwhile; the slices
+/// pointing at them live beside the loop that reads that batch.
+struct Run {
+    /// Index in [`Server::exports`] of the export written.
+    export: usize,
+    /// Where the next write must start to join the run: the end of the last one.
+    end: u64,
+    /// Each write's offset and the index of its answer in [`Answers::frames`], in order.
+    writes: Vec<RunWrite>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RunWrite {
+    offset: u64,
+    answer: usize,
+}
+
+impl Run {
+    fn new() -> Self {
+        // A run never holds more writes than a received batch has frames.
+        Run { export: 0, end: 0, writes: Vec::with_capacity(BATCH_FRAMES) }
+    }
+
+    /// True when a write to export `export` at byte `offset` continues the run.
+    fn extended_by(&self, export: usize, offset: u64) -> bool {
+        !self.writes.is_empty()
+            && self.export == export
+            && self.end == offset
+            && self.writes.len() < BATCH_FRAMES
+    }
+}
+
+/// Does the writes of `run`, whose sectors are `sectors` (one slice per write, in order),
+/// with one vectored write, and empties it. Their answers say done already; when the
+/// vectored write fails, each write is done again on its own and its answer says how that
+/// went, so that only a write that fails alone is answered with an error.
+fn write_run<B: Backend>(run: &mut Run, sectors: &[&[u8]], exports: &[Routed<B>], tx: &mut Answers) {
+    if run.writes.is_empty() {
+        return;
+    }
+    let sectors = &sectors[..run.writes.len()];
+    let routed = &exports[run.export];
+    let export = lock(&routed.export);
+    let (backend, stats) = (export.backend(), export.stats());
+    // A lone write goes as it always has: run_io counts and logs it.
+    let done = sectors.len() > 1
+        && match stats.run_writes(sectors, backend, run.writes[0].offset) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(
+                    "e{}.{}: {} adjacent writes together failed ({e}); doing each alone",
+                    routed.shelf,
+                    routed.slot,
+                    sectors.len()
+                );
+                false
+            }
+        };
+    if !done {
+        for (write, data) in run.writes.iter().zip(sectors) {
+            let io = SectorIo::write(write.offset, data);
+            match tx.frames.get_mut(write.answer) {
+                // The answer's length stays what it was: a write's answer carries no sectors.
+                Some(answer) => drop(stats.run_io(&io, backend, answer, false)),
+                // Not reached: a run is done before any answer is sent.
+                None => drop(backend.write_at(data, write.offset)),
+            }
+        }
+    }
+    run.writes.clear();
+}
+
 /// `export` with its address, read once.
 fn routed<B: Backend>(export: SharedExport<B>) -> Routed<B> {
     let (shelf, slot) = {
@@ -162,15 +240,22 @@ fn lock<B>(export: &SharedExport<B>) -> MutexGuard<'_, Export<B>> {
 }
 
 /// The length of the answer to `request` in `slot` (0: none), the sector I/O done here: a
-/// read of a mapped backend leaves its sectors in the mapping, as `tail`.
-fn answer_here<B: Backend>(
+/// read of a mapped backend leaves its sectors in the mapping, as `tail`; a write is left
+/// to do, as `write` (its answer, complete, says done).
+fn answer_here<'r, B: Backend>(
     export: &mut Export<B>,
     port: &Port,
-    request: &Received<'_>,
+    request: &Received<'r>,
     slot: &mut [u8],
     tail: &mut Option<Tail>,
+    write: &mut Option<SectorIo<'r>>,
 ) -> usize {
     let outcome = export.handle(port, request, slot).and_then(|outcome| match outcome {
+        Outcome::NeedsIo(io) if io.op() == SectorOp::Write && io.data().is_some() => {
+            let len = AtaFrame::new_checked(slot)?.finish(0)?;
+            *write = Some(io);
+            Ok(len)
+        }
         Outcome::NeedsIo(io) => match io.tail(export.backend()) {
             Some(mapped) => {
                 export.stats().mapped_read(mapped.bytes().len());
@@ -208,6 +293,7 @@ impl<T: Transport, B: Backend> Server<T, B> {
             stats: Arc::default(),
             buffer_sectors: port.max_sectors,
             mtu_checked: Instant::now(),
+            run: Run::new(),
         }
     }
 
@@ -345,25 +431,56 @@ impl<T: Transport, B: Backend> Server<T, B> {
         if self.workers.is_some() {
             return self.answer_received_with_workers();
         }
-        for frame in self.rx.iter() {
-            // Parsed once, for every export it addresses.
-            let Ok(request) = Received::parse(frame) else {
-                self.stats.count_malformed();
-                continue;
-            };
-            // Read answers not sent yet take their sectors as they are when sent: send them
-            // before a write can change those sectors.
-            if self.tx.has_tails() && request.writes_sectors() {
-                self.tx.send(&mut self.transport, &self.stats)?;
+        let Server { transport, exports, port, rx, tx, stats, run, .. } = self;
+        // The sectors of the writes in `run`, in the received batch: on the stack, no
+        // allocation.
+        let mut sectors: [&[u8]; BATCH_FRAMES] = [&[]; BATCH_FRAMES];
+        let mut answer = || -> io::Result<()> {
+            for frame in rx.iter() {
+                // Parsed once, for every export it addresses.
+                let Ok(request) = Received::parse(frame) else {
+                    stats.count_malformed();
+                    continue;
+                };
+                let writes = request.writes_sectors();
+                // Read answers not sent yet take their sectors as they are when sent: send
+                // them before a write can change those sectors.
+                if tx.has_tails() && writes {
+                    write_run(run, &sectors, exports, tx);
+                    tx.send(transport, stats)?;
+                }
+                let header = *request.header();
+                for (index, routed) in exports.iter().enumerate() {
+                    if !header.addresses(routed.shelf, routed.slot) {
+                        continue;
+                    }
+                    // Whatever else comes for the run's export sees its writes done; so do
+                    // the answers sent when the batch of them is full.
+                    if (run.export == index && !writes) || tx.frames.is_full() {
+                        write_run(run, &sectors, exports, tx);
+                    }
+                    let mut write = None;
+                    let mut export = lock(&routed.export);
+                    tx.push(transport, stats, |slot, tail| {
+                        answer_here(&mut export, port, &request, slot, tail, &mut write)
+                    })?;
+                    drop(export);
+                    let Some(io) = write else { continue };
+                    if !run.extended_by(index, io.offset()) {
+                        write_run(run, &sectors, exports, tx);
+                        run.export = index;
+                    }
+                    sectors[run.writes.len()] = io.data().unwrap_or_default();
+                    run.writes.push(RunWrite { offset: io.offset(), answer: tx.frames.len() - 1 });
+                    run.end = io.offset() + io.len() as u64;
+                }
             }
-            for export in addressed(&self.exports, &request) {
-                let mut export = lock(export);
-                self.tx.push(&mut self.transport, &self.stats, |slot, tail| {
-                    answer_here(&mut export, &self.port, &request, slot, tail)
-                })?;
-            }
-        }
-        Ok(())
+            Ok(())
+        };
+        let answered = answer();
+        // Before the answers are sent, whatever stopped the loop.
+        write_run(run, &sectors, exports, tx);
+        answered
     }
 
     /// As [`answer_received`](Self::answer_received), with I/O threads: each read, write
@@ -446,6 +563,7 @@ mod tests {
     use super::*;
     use crate::backend::MemoryBackend;
     use crate::export::ExportConfig;
+    use aoe_proto::ata::{AtaError, AtaStatus};
     use aoe_proto::{
         AtaRepr, Body, BodyRepr, ConfigCommand, ConfigRepr, Frame, FrameRepr, HeaderRepr, MacAddr,
     };
@@ -561,6 +679,239 @@ mod tests {
         assert_eq!(tags, [1, 2, 3]);
         assert!(answers[0].1 == [0x11; 4 * 512], "the first read shows the old sectors");
         assert!(answers[2].1 == new, "the second read shows the written sectors");
+    }
+
+    /// What a [`Recording`] backend was asked to do: (offset, length) of reads and writes, the
+    /// lengths of the buffers of vectored writes.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Call {
+        Read(u64, usize),
+        Write(u64, usize),
+        Vectored(u64, Vec<usize>),
+    }
+
+    /// A memory backend that records what it is asked, and fails (EIO) every write that
+    /// touches the bytes `fail`, writing nothing of it.
+    struct Recording {
+        inner: MemoryBackend,
+        calls: Mutex<Vec<Call>>,
+        fail: std::ops::Range<u64>,
+    }
+
+    impl Recording {
+        fn new(fail: std::ops::Range<u64>) -> Self {
+            Recording { inner: MemoryBackend::new(1 << 20), calls: Mutex::default(), fail }
+        }
+        fn calls(&self) -> Vec<Call> {
+            self.calls.lock().unwrap().clone()
+        }
+        fn fails(&self, offset: u64, len: usize) -> bool {
+            offset < self.fail.end && offset + len as u64 > self.fail.start
+        }
+    }
+
+    impl Backend for Recording {
+        fn len(&self) -> u64 {
+            self.inner.len()
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+            self.calls.lock().unwrap().push(Call::Read(offset, buf.len()));
+            self.inner.read_at(buf, offset)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+            self.calls.lock().unwrap().push(Call::Write(offset, buf.len()));
+            match self.fails(offset, buf.len()) {
+                true => Err(io::Error::from_raw_os_error(libc::EIO)),
+                false => self.inner.write_at(buf, offset),
+            }
+        }
+        /// As a disk would: the buffers before the failing one are written.
+        fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+            self.calls.lock().unwrap().push(Call::Vectored(offset, bufs.iter().map(|b| b.len()).collect()));
+            let mut at = offset;
+            for buf in bufs {
+                if self.fails(at, buf.len()) {
+                    return Err(io::Error::from_raw_os_error(libc::EIO));
+                }
+                self.inner.write_at(buf, at)?;
+                at += buf.len() as u64;
+            }
+            Ok(())
+        }
+        fn flush(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// An answer as the initiator sees it: tag, ATA status and error, sectors.
+    type Answer = (u32, AtaStatus, AtaError, Vec<u8>);
+
+    /// Sends `requests` as one batch to `server`, has it answer them, and returns the answers.
+    fn exchange<B: Backend>(
+        server: &mut Server<memory::MemoryPort, B>,
+        host: &mut memory::MemoryPort,
+        requests: &[(u32, u8, AtaRepr, Vec<u8>)],
+    ) -> Vec<Answer> {
+        let mut out = FrameBatch::new(BATCH_FRAMES, 9014);
+        for (tag, slot, header, data) in requests {
+            out.push_with(|buf| {
+                FrameRepr {
+                    dst: T,
+                    src: I,
+                    header: HeaderRepr::request(1, *slot, *tag),
+                    body: BodyRepr::Ata { header: *header, data },
+                }
+                .emit_padded(buf)
+                .unwrap()
+            });
+        }
+        host.send_batch(&out).unwrap();
+        assert_eq!(server.poll(Some(Duration::from_secs(1))).unwrap(), requests.len());
+        let mut inbox = FrameBatch::new(BATCH_FRAMES, 9014);
+        let mut answers = Vec::new();
+        while host.recv_batch(&mut inbox, Some(Duration::from_millis(50))).unwrap() > 0 {
+            for f in inbox.iter() {
+                let f = Frame::parse(f).unwrap();
+                let Body::Ata { header, data } = f.body else { panic!("not ATA") };
+                answers.push((f.header.tag(), header.status(), header.error(), data.to_vec()));
+            }
+        }
+        answers
+    }
+
+    fn recording_export(fail: std::ops::Range<u64>, slot: u8) -> SharedExport<Recording> {
+        Arc::new(Mutex::new(Export::new(ExportConfig::new(1, slot), Recording::new(fail))))
+    }
+
+    /// `count` sectors of a pattern that tells writes apart.
+    fn sectors(tag: u32, count: u8) -> Vec<u8> {
+        (0..usize::from(count) * 512).map(|i| (i as u32 / 7 + tag * 31) as u8).collect()
+    }
+
+    #[test]
+    fn adjacent_writes_in_a_batch_are_one_vectored_write() {
+        let (target_port, mut host) = memory::pair(9000, T, I);
+        let (a, b) = (recording_export(0..0, 0), recording_export(0..0, 1));
+        let mut server = Server::new(target_port, vec![Arc::clone(&a), Arc::clone(&b)]);
+        let write = |tag, lba, count| (tag, 0, AtaRepr::write(lba, count, true), sectors(tag, count));
+        let requests = [
+            write(1, 0, 4),
+            write(2, 4, 4),
+            // Another export's read does not touch the run.
+            (3, 1, AtaRepr::read(0, 2, true), vec![]),
+            write(4, 8, 17),
+            write(5, 25, 1),
+            // A gap: a run of its own.
+            write(6, 100, 2),
+            write(7, 102, 2),
+            // A duplicate (retransmitted): written again, after the first copy.
+            write(7, 102, 2),
+            // Sectors just written, and one past them.
+            (8, 0, AtaRepr::read(10, 17, true), vec![]),
+            write(9, 40, 1),
+        ];
+        let answers = exchange(&mut server, &mut host, &requests);
+        let tags: Vec<u32> = answers.iter().map(|a| a.0).collect();
+        assert_eq!(tags, [1, 2, 3, 4, 5, 6, 7, 7, 8, 9], "every request answered, in order");
+        for (tag, status, error, _) in &answers {
+            assert_eq!((*status, *error), (AtaStatus::DRDY, AtaError::empty()), "tag {tag}");
+        }
+        let calls = lock(&a).backend().calls();
+        assert_eq!(
+            calls,
+            [
+                Call::Vectored(0, vec![2048, 2048, 17 * 512, 512]),
+                Call::Vectored(100 * 512, vec![1024, 1024]),
+                Call::Write(102 * 512, 1024),
+                Call::Read(10 * 512, 17 * 512),
+                Call::Write(40 * 512, 512),
+            ]
+        );
+        assert_eq!(lock(&b).backend().calls(), [Call::Read(0, 1024)]);
+        let mut expect = [sectors(1, 4), sectors(2, 4), sectors(4, 17), sectors(5, 1)].concat();
+        expect.truncate(26 * 512);
+        expect.extend_from_slice(&[0; 512]);
+        assert!(answers[8].3 == expect[10 * 512..], "the read sees the writes before it");
+        let data = lock(&a).backend().inner.snapshot();
+        assert!(data[100 * 512..104 * 512] == [sectors(6, 2), sectors(7, 2)].concat()[..]);
+        assert!(data[40 * 512..41 * 512] == sectors(9, 1)[..]);
+        let stats = lock(&a).stats().snapshot();
+        use crate::export::Command;
+        assert_eq!(stats.requests[Command::Write as usize], 8);
+        assert_eq!(stats.written_bytes, (4 + 4 + 17 + 1 + 2 + 2 + 2 + 1) * 512);
+        assert_eq!((stats.latency_count(), stats.in_flight, stats.ata_errors), (9, 0, 0));
+    }
+
+    #[test]
+    fn a_failing_write_in_a_run_fails_alone() {
+        let (target_port, mut host) = memory::pair(9000, T, I);
+        // Sector 17 fails: the third write.
+        let a = recording_export(17 * 512..18 * 512, 0);
+        let mut server = Server::new(target_port, vec![Arc::clone(&a)]);
+        let requests: Vec<_> =
+            (0..5u32).map(|i| (i, 0, AtaRepr::write(u64::from(i) * 8, 8, true), sectors(i, 8))).collect();
+        let answers = exchange(&mut server, &mut host, &requests);
+        let registers: Vec<_> = answers.iter().map(|a| (a.0, a.1, a.2)).collect();
+        let ok = (AtaStatus::DRDY, AtaError::empty());
+        let failed = (AtaStatus::DRDY | AtaStatus::ERR, AtaError::UNC);
+        let expect: Vec<_> =
+            (0..5u32).map(|i| if i == 2 { (i, failed.0, failed.1) } else { (i, ok.0, ok.1) }).collect();
+        assert_eq!(registers, expect, "only the failing write says so");
+        let calls = lock(&a).backend().calls();
+        assert_eq!(calls[0], Call::Vectored(0, vec![4096; 5]), "tried together first");
+        assert_eq!(calls[1..], (0..5).map(|i| Call::Write(i * 4096, 4096)).collect::<Vec<_>>()[..]);
+        let data = lock(&a).backend().inner.snapshot();
+        for i in [0u32, 1, 3, 4] {
+            let at = i as usize * 4096;
+            assert!(data[at..at + 4096] == sectors(i, 8)[..], "write {i} landed");
+        }
+        let stats = lock(&a).stats().snapshot();
+        assert_eq!((stats.written_bytes, stats.backend_errors, stats.ata_errors), (4 * 4096, [0, 1, 0], 1));
+        assert_eq!((stats.latency_count(), stats.in_flight), (5, 0));
+    }
+
+    /// A broadcast query answered by two exports leaves one answer too many for one batch:
+    /// the answers are sent before the last write, and the run before them is done first,
+    /// so that the failing write's answer, among those, says it failed.
+    #[test]
+    fn a_run_is_done_before_a_full_batch_of_answers_is_sent() {
+        let (target_port, mut host) = memory::pair(9000, T, I);
+        let (a, b) = (recording_export(40 * 512..41 * 512, 0), recording_export(0..0, 1));
+        let mut server = Server::new(target_port, vec![Arc::clone(&a), b]);
+        let mut out = FrameBatch::new(BATCH_FRAMES, 9014);
+        out.push_with(|buf| {
+            FrameRepr {
+                dst: MacAddr::BROADCAST,
+                src: I,
+                header: HeaderRepr::request(1, 0xFF, 1000),
+                body: BodyRepr::Config(ConfigRepr::request(ConfigCommand::Read, b"")),
+            }
+            .emit_padded(buf)
+            .unwrap()
+        });
+        for lba in 0..63u32 {
+            out.push_with(ata_request(lba, AtaRepr::write(u64::from(lba), 1, true), &sectors(lba, 1)));
+        }
+        host.send_batch(&out).unwrap();
+        assert_eq!(server.poll(Some(Duration::from_secs(1))).unwrap(), 64);
+        let mut inbox = FrameBatch::new(BATCH_FRAMES, 9014);
+        let mut failed = Vec::new();
+        let mut answered = 0;
+        while host.recv_batch(&mut inbox, Some(Duration::from_millis(50))).unwrap() > 0 {
+            for f in inbox.iter() {
+                let f = Frame::parse(f).unwrap();
+                answered += 1;
+                if let Body::Ata { header, .. } = f.body {
+                    if header.status().contains(AtaStatus::ERR) {
+                        failed.push(f.header.tag());
+                    }
+                }
+            }
+        }
+        assert_eq!((answered, failed), (65, vec![40]));
+        let calls = lock(&a).backend().calls();
+        assert_eq!(calls[0], Call::Vectored(0, vec![512; 62]), "the run up to the full batch");
+        assert_eq!(calls.last(), Some(&Call::Write(62 * 512, 512)), "the last write, alone");
     }
 
     /// A link whose sends fail as a congested or vanished peer makes them fail.

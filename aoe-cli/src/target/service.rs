@@ -71,6 +71,12 @@ impl Backend for Storage {
             Storage::Nbd(n) => n.write_at(buf, offset),
         }
     }
+    fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        match self {
+            Storage::File(f) => f.write_vectored_at(bufs, offset),
+            Storage::Nbd(n) => n.write_vectored_at(bufs, offset),
+        }
+    }
     fn flush(&self) -> io::Result<()> {
         match self {
             Storage::File(f) => f.flush(),

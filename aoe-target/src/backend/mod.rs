@@ -29,6 +29,15 @@ pub trait Backend: Send + Sync {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Writes all of `buf` at `offset`.
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Writes `bufs` one after another from `offset`, as one [`write_at`](Self::write_at)
+    /// of their concatenation would: all of it, or an error. A range that runs past the end
+    /// is refused whole, before anything is written; after any other error, some of the
+    /// bytes may have been written. The default checks the range, then writes each buffer
+    /// with `write_at`; stores that can take several buffers in one call do so.
+    fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        check_range(offset, total_len(bufs), self.len())?;
+        write_each(self, bufs, offset)
+    }
     /// Makes written data durable.
     fn flush(&self) -> io::Result<()>;
     /// Looks again at how many bytes the store holds, for stores that can shrink under a
@@ -61,6 +70,9 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         (**self).write_at(buf, offset)
     }
+    fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        (**self).write_vectored_at(bufs, offset)
+    }
     fn flush(&self) -> io::Result<()> {
         (**self).flush()
     }
@@ -85,6 +97,9 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         (**self).write_at(buf, offset)
     }
+    fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        (**self).write_vectored_at(bufs, offset)
+    }
     fn flush(&self) -> io::Result<()> {
         (**self).flush()
     }
@@ -105,6 +120,22 @@ fn out_of_range(offset: u64, len: usize, size: u64) -> io::Error {
         io::ErrorKind::UnexpectedEof,
         format!("I/O of {len} bytes at offset {offset} is outside the {size}-byte export"),
     )
+}
+
+/// [`Backend::write_vectored_at`] as one `write_at` per buffer.
+fn write_each<B: Backend + ?Sized>(backend: &B, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+    let mut at = offset;
+    for buf in bufs {
+        backend.write_at(buf, at)?;
+        at += buf.len() as u64;
+    }
+    Ok(())
+}
+
+/// The bytes of `bufs` together; `usize::MAX` when they would overflow it, which no range
+/// holds.
+fn total_len(bufs: &[&[u8]]) -> usize {
+    bufs.iter().try_fold(0usize, |sum, buf| sum.checked_add(buf.len())).unwrap_or(usize::MAX)
 }
 
 fn check_range(offset: u64, len: usize, size: u64) -> io::Result<()> {
@@ -154,6 +185,17 @@ impl Backend for MemoryBackend {
         check_range(offset, buf.len(), data.len() as u64)?;
         let start = offset as usize;
         data[start..start + buf.len()].copy_from_slice(buf);
+        Ok(())
+    }
+    /// One lock for all the buffers: no reader sees some of them written and not the rest.
+    fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        let mut data = self.data.write().unwrap_or_else(|e| e.into_inner());
+        check_range(offset, total_len(bufs), data.len() as u64)?;
+        let mut start = offset as usize;
+        for buf in bufs {
+            data[start..start + buf.len()].copy_from_slice(buf);
+            start += buf.len();
+        }
         Ok(())
     }
     fn flush(&self) -> io::Result<()> {
@@ -224,6 +266,10 @@ impl<B: Backend> Backend for Window<B> {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         check_range(offset, buf.len(), self.len())?;
         self.inner.write_at(buf, self.offset + offset)
+    }
+    fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        check_range(offset, total_len(bufs), self.len())?;
+        self.inner.write_vectored_at(bufs, self.offset + offset)
     }
     fn flush(&self) -> io::Result<()> {
         self.inner.flush()
@@ -430,6 +476,26 @@ impl Backend for FileBackend {
             self.file.write_all_at(&aligned[..keep.div_ceil(SECTOR_SIZE) * SECTOR_SIZE], start)
         })
     }
+    /// With `pwritev`: one system call for up to 1024 buffers. With O_DIRECT the
+    /// kernel takes the buffers as they are only when the offset, every length and every
+    /// buffer are aligned as the file wants; otherwise each goes through
+    /// [`write_at`](Backend::write_at)'s aligned bounce buffer, as it would alone.
+    fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        check_range(offset, total_len(bufs), self.len())?;
+        let Some(align) = self.direct else {
+            return pwritev_all(&self.file, bufs, offset);
+        };
+        let aligned = offset % align.offset as u64 == 0
+            && bufs
+                .iter()
+                .all(|buf| buf.len() % align.offset == 0 && buf.as_ptr().align_offset(align.memory) == 0);
+        if !aligned {
+            return write_each(self, bufs, offset);
+        }
+        // Whole blocks, so never widened; but no widened write may land among them meanwhile.
+        let _beside = self.widened_writes.read().unwrap_or_else(|e| e.into_inner());
+        pwritev_all(&self.file, bufs, offset)
+    }
     fn flush(&self) -> io::Result<()> {
         self.file.sync_data()
     }
@@ -444,6 +510,58 @@ impl Backend for FileBackend {
     }
     fn mapping(&self) -> Option<(&Arc<MappedFile>, u64)> {
         self.map.as_ref().map(|map| (map, 0))
+    }
+}
+
+/// Most buffers one `pwritev` takes (Linux's `UIO_MAXIOV`; more fail with EINVAL).
+const IOV_MAX: usize = 1024;
+
+/// Writes `bufs` one after another from `offset`, in as many `pwritev` calls as it takes:
+/// [`IOV_MAX`] buffers at most each, and again from where a short write stopped.
+// pwritev has no wrapper in std (FileExt has no vectored positional write).
+#[allow(unsafe_code)]
+fn pwritev_all(file: &File, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let empty = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+    // On the stack (16 KiB): no allocation per call.
+    let mut iov = [empty; IOV_MAX];
+    // The first byte not written yet: byte `skip` of buffer `next`, at `at` in the file.
+    let (mut next, mut skip, mut at) = (0, 0, offset);
+    loop {
+        // Empty buffers (or the written part of one) take no iovec: a call then always has a
+        // byte to write, and a return of 0 is a failure, not the end.
+        while next < bufs.len() && skip == bufs[next].len() {
+            (next, skip) = (next + 1, 0);
+        }
+        let Some(rest) = bufs.get(next..).filter(|rest| !rest.is_empty()) else { return Ok(()) };
+        let count = rest.len().min(IOV_MAX);
+        for (v, buf) in iov.iter_mut().zip(&rest[..count]) {
+            *v = libc::iovec { iov_base: buf.as_ptr().cast_mut().cast(), iov_len: buf.len() };
+        }
+        let first = &rest[0][skip..];
+        iov[0] = libc::iovec { iov_base: first.as_ptr().cast_mut().cast(), iov_len: first.len() };
+        let pos = libc::off_t::try_from(at).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: the first `count` iovecs point at live buffers of their lengths, borrowed for
+        // the call; pwritev only reads them.
+        let written = unsafe { libc::pwritev(file.as_raw_fd(), iov.as_ptr(), count as libc::c_int, pos) };
+        let mut written = match written {
+            n if n > 0 => n as usize,
+            0 => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            _ => match io::Error::last_os_error() {
+                e if e.kind() == io::ErrorKind::Interrupted => continue,
+                e => return Err(e),
+            },
+        };
+        at += written as u64;
+        while written > 0 && next < bufs.len() {
+            let left = bufs[next].len() - skip;
+            if written < left {
+                skip += written;
+                break;
+            }
+            written -= left;
+            (next, skip) = (next + 1, 0);
+        }
     }
 }
 
@@ -550,6 +668,65 @@ mod tests {
         eprintln!("O_DIRECT alignment of {}: {a:?}", path.display());
         assert!(a.offset.is_power_of_two() && a.offset >= 1 && a.offset <= MAX_DIRECT_ALIGN, "{a:?}");
         assert!(a.memory.is_power_of_two() && a.memory <= MAX_DIRECT_ALIGN, "{a:?}");
+    }
+
+    /// More buffers than one pwritev takes, of lengths that are not multiples of anything,
+    /// land one after another; a range past the end is refused whole; a window shifts and
+    /// bounds them. With O_DIRECT, unaligned buffers (as sectors in received frames are)
+    /// take the bounce buffer, aligned ones go as they are.
+    #[test]
+    fn vectored_file_writes_land_in_order() {
+        let image = aoe_testkit::data::TempImage::zeroed(256 * 1024).unwrap();
+        let pieces: Vec<Vec<u8>> = (0..1500).map(|i| vec![(i % 251) as u8 + 1; 1 + i % 7]).collect();
+        let bufs: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
+        let joined = bufs.concat();
+        assert!(bufs.len() > IOV_MAX && joined.len() < 8192);
+        let f = FileBackend::open(image.path(), FileOptions::default()).unwrap();
+        f.write_vectored_at(&bufs, 1000).unwrap();
+        let all = image.read_all();
+        assert!(all[..1000].iter().all(|&b| b == 0));
+        assert!(all[1000..1000 + joined.len()] == joined[..], "every buffer, in order");
+        assert!(all[1000 + joined.len()..].iter().all(|&b| b == 0));
+        // Ends one byte past the end: nothing written.
+        let end = f.len() - joined.len() as u64 + 1;
+        assert_eq!(f.write_vectored_at(&bufs, end).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        assert!(image.read_all()[128 * 1024..].iter().all(|&b| b == 0), "nothing of a refused write");
+
+        let w = Window::new(f, 64 * 1024, Some(16 * 1024)).unwrap();
+        let over = [&[7u8; 8192][..], &[8u8; 8192][..], &[9u8; 1][..]];
+        assert!(w.write_vectored_at(&over, 0).is_err(), "past the window's end");
+        assert!(image.read_all()[64 * 1024..96 * 1024].iter().all(|&b| b == 0), "refused whole");
+        w.write_vectored_at(&over[..2], 0).unwrap();
+        let all = image.read_all();
+        assert!(all[64 * 1024..72 * 1024].iter().all(|&b| b == 7));
+        assert!(all[72 * 1024..80 * 1024].iter().all(|&b| b == 8));
+        assert!(all[80 * 1024..].iter().all(|&b| b == 0), "nothing past the window");
+
+        let direct = match FileBackend::open(image.path(), FileOptions { direct: true, ..Default::default() })
+        {
+            Ok(f) => f,
+            // tmpfs does not take O_DIRECT on older kernels
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return,
+            Err(e) => panic!("{e}"),
+        };
+        let align = direct.direct_alignment().unwrap();
+        // Sectors 36 bytes into a buffer, as in a received frame: not aligned.
+        let frame = [vec![0u8; 36], vec![0x5a; 1024]].concat();
+        let unaligned = [&frame[36..36 + 512], &frame[36 + 512..]];
+        direct.write_vectored_at(&unaligned, 512 * 3).unwrap();
+        assert!(image.read_at(512 * 3, 1024).unwrap().iter().all(|&b| b == 0x5a));
+        let memory = align.memory.max(align.offset);
+        let mut raw = vec![0x6bu8; 2 * align.offset + memory];
+        let skew = raw.as_ptr().align_offset(memory);
+        let block = &mut raw[skew..skew + 2 * align.offset];
+        block[align.offset..].fill(0x6c);
+        let (one, two) = block.split_at(align.offset);
+        direct.write_vectored_at(&[one, two], 2 * align.offset as u64).unwrap();
+        let back = image.read_at(2 * align.offset as u64, 2 * align.offset).unwrap();
+        assert!(
+            back[..align.offset].iter().all(|&b| b == 0x6b)
+                && back[align.offset..].iter().all(|&b| b == 0x6c)
+        );
     }
 
     #[test]

@@ -106,6 +106,11 @@ impl<'r> SectorIo<'r> {
     pub fn len(&self) -> usize {
         self.len
     }
+    /// A write's sectors, while they are still in the request (not
+    /// [`detach`](Self::detach)ed).
+    pub(crate) fn data(&self) -> Option<&'r [u8]> {
+        self.data
+    }
     /// True for a flush, which moves no bytes.
     pub fn is_empty(&self) -> bool {
         self.len == 0

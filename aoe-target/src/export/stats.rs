@@ -183,6 +183,15 @@ impl ExportSnapshot {
     }
 }
 
+/// Takes I/O out of flight when dropped, however it ends, a panicking backend included.
+struct Landed<'s>(&'s AtomicU64, u64);
+
+impl Drop for Landed<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Relaxed);
+    }
+}
+
 /// A backend that remembers the last error it returned, with the bytes it was asked for.
 struct Observed<'b, B: ?Sized> {
     inner: &'b B,
@@ -211,6 +220,9 @@ impl<B: Backend + ?Sized> Backend for Observed<'_, B> {
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.keep(self.inner.write_at(buf, offset))
+    }
+    fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        self.keep(self.inner.write_vectored_at(bufs, offset))
     }
     fn flush(&self) -> io::Result<()> {
         self.keep(self.inner.flush())
@@ -298,18 +310,11 @@ impl ExportStats {
         if !queued {
             self.in_flight.fetch_add(1, Relaxed);
         }
-        // Out of flight however the I/O ends, a panicking backend included.
-        struct Landed<'s>(&'s AtomicU64);
-        impl Drop for Landed<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Relaxed);
-            }
-        }
-        let landed = Landed(&self.in_flight);
+        let landed = Landed(&self.in_flight, 1);
         let observed = Observed { inner: backend, error: std::sync::Mutex::new(None) };
         let start = Instant::now();
         let result = io.complete(&observed, answer);
-        self.record_latency(start.elapsed());
+        self.record_latency(start.elapsed(), 1);
         drop(landed);
         let op = op_index(io.op());
         match observed.error.into_inner().unwrap_or_else(|e| e.into_inner()) {
@@ -351,11 +356,43 @@ impl ExportStats {
         result
     }
 
-    fn record_latency(&self, took: Duration) {
+    /// Writes `bufs`, the sectors of that many write requests one after another, from byte
+    /// `offset` of `backend` with one [`Backend::write_vectored_at`], and when it succeeds
+    /// counts them as [`run_io`](Self::run_io) counts that many writes: their bytes, and the
+    /// call's latency as each one's. A failure is not counted: the caller then does each
+    /// write again on its own with `run_io`, which counts how each one ends.
+    pub fn run_writes<B: Backend + ?Sized>(
+        &self,
+        bufs: &[&[u8]],
+        backend: &B,
+        offset: u64,
+    ) -> io::Result<()> {
+        let writes = bufs.len() as u64;
+        self.in_flight.fetch_add(writes, Relaxed);
+        let landed = Landed(&self.in_flight, writes);
+        let start = Instant::now();
+        let result = backend.write_vectored_at(bufs, offset);
+        let took = start.elapsed();
+        drop(landed);
+        if result.is_ok() {
+            self.record_latency(took, writes);
+            let op = op_index(SectorOp::Write);
+            if self.failing[op].swap(false, Relaxed) {
+                tracing::info!("{}: backend I/O succeeds again", self.name);
+            }
+            let bytes: usize = bufs.iter().map(|buf| buf.len()).sum();
+            self.written_bytes.fetch_add(bytes as u64, Relaxed);
+        }
+        result
+    }
+
+    /// Counts `count` I/Os that took `took` each.
+    fn record_latency(&self, took: Duration, count: u64) {
         let secs = took.as_secs_f64();
         let bucket = LATENCY_BUCKETS.iter().position(|&b| secs <= b).unwrap_or(LATENCY_BUCKETS.len());
-        self.latency[bucket].fetch_add(1, Relaxed);
-        self.latency_sum_ns.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        self.latency[bucket].fetch_add(count, Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.latency_sum_ns.fetch_add(nanos.saturating_mul(count), Relaxed);
     }
 
     /// The counters as they are now (each read on its own: a snapshot taken while I/O runs
@@ -516,10 +553,10 @@ mod tests {
     #[test]
     fn latency_buckets() {
         let stats = ExportStats::new(1, 0);
-        stats.record_latency(Duration::from_micros(5));
-        stats.record_latency(Duration::from_micros(10));
-        stats.record_latency(Duration::from_millis(3));
-        stats.record_latency(Duration::from_secs(5));
+        stats.record_latency(Duration::from_micros(5), 1);
+        stats.record_latency(Duration::from_micros(10), 1);
+        stats.record_latency(Duration::from_millis(3), 1);
+        stats.record_latency(Duration::from_secs(5), 1);
         let s = stats.snapshot();
         assert_eq!(s.latency[0], 2, "10 µs is in the first bucket (le)");
         assert_eq!(s.latency[8], 1, "3 ms is at most 5 ms");
