@@ -402,6 +402,90 @@ fn a_sender_sends_beside_a_receive_ring_and_takes_no_frames() {
     assert_eq!(b.recv_batch(&mut batch, Some(Duration::from_millis(50))).unwrap(), 0, "nothing echoed");
 }
 
+/// With frames bypassing the qdisc, batches of every size arrive intact and in order both
+/// ways, and from senders too, each socket with the option on.
+#[test]
+fn with_qdisc_bypass_batches_arrive_intact_in_order_both_ways() {
+    if !have_root("with_qdisc_bypass_batches_arrive_intact_in_order_both_ways") {
+        return;
+    }
+    let opts = AfPacketOptions { qdisc_bypass: true, ..AfPacketOptions::default() };
+    batches_arrive_both_ways_with(opts, |t| {
+        assert!(t.qdisc_bypass_refused().is_none(), "{:?}", t.qdisc_bypass_refused());
+        assert!(packet_option(t, libc::PACKET_QDISC_BYPASS), "PACKET_QDISC_BYPASS is not set");
+    });
+}
+
+/// With the kernel busy-polling, batches of every size arrive intact and in order both ways,
+/// and from senders too; the receiving sockets have the time asked for.
+#[test]
+fn with_kernel_busy_poll_batches_arrive_intact_in_order_both_ways() {
+    if !have_root("with_kernel_busy_poll_batches_arrive_intact_in_order_both_ways") {
+        return;
+    }
+    let opts =
+        AfPacketOptions { kernel_busy_poll: Some(Duration::from_micros(50)), ..AfPacketOptions::default() };
+    batches_arrive_both_ways_with(opts, |t| {
+        assert!(t.kernel_busy_poll_refused().is_none(), "{:?}", t.kernel_busy_poll_refused());
+    });
+}
+
+/// Neither variant is asked for by default, and neither is then set or reported refused.
+#[test]
+fn kernel_socket_variants_are_off_by_default() {
+    if !have_root("kernel_socket_variants_are_off_by_default") {
+        return;
+    }
+    let veth = VethPair::new();
+    let a = veth.open_a();
+    let sender = VethPair::within(&veth.a, || a.sender()).unwrap();
+    for t in [&a, &sender] {
+        assert!(!packet_option(t, libc::PACKET_QDISC_BYPASS));
+        assert!(t.qdisc_bypass_refused().is_none() && t.kernel_busy_poll_refused().is_none());
+    }
+    assert_eq!(socket_option(&a, libc::SO_BUSY_POLL), 0);
+}
+
+/// Opens both ends with `opts`, checks each socket (senders included) with `check`, and sends
+/// a batch of every size from A to B and back, then from each end's sender.
+fn batches_arrive_both_ways_with(opts: AfPacketOptions, check: impl Fn(&AfPacket)) {
+    let veth = VethPair::new();
+    let mut a = VethPair::within(&veth.a, || AfPacket::open(IF_A, opts.clone())).unwrap();
+    let mut b = VethPair::within(&veth.b, || AfPacket::open(IF_B, opts.clone())).unwrap();
+    let mut a_sender = VethPair::within(&veth.a, || a.sender()).unwrap();
+    let mut b_sender = VethPair::within(&veth.b, || b.sender()).unwrap();
+    for t in [&a, &b, &a_sender, &b_sender] {
+        check(t);
+    }
+    let busy_poll = opts.kernel_busy_poll.map_or(0, |t| t.as_micros() as libc::c_int);
+    assert_eq!(
+        (socket_option(&a, libc::SO_BUSY_POLL), socket_option(&b, libc::SO_BUSY_POLL)),
+        (busy_poll, busy_poll)
+    );
+    assert_eq!(packet_option(&a_sender, libc::PACKET_QDISC_BYPASS), opts.qdisc_bypass);
+
+    let to_b: Vec<Vec<u8>> =
+        (0..64u8).map(|i| frame(0x88A2, i, 60 + usize::from(i) * (9014 - 60) / 63)).collect();
+    let to_a: Vec<Vec<u8>> = to_b
+        .iter()
+        .map(|f| {
+            let mut f = f.clone();
+            f[..6].copy_from_slice(&MAC_A.0);
+            f[6..12].copy_from_slice(&MAC_B.0);
+            f
+        })
+        .collect();
+    assert_eq!(a.send_batch(&batch_of(&to_b)).unwrap(), 64);
+    assert!(recv_frames(&mut b, 64) == to_b, "A to B");
+    assert_eq!(b.send_batch(&batch_of(&to_a)).unwrap(), 64);
+    assert!(recv_frames(&mut a, 64) == to_a, "B to A");
+    assert_eq!(a_sender.send_batch(&batch_of(&to_b)).unwrap(), 64);
+    assert!(recv_frames(&mut b, 64) == to_b, "A's sender to B");
+    assert_eq!(b_sender.send_batch(&batch_of(&to_a)).unwrap(), 64);
+    assert!(recv_frames(&mut a, 64) == to_a, "B's sender to A");
+    assert!(nothing_arrives(&mut a) && nothing_arrives(&mut b), "a frame came twice or back");
+}
+
 /// A rough one-way rate over veth: `cargo test -p aoe-transport --release -- --ignored --nocapture`.
 #[test]
 #[ignore = "measurement, not a check"]
@@ -455,6 +539,18 @@ fn packet_option(t: &AfPacket, name: libc::c_int) -> bool {
         libc::getsockopt(t.as_raw_fd(), libc::SOL_PACKET, name, (&mut v as *mut libc::c_int).cast(), &mut len)
     };
     r == 0 && v == 1
+}
+
+/// The SOL_SOCKET int option `name` of the socket.
+fn socket_option(t: &AfPacket, name: libc::c_int) -> libc::c_int {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are live and sized for an int option.
+    let r = unsafe {
+        libc::getsockopt(t.as_raw_fd(), libc::SOL_SOCKET, name, (&mut v as *mut libc::c_int).cast(), &mut len)
+    };
+    assert_eq!(r, 0, "getsockopt: {}", std::io::Error::last_os_error());
+    v
 }
 
 #[test]

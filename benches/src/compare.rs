@@ -17,9 +17,15 @@
 //! at the raw client's [`INITIATOR_QD`]; each of its samples is taken right before or after
 //! the raw client's sample of the same case against aoe-target, so the two pair up like the
 //! targets do.
+//!
+//! Variants ([`Variant`], `--variant LABEL=FLAGS`) are aoe-target binaries started with more
+//! flags (or another build of it): each runs on a veth pair of its own beside the two
+//! targets, and takes its samples in the same alternation, so that it is compared with
+//! plain aoe-target sample by sample.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -81,6 +87,66 @@ pub struct Options {
     /// Bytes per `read_at` / `write_at` call of aoe-initiator's Device, measured beside the
     /// raw client against aoe-target; `None` skips it.
     pub initiator_chunk: Option<usize>,
+    /// aoe-target variants measured beside plain aoe-target, in the order given.
+    pub variants: Vec<Variant>,
+}
+
+/// An aoe-target variant: the aoe-target binary (or another one, `bin`) started with more
+/// flags, measured beside plain aoe-target. Parsed from `LABEL=FLAGS` (see [`FromStr`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Variant {
+    /// Its name in the table.
+    pub label: String,
+    /// Flags passed before plain aoe-target's.
+    pub flags: Vec<String>,
+    /// Another aoe-target binary to run instead of [`Options::target_bin`] (an older build).
+    pub bin: Option<PathBuf>,
+}
+
+impl FromStr for Variant {
+    type Err = String;
+
+    /// `LABEL=FLAGS`: LABEL is one word (not `vblade` or `aoe-target`), FLAGS are split at
+    /// whitespace, and a word `bin=PATH` among them names the binary to run instead.
+    fn from_str(text: &str) -> Result<Variant, String> {
+        let fail = |why: &str| Err(format!("variant {text:?}: {why}"));
+        let Some((label, flags)) = text.split_once('=') else {
+            return fail("expected LABEL=FLAGS, e.g. qdisc-bypass=--qdisc-bypass");
+        };
+        if label.is_empty() || label.chars().any(char::is_whitespace) {
+            return fail("the label must be one word");
+        }
+        if [Target::Vblade.name(), Target::AoeTarget.name()].contains(&label) {
+            return fail("the label names a target already measured");
+        }
+        let (mut words, mut bin) = (Vec::new(), None);
+        for word in flags.split_whitespace() {
+            match word.strip_prefix("bin=") {
+                Some("") => return fail("bin= names no program"),
+                Some(_) if bin.is_some() => return fail("bin= is given twice"),
+                Some(path) => bin = Some(PathBuf::from(path)),
+                None => words.push(word.to_owned()),
+            }
+        }
+        if words.is_empty() && bin.is_none() {
+            return fail("no flags and no bin=: that is plain aoe-target");
+        }
+        Ok(Variant { label: label.to_owned(), flags: words, bin })
+    }
+}
+
+/// Why `variants` cannot be run with aoe-target binary `target_bin` (`None`: in process), in
+/// one line; `None` when they can.
+pub fn variants_problem(variants: &[Variant], target_bin: Option<&Path>) -> Option<String> {
+    for (i, v) in variants.iter().enumerate() {
+        if variants[..i].iter().any(|w| w.label == v.label) {
+            return Some(format!("variant {} is given twice", v.label));
+        }
+        if v.bin.is_none() && target_bin.is_none() {
+            return Some(format!("variant {} needs the aoe-target binary (not --in-process)", v.label));
+        }
+    }
+    None
 }
 
 /// Which target a measurement was of.
@@ -90,6 +156,8 @@ pub enum Target {
     Vblade,
     /// This project's aoe-target.
     AoeTarget,
+    /// aoe-target as [`Options::variants`] at this index has it run.
+    Variant(usize),
 }
 
 impl Target {
@@ -97,7 +165,15 @@ impl Target {
     pub fn name(self) -> &'static str {
         match self {
             Target::Vblade => "vblade",
-            Target::AoeTarget => "aoe-target",
+            Target::AoeTarget | Target::Variant(_) => "aoe-target",
+        }
+    }
+
+    /// Its name in the output, a variant's label for a variant.
+    pub fn label(self, options: &Options) -> &str {
+        match self {
+            Target::Variant(i) => options.variants.get(i).map_or("variant", |v| &v.label),
+            _ => self.name(),
         }
     }
 }
@@ -221,6 +297,17 @@ impl Running {
                 start_process(link, &bin.to_string_lossy(), flags, options.buffer_count, file)
             }
             (Target::AoeTarget, None) => start_in_process(link, options, file),
+            (Target::Variant(i), _) => {
+                let variant = &options.variants[i];
+                let bin = variant.bin.as_ref().or(options.target_bin.as_ref()).ok_or_else(|| {
+                    io::Error::other(format!("variant {} needs the aoe-target binary", variant.label))
+                })?;
+                let mut flags: Vec<&str> = variant.flags.iter().map(String::as_str).collect();
+                if !options.target_rx_ring {
+                    flags.push("--no-rx-ring");
+                }
+                start_process(link, &bin.to_string_lossy(), &flags, options.buffer_count, file)
+            }
         }
     }
 
@@ -349,6 +436,14 @@ pub fn describe_mode(options: &Options) -> String {
     }
 }
 
+/// How a variant is run, for the header: its binary and flags.
+pub fn describe_variant(variant: &Variant, options: &Options) -> String {
+    let bin = variant.bin.as_ref().or(options.target_bin.as_ref());
+    let bin = bin.map_or("aoe-target".into(), |p| p.display().to_string());
+    let rx_ring = if options.target_rx_ring { "" } else { " --no-rx-ring" };
+    format!("{bin} {}{rx_ring}", variant.flags.join(" "))
+}
+
 /// One target being measured: it, the client bound to it, and what it advertised.
 struct Bench {
     target: Target,
@@ -369,7 +464,7 @@ impl Bench {
             Ok(c) => c,
             Err(e) => {
                 let why = running.check_alive().err().map(|e| format!(" ({e})")).unwrap_or_default();
-                return Err(io::Error::new(e.kind(), format!("{}: {e}{why}", target.name())));
+                return Err(io::Error::new(e.kind(), format!("{}: {e}{why}", target.label(options))));
             }
         };
         let info = *client.target();
@@ -393,7 +488,7 @@ impl Bench {
         let client_before = cpu::thread(client_tid)?;
         let stats = self.client.run(&work).map_err(|e| {
             let why = self.running.check_alive().err().map(|e| format!(" ({e})")).unwrap_or_default();
-            let what = format!("{} {} QD{}", self.target.name(), case.name, case.queue_depth);
+            let what = format!("{} {} QD{}", self.target.label(options), case.name, case.queue_depth);
             io::Error::new(e.kind(), format!("{what}: {e}{why}"))
         })?;
         let target_cpu = self.running.cpu()?.saturating_sub(target_before).as_secs_f64();
@@ -549,10 +644,15 @@ pub fn run(options: &Options) -> io::Result<Report> {
             );
             ceilings.push(c);
         }
-        let mut benches = [
+        let variant_links =
+            (0..options.variants.len()).map(|_| Link::new("aoecmp", mtu)).collect::<io::Result<Vec<_>>>()?;
+        let mut benches = vec![
             Bench::start(&vblade_link, Target::Vblade, &options, image.path())?,
             Bench::start(&target_link, Target::AoeTarget, &options, image.path())?,
         ];
+        for (i, link) in variant_links.iter().enumerate() {
+            benches.push(Bench::start(link, Target::Variant(i), &options, image.path())?);
+        }
         let mut device = match options.initiator_chunk {
             Some(chunk) => Some(InitiatorBench::start(&target_link, chunk)?),
             None => None,
@@ -563,6 +663,8 @@ pub fn run(options: &Options) -> io::Result<Report> {
                 if device.is_some() && is_initiator_case(&case) {
                     order.push(Turn::Device);
                 }
+                // After the Device, which stays next to aoe-target's sample either way round.
+                order.extend((2..benches.len()).map(Turn::Raw));
                 if (rep + i) % 2 == 1 {
                     order.reverse();
                 }
@@ -586,7 +688,7 @@ pub fn run(options: &Options) -> io::Result<Report> {
         }
         for bench in benches {
             if let Err(e) = bench.running.stop() {
-                eprintln!("compare: {} did not stop cleanly: {e}", bench.target.name());
+                eprintln!("compare: {} did not stop cleanly: {e}", bench.target.label(&options));
             }
         }
     }
@@ -613,7 +715,7 @@ fn progress(s: &Sample, options: &Options) {
         s.case.mtu,
         s.rep + 1,
         options.reps,
-        s.target.name(),
+        s.target.label(options),
         s.case.name,
         s.stats.queue_depth,
         s.stats.mb_per_s(),
@@ -661,6 +763,39 @@ mod tests {
         let random: Vec<_> = at9000.iter().filter(|c| c.random).map(|c| (c.sectors, c.queue_depth)).collect();
         assert_eq!(random, vec![(8, 1), (8, 32)]);
         assert!(at9000.iter().filter(|c| !c.random).all(|c| c.sectors == 17));
+    }
+
+    #[test]
+    fn variants_are_label_equals_flags() {
+        let v: Variant = "busy-poll=--kernel-busy-poll 50  --qdisc-bypass".parse().unwrap();
+        assert_eq!(v.label, "busy-poll");
+        assert_eq!(v.flags, ["--kernel-busy-poll", "50", "--qdisc-bypass"]);
+        assert_eq!(v.bin, None);
+        let v: Variant = "old=bin=/tmp/aoe-target.old --busy-poll=0".parse().unwrap();
+        assert_eq!((v.label.as_str(), v.flags.as_slice()), ("old", &["--busy-poll=0".to_string()][..]));
+        assert_eq!(v.bin.as_deref(), Some(Path::new("/tmp/aoe-target.old")));
+        let v: Variant = "old=bin=/tmp/a".parse().unwrap();
+        assert!(v.flags.is_empty() && v.bin.is_some());
+        for (bad, why) in [
+            ("--qdisc-bypass", "expected LABEL=FLAGS"),
+            ("=--qdisc-bypass", "one word"),
+            ("a b=--qdisc-bypass", "one word"),
+            ("aoe-target=--qdisc-bypass", "already measured"),
+            ("x=", "plain aoe-target"),
+            ("x=  ", "plain aoe-target"),
+            ("x=bin=", "names no program"),
+            ("x=bin=/a bin=/b", "twice"),
+        ] {
+            let err = bad.parse::<Variant>().unwrap_err();
+            assert!(err.contains(why) && err.starts_with("variant ") && !err.contains('\n'), "{bad}: {err}");
+        }
+        let twice: Vec<Variant> = ["a=--x", "a=--y"].iter().map(|t| t.parse().unwrap()).collect();
+        let bin = Path::new("/bin/aoe-target");
+        assert_eq!(variants_problem(&twice, Some(bin)).unwrap(), "variant a is given twice");
+        assert!(variants_problem(&twice[..1], Some(bin)).is_none());
+        assert!(variants_problem(&twice[..1], None).unwrap().contains("needs the aoe-target binary"));
+        let old: Variant = "old=bin=/tmp/a".parse().unwrap();
+        assert!(variants_problem(&[old], None).is_none(), "bin= needs no other binary");
     }
 
     #[test]

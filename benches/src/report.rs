@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::ceiling::Ceiling;
 use crate::client::RunStats;
-use crate::compare::{cases, initiator_cases, Case, Options, Target};
+use crate::compare::{cases, describe_variant, initiator_cases, Case, Options, Target};
 use crate::initiator::SeqRun;
 use crate::stats::Summary;
 
@@ -142,6 +142,34 @@ pub struct Row {
     pub ratio: Option<Summary>,
     /// aoe-target's median sector rate as a fraction of the link ceiling at this MTU.
     pub of_ceiling: Option<f64>,
+    /// Each variant's samples and ratios to aoe-target, in the order of
+    /// [`Report::variants`].
+    pub variants: Vec<VariantCell>,
+}
+
+/// A variant's part of a [`Row`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VariantCell {
+    /// The variant's label.
+    pub label: String,
+    /// Its samples.
+    pub values: Option<Summary>,
+    /// It over plain aoe-target, repetition by repetition (the two samples were taken in the
+    /// same round of the case), summarised.
+    pub ratio: Option<Summary>,
+}
+
+/// An aoe-target variant as it ran.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VariantRun {
+    /// Its label.
+    pub label: String,
+    /// Its binary and flags.
+    pub command: String,
+    /// The buffer count it advertised.
+    pub buffer_count: Option<u16>,
+    /// Its retransmits, losses, errors.
+    pub trouble: Trouble,
 }
 
 /// One line of the table of aoe-initiator's Device beside the raw client, both against
@@ -219,6 +247,8 @@ pub struct Report {
     pub vblade_trouble: Trouble,
     /// aoe-target's.
     pub aoe_target_trouble: Trouble,
+    /// The aoe-target variants measured beside it (`--variant`).
+    pub variants: Vec<VariantRun>,
     /// Wall time of the whole run, seconds.
     pub wall_s: f64,
     /// Every sample.
@@ -272,7 +302,8 @@ impl Report {
                 .collect();
             Summary::of(&values)
         };
-        let pair_ratios = |case: &Case, metric: Metric| {
+        // `over` / `under`, repetition by repetition.
+        let pair_ratios = |over: Target, under: Target, case: &Case, metric: Metric| {
             let value = |target: Target, rep: usize| {
                 samples
                     .iter()
@@ -280,7 +311,7 @@ impl Report {
                     .map(|s| metric.value(s))
             };
             let ratios: Vec<f64> = (0..options.reps)
-                .filter_map(|rep| match (value(Target::Vblade, rep), value(Target::AoeTarget, rep)) {
+                .filter_map(|rep| match (value(under, rep), value(over, rep)) {
                     (Some(v), Some(a)) if v != 0.0 => Some(a / v),
                     _ => None,
                 })
@@ -300,7 +331,14 @@ impl Report {
                     let Some(metric) = metric_of(&case) else { continue };
                     let v = summary(Target::Vblade, &case, metric);
                     let a = summary(Target::AoeTarget, &case, metric);
-                    let ratio = pair_ratios(&case, metric);
+                    let ratio = pair_ratios(Target::AoeTarget, Target::Vblade, &case, metric);
+                    let variants = (0..options.variants.len())
+                        .map(|i| VariantCell {
+                            label: options.variants[i].label.clone(),
+                            values: summary(Target::Variant(i), &case, metric),
+                            ratio: pair_ratios(Target::Variant(i), Target::AoeTarget, &case, metric),
+                        })
+                        .collect();
                     let of_ceiling = match metric {
                         Metric::MbPerS | Metric::Iops => {
                             let ceiling = ceiling_rows.iter().find(|c| c.mtu == mtu as usize);
@@ -321,6 +359,7 @@ impl Report {
                         aoe_target: a,
                         ratio,
                         of_ceiling,
+                        variants,
                     });
                 }
             }
@@ -394,6 +433,14 @@ impl Report {
             ceilings: ceiling_rows,
             vblade_trouble: trouble(Target::Vblade),
             aoe_target_trouble: trouble(Target::AoeTarget),
+            variants: (0..options.variants.len())
+                .map(|i| VariantRun {
+                    label: options.variants[i].label.clone(),
+                    command: describe_variant(&options.variants[i], options),
+                    buffer_count: buffer_count(Target::Variant(i)),
+                    trouble: trouble(Target::Variant(i)),
+                })
+                .collect(),
             wall_s: wall.as_secs_f64(),
             samples,
             initiator_chunk: initiator_samples.first().map(|s| s.chunk),
@@ -411,6 +458,16 @@ impl Report {
         let _ = writeln!(out, "aoe-target vs vblade over a veth pair between two network namespaces");
         let _ = writeln!(out, "  aoe-target: {}", self.aoe_target_mode);
         let _ = writeln!(out, "  vblade:     {}", self.vblade);
+        for v in &self.variants {
+            let _ = writeln!(
+                out,
+                "  variant {}: {} (advertised buffer count {}); LABEL/aoe-target = it over plain aoe-target \
+                 per repetition, median (min-max)",
+                v.label,
+                v.command,
+                bc(v.buffer_count)
+            );
+        }
         let _ = writeln!(
             out,
             "  backing file: {} MiB on /dev/shm (tmpfs), the same file for both; per MTU each target runs \
@@ -440,8 +497,16 @@ impl Report {
         );
         let _ = writeln!(out);
 
-        let header = ["test", "MTU", "QD", "unit", "vblade", "aoe-target", "ratio", "of ceiling"];
-        let mut table: Vec<[String; 8]> = vec![header.map(str::to_string)];
+        let mut header: Vec<String> =
+            ["test", "MTU", "QD", "unit", "vblade", "aoe-target", "ratio", "of ceiling"]
+                .map(str::to_string)
+                .into();
+        for v in &self.variants {
+            header.extend([v.label.clone(), format!("{}/aoe-target", v.label)]);
+        }
+        let mut right = vec![false, true, true, false, true, true, true, true];
+        right.resize(header.len(), true);
+        let mut table: Vec<Vec<String>> = vec![header];
         let mut section_starts = Vec::new();
         let mut last_section = "";
         for row in &self.rows {
@@ -449,7 +514,7 @@ impl Report {
                 section_starts.push((table.len(), row.section));
                 last_section = row.section;
             }
-            table.push([
+            let mut line = vec![
                 row.case.name.to_string(),
                 row.case.mtu.to_string(),
                 row.case.queue_depth.to_string(),
@@ -458,10 +523,14 @@ impl Report {
                 summary_cell(row.metric, row.aoe_target),
                 ratio_cell(row.ratio),
                 row.of_ceiling.map_or(String::new(), |f| format!("{:.0}%", f * 100.0)),
-            ]);
+            ];
+            for v in &row.variants {
+                line.extend([summary_cell(row.metric, v.values), ratio_cell(v.ratio)]);
+            }
+            table.push(line);
         }
         // Numbers right-aligned, names left-aligned.
-        write_table(&mut out, &table, [false, true, true, false, true, true, true, true], &section_starts);
+        write_table(&mut out, &table, &right, &section_starts);
         self.render_initiator(&mut out);
 
         let _ = writeln!(out);
@@ -488,7 +557,11 @@ impl Report {
                 s(c.sector_mb_per_s, 1)
             );
         }
-        for (name, t) in [("vblade", self.vblade_trouble), ("aoe-target", self.aoe_target_trouble)] {
+        let variants = self.variants.iter().map(|v| (v.label.as_str(), v.trouble));
+        for (name, t) in [("vblade", self.vblade_trouble), ("aoe-target", self.aoe_target_trouble)]
+            .into_iter()
+            .chain(variants)
+        {
             let _ = writeln!(
                 out,
                 "{name}: {} retransmits, {} requests lost, {} error answers over the run",
@@ -527,7 +600,7 @@ impl Report {
             self.initiator_trouble.retransmits
         );
         let header = ["test", "MTU", "QD", "unit", "raw client", "Device", "ratio"];
-        let mut table: Vec<[String; 7]> = vec![header.map(str::to_string)];
+        let mut table: Vec<Vec<String>> = vec![header.map(str::to_string).into()];
         let mut section_starts = Vec::new();
         let mut last_section = "";
         for row in &self.initiator_rows {
@@ -535,7 +608,7 @@ impl Report {
                 section_starts.push((table.len(), row.section));
                 last_section = row.section;
             }
-            table.push([
+            table.push(vec![
                 row.case.name.to_string(),
                 row.case.mtu.to_string(),
                 row.case.queue_depth.to_string(),
@@ -545,7 +618,7 @@ impl Report {
                 ratio_cell(row.ratio),
             ]);
         }
-        write_table(out, &table, [false, true, true, false, true, true, true], &section_starts);
+        write_table(out, &table, &[false, true, true, false, true, true, true], &section_starts);
     }
 }
 
@@ -571,13 +644,8 @@ fn ratio_cell(r: Option<Summary>) -> String {
 
 /// Writes `table` (its first line the header) in aligned columns, indented by two, with a
 /// `section:` line before the line each section starts at; `right` right-aligns a column.
-fn write_table<const N: usize>(
-    out: &mut String,
-    table: &[[String; N]],
-    right: [bool; N],
-    section_starts: &[(usize, &str)],
-) {
-    let mut widths = [0usize; N];
+fn write_table(out: &mut String, table: &[Vec<String>], right: &[bool], section_starts: &[(usize, &str)]) {
+    let mut widths = vec![0usize; right.len()];
     for line in table {
         for (w, c) in widths.iter_mut().zip(line) {
             *w = (*w).max(c.chars().count());
@@ -590,7 +658,7 @@ fn write_table<const N: usize>(
             sections.next();
         }
         let mut text = String::from("  ");
-        for ((c, w), r) in line.iter().zip(widths).zip(right) {
+        for ((c, &w), &r) in line.iter().zip(&widths).zip(right) {
             if r {
                 let _ = write!(text, "{c:>w$}  ");
             } else {
@@ -632,6 +700,7 @@ mod tests {
             target_rx_ring: true,
             retransmit: Duration::from_millis(50),
             initiator_chunk: Some(8 << 20),
+            variants: Vec::new(),
         };
         let mut samples = Vec::new();
         for case in cases(9000) {
@@ -680,6 +749,56 @@ mod tests {
     }
 
     #[test]
+    fn variant_columns_pair_with_plain_aoe_target() {
+        let options = Options {
+            size_mib: 64,
+            reps: 3,
+            seconds: 1.0,
+            mtus: vec![1500],
+            buffer_count: 64,
+            vblade: "vblade".into(),
+            target_bin: Some("/x/aoe-target".into()),
+            target_rx_ring: true,
+            retransmit: Duration::from_millis(50),
+            initiator_chunk: None,
+            variants: vec!["bypass=--qdisc-bypass".parse().unwrap()],
+        };
+        let mut samples = Vec::new();
+        for case in cases(1500) {
+            for rep in 0..3 {
+                samples.push(sample(Target::Vblade, case, rep, 50.0, 0.5));
+                samples.push(sample(Target::AoeTarget, case, rep, 100.0 + rep as f64, 0.2));
+                samples.push(sample(Target::Variant(0), case, rep, 110.0 + rep as f64, 0.1));
+            }
+        }
+        let r =
+            Report::new(&options, "binary".into(), "vblade", samples, Vec::new(), Vec::new(), Duration::ZERO);
+        let seq = &r.rows[0];
+        assert_eq!(seq.variants.len(), 1);
+        let cell = &seq.variants[0];
+        assert_eq!((cell.label.as_str(), cell.values.unwrap().median), ("bypass", 111.0));
+        let ratio = cell.ratio.unwrap();
+        assert_eq!(ratio.n, 3);
+        assert!((ratio.min - 112.0 / 102.0).abs() < 1e-9 && (ratio.max - 1.1).abs() < 1e-9);
+        assert!((seq.ratio.unwrap().median - 101.0 / 50.0).abs() < 1e-9, "aoe-target / vblade as before");
+        let cpu = r.rows.iter().find(|row| row.metric == Metric::CpuSPerGib).unwrap();
+        assert!(cpu.variants[0].ratio.unwrap().max < 0.5, "half the CPU for more bytes");
+        assert_eq!(r.variants[0].command, "/x/aoe-target --qdisc-bypass");
+        let text = r.render();
+        for needle in [
+            "variant bypass: /x/aoe-target --qdisc-bypass",
+            "bypass/aoe-target",
+            "111.0 (110.0-112.0)",
+            "1.10 (1.10-1.10)",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from\n{text}");
+        }
+        assert!(text.contains("bypass: 0 retransmits"), "{text}");
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("\"variants\":[{\"label\":\"bypass\""), "{json}");
+    }
+
+    #[test]
     fn device_rows_pair_with_the_raw_client_against_aoe_target() {
         let options = Options {
             size_mib: 64,
@@ -692,6 +811,7 @@ mod tests {
             target_rx_ring: true,
             retransmit: Duration::from_millis(50),
             initiator_chunk: Some(8 << 20),
+            variants: Vec::new(),
         };
         let mut samples = Vec::new();
         let mut devices = Vec::new();

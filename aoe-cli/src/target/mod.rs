@@ -27,7 +27,7 @@ use tracing_subscriber::filter::LevelFilter;
 
 use crate::common::{init_logging, parse_args, parse_mac};
 use service::Service;
-use settings::{ExportSettings, Settings, SettingsError, MAX_IO_THREADS};
+use settings::{ExportSettings, Settings, SettingsError, MAX_IO_THREADS, MAX_KERNEL_BUSY_POLL};
 
 pub mod control;
 pub mod ctl;
@@ -95,6 +95,8 @@ Configuration file:
 
       busy_poll_us = 50                 # --busy-poll (optional, before the first table)
       rx_ring = true                    # false: as --no-rx-ring (optional, idem)
+      qdisc_bypass = false              # true: as --qdisc-bypass (optional, idem)
+      kernel_busy_poll_us = 0           # --kernel-busy-poll (optional, idem)
       io_threads = 16                   # --io-threads (optional, idem)
       metrics = \"127.0.0.1:9172\"        # --metrics (optional, idem)
       control = \"/run/aoe-target/exports.sock\"  # --control (optional, idem)
@@ -215,6 +217,22 @@ pub struct Cli {
     #[arg(long)]
     pub no_rx_ring: bool,
 
+    /// Send frames straight to the interface's driver, past the kernel's queueing discipline
+    /// (PACKET_QDISC_BYPASS): less work per frame sent, but no traffic shaping, and a frame
+    /// the device cannot take at once is dropped rather than queued. Overrides the
+    /// configuration file's qdisc_bypass [default: off]
+    #[arg(long)]
+    pub qdisc_bypass: bool,
+
+    /// Microseconds the kernel busy-polls the interface's receive queue when a receive finds
+    /// no frame, rather than sleeping until the interrupt (SO_BUSY_POLL, with
+    /// SO_PREFER_BUSY_POLL and a budget of 64 where the kernel has them): lower latency for a
+    /// NIC whose driver uses NAPI, for CPU time spent spinning in the kernel; 0 leaves the
+    /// kernel's setting alone; at most 1000000. Overrides the configuration file's
+    /// kernel_busy_poll_us [default: 0]
+    #[arg(long, value_name = "MICROSECONDS", value_parser = clap::value_parser!(u64).range(0..=MAX_KERNEL_BUSY_POLL))]
+    pub kernel_busy_poll: Option<u64>,
+
     /// Threads per interface that do the disk's reads, writes and flushes, so that requests
     /// are not held up behind one the disk is busy with; 0 does them in the thread that
     /// receives, fastest for files the page cache holds. Overrides the configuration file's
@@ -273,6 +291,12 @@ impl Cli {
         }
         if self.no_rx_ring {
             settings.rx_ring = false;
+        }
+        if self.qdisc_bypass {
+            settings.qdisc_bypass = true;
+        }
+        if let Some(us) = self.kernel_busy_poll {
+            settings.kernel_busy_poll = settings::kernel_busy_poll(us);
         }
         if let Some(threads) = self.io_threads {
             settings.io_threads = Some(usize::from(threads));
@@ -453,6 +477,31 @@ mod tests {
     }
 
     #[test]
+    fn kernel_socket_variants_override_the_configuration_file() {
+        let path = std::env::temp_dir().join(format!("aoe-cli-variants-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "kernel_busy_poll_us = 20\n[[export]]\nshelf = 1\nslot = 0\ninterfaces = [\"eth1\"]\nfile = \"f\"\n",
+        )
+        .unwrap();
+        let config = path.to_str().unwrap();
+        let from_file = parse(&["--config", config]).unwrap().settings().unwrap();
+        assert_eq!(
+            (from_file.qdisc_bypass, from_file.kernel_busy_poll),
+            (false, Some(Duration::from_micros(20)))
+        );
+        let overridden = parse(&["--qdisc-bypass", "--kernel-busy-poll", "0", "--config", config]).unwrap();
+        let overridden = overridden.settings().unwrap();
+        assert_eq!((overridden.qdisc_bypass, overridden.kernel_busy_poll), (true, None));
+        let single = parse(&["--qdisc-bypass", "--kernel-busy-poll", "50", "1", "0", "eth1", "f"]).unwrap();
+        let single = single.settings().unwrap();
+        assert_eq!((single.qdisc_bypass, single.kernel_busy_poll), (true, Some(Duration::from_micros(50))));
+        let plain = parse(&["1", "0", "eth1", "f"]).unwrap().settings().unwrap();
+        assert_eq!((plain.qdisc_bypass, plain.kernel_busy_poll), (false, None));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
     fn io_threads_override_the_configuration_file() {
         let path = std::env::temp_dir().join(format!("aoe-cli-io-threads-{}.toml", std::process::id()));
         std::fs::write(
@@ -494,6 +543,11 @@ mod tests {
             (&["1", "256", "eth0", "f"], "invalid value '256' for '[SLOT]': 256 is not in 0..=255"),
             (&["-m", "00:11", "1", "0", "eth0", "f"], "\"00:11\" is not a MAC address"),
             (&["-b", "0", "1", "0", "eth0", "f"], "invalid value '0' for '--buffer-count <BUFCNT>'"),
+            (
+                &["--kernel-busy-poll", "1000001", "1", "0", "eth0", "f"],
+                "invalid value '1000001' for '--kernel-busy-poll <MICROSECONDS>': 1000001 is not in 0..=1000000",
+            ),
+            (&["--kernel-busy-poll", "x", "1", "0", "eth0", "f"], "invalid value 'x' for '--kernel-busy-poll"),
             (&["-x", "1", "0", "eth0", "f"], "unexpected argument '-x'"),
             (&["--config", "c.toml", "1", "0", "eth0", "f"], "cannot be used with"),
             (&["--config", "c.toml", "-r"], "cannot be used with"),

@@ -380,10 +380,21 @@ fn open_server(
 ) -> Result<Server<AfPacket, FileExport>, SettingsError> {
     let Interface { name, exports: served, block_devices } = interface;
     let index = served[0];
-    let options = AfPacketOptions { rx_ring: settings.rx_ring, ..AfPacketOptions::default() };
+    let options = AfPacketOptions {
+        rx_ring: settings.rx_ring,
+        qdisc_bypass: settings.qdisc_bypass,
+        kernel_busy_poll: settings.kernel_busy_poll,
+        ..AfPacketOptions::default()
+    };
     let socket = AfPacket::open(name, options).map_err(|e| settings.error(Some(index), e.into()))?;
     if let Some(e) = socket.rx_ring_refused() {
         tracing::warn!("{name}: the kernel refused a receive ring ({e}); receiving with recvmmsg");
+    }
+    if let Some(e) = socket.qdisc_bypass_refused() {
+        tracing::warn!("{name}: the kernel refused to bypass the qdisc ({e}); sending through it");
+    }
+    if let Some(e) = socket.kernel_busy_poll_refused() {
+        tracing::warn!("{name}: the kernel refused to busy-poll ({e}); receiving without it");
     }
     let mut server = Server::new(socket, exports);
     server.set_busy_poll(settings.busy_poll);
@@ -649,6 +660,12 @@ impl Main<'_> {
         for (what, old, now) in [
             ("busy_poll_us", format!("{:?}", self.settings.busy_poll), format!("{:?}", new.busy_poll)),
             ("io_threads", format!("{:?}", self.settings.io_threads), format!("{:?}", new.io_threads)),
+            ("qdisc_bypass", self.settings.qdisc_bypass.to_string(), new.qdisc_bypass.to_string()),
+            (
+                "kernel_busy_poll_us",
+                format!("{:?}", self.settings.kernel_busy_poll),
+                format!("{:?}", new.kernel_busy_poll),
+            ),
         ] {
             if old != now {
                 tracing::warn!("{file}: a change of {what} applies to interfaces served from now on, not to those served already");

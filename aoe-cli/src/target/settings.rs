@@ -54,6 +54,14 @@ pub struct Settings {
     /// Receive through a ring shared with the kernel rather than with `recvmmsg`
     /// ([`AfPacketOptions::rx_ring`](aoe_transport::afpacket::AfPacketOptions::rx_ring)).
     pub rx_ring: bool,
+    /// Send past the kernel's queueing discipline
+    /// ([`AfPacketOptions::qdisc_bypass`](aoe_transport::afpacket::AfPacketOptions::qdisc_bypass)).
+    pub qdisc_bypass: bool,
+    /// How long the kernel busy-polls the device when a receive finds no frame
+    /// ([`AfPacketOptions::kernel_busy_poll`](aoe_transport::afpacket::AfPacketOptions::kernel_busy_poll));
+    /// `None` (`kernel_busy_poll_us = 0`, the default) leaves the kernel's setting alone. At
+    /// most [`MAX_KERNEL_BUSY_POLL`].
+    pub kernel_busy_poll: Option<Duration>,
     /// Threads per interface that do sector I/O
     /// ([`Server::set_io_threads`](aoe_target::server::Server::set_io_threads)); `None` chooses
     /// ([`Settings::io_threads_for`]).
@@ -79,6 +87,9 @@ pub const DEFAULT_ETHERS: &str = "/etc/ethers";
 
 /// Longest configuration file read: 4 MiB holds tens of thousands of exports.
 pub const MAX_CONFIG_FILE: u64 = 4 << 20;
+
+/// Longest kernel busy-poll ([`Settings::kernel_busy_poll`]), in microseconds: a second.
+pub const MAX_KERNEL_BUSY_POLL: u64 = 1_000_000;
 
 /// Most I/O threads per interface.
 pub const MAX_IO_THREADS: usize = 256;
@@ -233,6 +244,11 @@ fn default_buffer_count() -> u16 {
     DEFAULT_BUFFER_COUNT
 }
 
+/// [`Settings::kernel_busy_poll`] for `us` microseconds: none for 0.
+pub fn kernel_busy_poll(us: u64) -> Option<Duration> {
+    (us > 0).then(|| Duration::from_micros(us))
+}
+
 fn mac_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<MacAddr>, D::Error> {
     let texts = Vec::<String>::deserialize(d)?;
     texts
@@ -255,6 +271,10 @@ struct ConfigFile {
     busy_poll_us: Option<u64>,
     /// See [`Settings::rx_ring`].
     rx_ring: Option<bool>,
+    /// See [`Settings::qdisc_bypass`].
+    qdisc_bypass: Option<bool>,
+    /// Microseconds, 0 for none; see [`Settings::kernel_busy_poll`].
+    kernel_busy_poll_us: Option<u64>,
     /// See [`Settings::io_threads`].
     io_threads: Option<usize>,
     /// See [`Settings::ethers`].
@@ -302,6 +322,8 @@ impl Settings {
             source: None,
             busy_poll: DEFAULT_BUSY_POLL,
             rx_ring: true,
+            qdisc_bypass: false,
+            kernel_busy_poll: None,
             io_threads: None,
             ethers: PathBuf::from(DEFAULT_ETHERS),
             state_dir: None,
@@ -363,6 +385,8 @@ impl Settings {
             source: Some(name),
             busy_poll,
             rx_ring,
+            qdisc_bypass: file.qdisc_bypass.unwrap_or(false),
+            kernel_busy_poll: file.kernel_busy_poll_us.and_then(kernel_busy_poll),
             io_threads: file.io_threads,
             ethers: file.ethers.unwrap_or_else(|| PathBuf::from(DEFAULT_ETHERS)),
             state_dir: file.state_dir,
@@ -397,6 +421,10 @@ impl Settings {
         }
         if let Some(threads) = self.io_threads.filter(|&t| t > MAX_IO_THREADS) {
             return Err(self.error(None, Problem::TooManyIoThreads(threads)));
+        }
+        let us = self.kernel_busy_poll.map_or(0, |t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX));
+        if us > MAX_KERNEL_BUSY_POLL {
+            return Err(self.error(None, Problem::KernelBusyPollTooLong(us)));
         }
         let mut seen: HashMap<(u16, u8), usize> = HashMap::new();
         for (index, export) in self.exports.iter().enumerate() {
@@ -538,6 +566,9 @@ pub enum Problem {
     /// `io_threads` above [`MAX_IO_THREADS`].
     #[error("io_threads = {0} is more than {MAX_IO_THREADS}")]
     TooManyIoThreads(usize),
+    /// `kernel_busy_poll_us` above [`MAX_KERNEL_BUSY_POLL`].
+    #[error("kernel_busy_poll_us = {0} is more than {MAX_KERNEL_BUSY_POLL} (a second)")]
+    KernelBusyPollTooLong(u64),
     /// `buffer_count = 0`.
     #[error("buffer_count must be at least 1")]
     ZeroBufferCount,
@@ -749,7 +780,17 @@ file = "/srv/disk0.img"
         assert_eq!(s.source.as_deref(), Some(Path::new("exports.toml")));
         assert_eq!(s.busy_poll, DEFAULT_BUSY_POLL);
         assert!(s.rx_ring);
+        assert!(!s.qdisc_bypass);
+        assert_eq!(s.kernel_busy_poll, None);
         assert_eq!(s.io_threads, None);
+    }
+
+    #[test]
+    fn kernel_busy_poll_of_zero_is_none() {
+        let s = parse(&format!("kernel_busy_poll_us = 0\nqdisc_bypass = false\n{ONE}")).unwrap();
+        assert_eq!((s.kernel_busy_poll, s.qdisc_bypass), (None, false));
+        let s = parse(&format!("kernel_busy_poll_us = 1000000\n{ONE}")).unwrap();
+        assert_eq!(s.kernel_busy_poll, Some(Duration::from_secs(1)));
     }
 
     #[test]
@@ -772,6 +813,8 @@ file = "/srv/disk0.img"
             r#"
 busy_poll_us = 0
 rx_ring = false
+qdisc_bypass = true
+kernel_busy_poll_us = 50
 io_threads = 4
 ethers = "/srv/ethers"
 state_dir = "/var/lib/aoe-target"
@@ -810,6 +853,8 @@ file = "/srv/b.img"
         assert_eq!(s.exports[1].name(), "e7.4");
         assert_eq!(s.busy_poll, Duration::ZERO);
         assert!(!s.rx_ring);
+        assert!(s.qdisc_bypass);
+        assert_eq!(s.kernel_busy_poll, Some(Duration::from_micros(50)));
         assert_eq!(s.io_threads, Some(4));
         assert_eq!(s.ethers, Path::new("/srv/ethers"));
         assert_eq!(s.state_dir.as_deref(), Some(Path::new("/var/lib/aoe-target")));
@@ -877,6 +922,10 @@ file = "/srv/b.img"
         assert!(err.contains("missing field `file`"), "{err}");
         let err = parse(&format!("{ONE}mask = [\"00:11:22\"]\n")).unwrap_err();
         assert!(err.contains("invalid MAC address \"00:11:22\""), "{err}");
+        let err = parse(&format!("kernel_busy_poll_us = -1\n{ONE}")).unwrap_err();
+        assert!(err.starts_with("exports.toml:1:23: invalid value"), "{err}");
+        let err = parse(&format!("qdisc_bypass = \"yes\"\n{ONE}")).unwrap_err();
+        assert!(err.starts_with("exports.toml:1:16: invalid type"), "{err}");
         let err = parse("[[export]\n").unwrap_err();
         assert!(err.starts_with("exports.toml:1:"), "{err}");
         assert!(!err.contains('\n'), "{err}");
@@ -897,6 +946,10 @@ file = "/srv/b.img"
             ),
             (String::new(), "exports.toml: no [[export]] table"),
             (format!("io_threads = 257\n{ONE}"), "exports.toml: io_threads = 257 is more than 256"),
+            (
+                format!("kernel_busy_poll_us = 1000001\n{ONE}"),
+                "exports.toml: kernel_busy_poll_us = 1000001 is more than 1000000 (a second)",
+            ),
             (ONE.replace("/srv/disk0.img", "nbd+unix:///d"), "file nbd+unix:///d: no socket"),
             (ONE.replace("/srv/disk0.img", "nbds://h/d"), "not supported"),
             (

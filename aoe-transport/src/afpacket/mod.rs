@@ -31,6 +31,7 @@ use crate::{AnswerFilter, FrameBatch, Transport};
 use recv::WaitState;
 use rx_ring::{AttachError, RxRing};
 use socket::{attach_filter, bind, set_buffer, setsockopt_int, socket};
+use tuning::Tuning;
 use vectors::{RxVectors, TxVectors, VNET_HEADER_LEN};
 
 mod interface;
@@ -38,6 +39,7 @@ mod recv;
 mod rx_ring;
 mod send;
 mod socket;
+mod tuning;
 mod vectors;
 mod wait;
 
@@ -75,11 +77,40 @@ pub struct AfPacketOptions {
     /// times slower (4 KiB aliasing). Frames received are unchanged. Ignored when the kernel
     /// refuses the option. Default on.
     pub vnet_header: bool,
+    /// Send frames straight to the device's driver, past the kernel's queueing discipline
+    /// (`PACKET_QDISC_BYPASS`), on this socket and on its [`AfPacket::sender`]s. A send then
+    /// skips the qdisc's enqueue and dequeue and its lock, which a fast link with a
+    /// multi-queue qdisc (`mq`, `fq_codel`) otherwise takes for every frame; it helps when
+    /// sending costs the target CPU. The frames also skip traffic shaping and anything the
+    /// qdisc would have buffered: a frame the device cannot take at that moment is dropped
+    /// (lost as on the wire) rather than queued. On a device without a queue (veth, by
+    /// default) nothing changes. When the kernel refuses the option the socket sends through
+    /// the qdisc ([`AfPacket::qdisc_bypass_refused`] tells). Default off.
+    pub qdisc_bypass: bool,
+    /// Busy-poll the device's receive queue for up to this long (`SO_BUSY_POLL`, whole
+    /// microseconds) when a receive or `poll` on the socket finds no frame, rather than
+    /// sleeping until the interrupt; where the kernel has them (Linux 5.11) also prefer
+    /// busy-polling to interrupts (`SO_PREFER_BUSY_POLL`) and take up to 64 frames a round
+    /// (`SO_BUSY_POLL_BUDGET`, which needs `CAP_NET_ADMIN`; skipped when refused). It trades
+    /// CPU time spinning in the kernel for latency: it helps a target that answers small
+    /// requests one at a time over a NIC whose driver uses NAPI, and does nothing where the
+    /// kernel knows no receive queue for the socket (veth without GRO, say). A time above
+    /// the socket's current one needs `CAP_NET_ADMIN`; when the kernel refuses `SO_BUSY_POLL`
+    /// the socket sleeps as usual ([`AfPacket::kernel_busy_poll_refused`] tells). `None`,
+    /// the default, leaves the kernel's setting (`net.core.busy_read`) alone.
+    pub kernel_busy_poll: Option<Duration>,
 }
 
 impl Default for AfPacketOptions {
     fn default() -> Self {
-        AfPacketOptions { recv_buffer: 4 << 20, send_buffer: 4 << 20, rx_ring: false, vnet_header: true }
+        AfPacketOptions {
+            recv_buffer: 4 << 20,
+            send_buffer: 4 << 20,
+            rx_ring: false,
+            vnet_header: true,
+            qdisc_bypass: false,
+            kernel_busy_poll: None,
+        }
     }
 }
 
@@ -128,6 +159,8 @@ pub struct AfPacket {
     tx: TxVectors,
     /// The send buffer asked for at open ([`AfPacketOptions::send_buffer`]).
     send_buffer: usize,
+    /// The kernel socket variants asked for at open, and which the kernel refused.
+    tuning: Tuning,
     wait: WaitState,
     /// Shared by every handle on the socket ([`try_clone`](Self::try_clone)): the receive
     /// timeout belongs to the socket, so only a handle alone on it may rely on or change it.
@@ -163,6 +196,7 @@ impl AfPacket {
             .map_err(|e| io_err("setting the receive buffer", e))?;
         set_buffer(fd.as_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, opts.send_buffer)
             .map_err(|e| io_err("setting the send buffer", e))?;
+        let tuning = Tuning::apply(fd.as_fd(), opts.qdisc_bypass, opts.kernel_busy_poll);
         // Before bind, so that no frame queued for recvmmsg is purged when the ring comes. A
         // kernel that refuses the ring leaves the socket as it was: it receives with recvmmsg.
         let slot_bytes = HEADER_LEN + info.mtu + if vnet { VNET_HEADER_LEN } else { 0 };
@@ -191,6 +225,7 @@ impl AfPacket {
             ring_error_checked: None,
             tx: TxVectors::new(vnet),
             send_buffer: opts.send_buffer,
+            tuning,
             wait: WaitState::default(),
             handles: Arc::new(()),
         })
@@ -215,6 +250,7 @@ impl AfPacket {
             ring_error_checked: None,
             tx: TxVectors::new(self.tx.vnet),
             send_buffer: self.send_buffer,
+            tuning: self.tuning.clone(),
             wait: WaitState { socket_timeout: self.wait.socket_timeout, ..WaitState::default() },
             handles: Arc::clone(&self.handles),
         })
@@ -223,12 +259,14 @@ impl AfPacket {
     /// A handle that only sends: a socket of its own, bound to the same interface but to no
     /// EtherType, so that other threads can send while this handle receives, whether or not
     /// it has a receive ring. Its frames go out as this socket's do (with a `virtio_net_hdr`
-    /// when this socket has them). It receives nothing: its `recv_batch` only waits.
+    /// when this socket has them, past the qdisc when it was asked to bypass it). It receives
+    /// nothing: its `recv_batch` only waits.
     pub fn sender(&self) -> io::Result<AfPacket> {
         let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
         let vnet =
             self.tx.vnet && setsockopt_int(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1).is_ok();
         set_buffer(fd.as_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, self.send_buffer)?;
+        let tuning = self.tuning.for_sender(fd.as_fd());
         // EtherType 0: the kernel hands this socket no frame.
         bind(fd.as_fd(), self.info.index, 0)?;
         Ok(AfPacket {
@@ -240,6 +278,7 @@ impl AfPacket {
             ring_error_checked: None,
             tx: TxVectors::new(vnet),
             send_buffer: self.send_buffer,
+            tuning,
             wait: WaitState::default(),
             handles: Arc::new(()),
         })

@@ -132,3 +132,33 @@ pub(super) fn attach_filter(fd: BorrowedFd<'_>, program: &[crate::filter::BpfIns
     let fprog = libc::sock_fprog { len, filter: program.as_ptr().cast_mut().cast() };
     setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
 }
+
+/// Lets frames sent on packet socket `fd` go straight to the device's driver, past the
+/// queueing discipline (`PACKET_QDISC_BYPASS`, Linux 3.14).
+pub(super) fn set_qdisc_bypass(fd: BorrowedFd<'_>) -> io::Result<()> {
+    setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
+}
+
+/// Frames the kernel may take per busy-poll round with [`set_busy_poll`] (its own default is
+/// 8): about one batch of the serving loop.
+const BUSY_POLL_BUDGET: libc::c_int = 64;
+
+/// Has blocking receives and `poll` on socket `fd` busy-poll the device's receive queue for
+/// up to `time` (`SO_BUSY_POLL`, in microseconds), and, where the kernel has them (Linux 5.11),
+/// prefer busy-polling to interrupts (`SO_PREFER_BUSY_POLL`) and take up to
+/// [`BUSY_POLL_BUDGET`] frames a round (`SO_BUSY_POLL_BUDGET`, which needs `CAP_NET_ADMIN`).
+/// Fails only when `SO_BUSY_POLL` itself is refused (a time above the current one needs
+/// `CAP_NET_ADMIN`).
+pub(super) fn set_busy_poll(fd: BorrowedFd<'_>, time: Duration) -> io::Result<()> {
+    let us = time.as_micros().min(libc::c_int::MAX as u128) as libc::c_int;
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_BUSY_POLL, us)?;
+    for (name, value) in [(libc::SO_PREFER_BUSY_POLL, 1), (libc::SO_BUSY_POLL_BUDGET, BUSY_POLL_BUDGET)] {
+        match setsockopt_int(fd, libc::SOL_SOCKET, name, value) {
+            Err(e) if !matches!(e.raw_os_error(), Some(libc::ENOPROTOOPT | libc::EINVAL | libc::EPERM)) => {
+                return Err(e);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

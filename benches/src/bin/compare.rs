@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use aoe_benches::compare::{self, Options};
+use aoe_benches::compare::{self, Options, Variant};
 use clap::Parser;
 
 /// Benchmark aoe-target against vblade: sequential MB/s, random 4 KiB IOPS, latency and
@@ -48,6 +48,11 @@ struct Args {
     /// Run aoe-target with --no-rx-ring: receiving with recvmmsg, not through a ring.
     #[arg(long)]
     no_rx_ring: bool,
+    /// Also measure aoe-target started with FLAGS (split at whitespace) beside plain
+    /// aoe-target, labelled LABEL, e.g. `busy-poll=--kernel-busy-poll 50`; a word bin=PATH in
+    /// FLAGS runs that aoe-target binary instead (an older build). Repeatable.
+    #[arg(long, value_name = "LABEL=FLAGS")]
+    variant: Vec<Variant>,
     /// Do not measure aoe-initiator's Device.
     #[arg(long)]
     no_initiator: bool,
@@ -81,6 +86,10 @@ fn main() -> ExitCode {
         (false, Some(p)) => Some(p),
         (false, None) => compare::default_target_bin(),
     };
+    if let Some(problem) = compare::variants_problem(&args.variant, target_bin.as_deref()) {
+        eprintln!("compare: {problem}");
+        return ExitCode::from(2);
+    }
     let options = Options {
         size_mib: args.size,
         reps: args.reps,
@@ -92,12 +101,16 @@ fn main() -> ExitCode {
         target_rx_ring: !args.no_rx_ring,
         retransmit: Duration::from_millis(args.retransmit_ms),
         initiator_chunk: (!args.no_initiator).then_some(args.initiator_chunk << 10),
+        variants: args.variant,
     };
     if let Err(e) = compare::clean_up_on_signal() {
         eprintln!("compare: cannot handle SIGINT and SIGTERM: {e}");
         return ExitCode::FAILURE;
     }
     eprintln!("compare: aoe-target runs {}", compare::describe_mode(&options));
+    for v in &options.variants {
+        eprintln!("compare: variant {} runs {}", v.label, compare::describe_variant(v, &options));
+    }
     let report = match compare::run(&options) {
         Ok(report) => report,
         Err(e) => {
