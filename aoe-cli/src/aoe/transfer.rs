@@ -3,8 +3,8 @@
 //! The network and the local file are used at once: a thread of its own reads or writes the
 //! local side while the disk moves the next chunks, and a few chunk buffers, allocated once,
 //! go round between the two (a bounded queue each way). A disk at wire speed is then not
-//! held up by a file that takes its time, nor a file by the disk. On the disk's side two
-//! chunks are in flight at once ([`Device::submit`]), so that the window of frames does not
+//! held up by a file that takes its time, nor a file by the disk. On the disk's side several
+//! chunks are in flight at once ([`Device::submit`], [`IN_FLIGHT`]), so that the window of frames does not
 //! drain at the end of each chunk.
 
 use std::collections::{HashMap, VecDeque};
@@ -20,14 +20,16 @@ use super::format;
 use super::progress::Progress;
 use super::{Cli, DiskName, Failure, ReadArgs, WriteArgs};
 
-/// Bytes per chunk: large enough that a chunk is many frames (about 500 at MTU 9000), small
-/// enough to keep memory modest.
-const CHUNK: usize = 4 << 20;
+/// Bytes per chunk: small enough that the chunks in use stay in the CPU's caches between
+/// the network copying into them and the file copying out (512 MiB to and from tmpfs ran
+/// 1.1–1.3 times as fast with 512 KiB chunks as with 4 MiB ones), large enough to be about 60
+/// frames at MTU 9000.
+const CHUNK: usize = 512 << 10;
 /// Chunks in the queue between the disk and the local file, besides the one each side
 /// holds: what the slower side may fall behind by before the faster one waits.
-const QUEUED: usize = 2;
-/// Chunks the disk's side has submitted at once.
-const IN_FLIGHT: usize = 2;
+const QUEUED: usize = 6;
+/// Chunks the disk's side has submitted at once: more frames than a target's window.
+const IN_FLIGHT: usize = 4;
 /// Bytes of a sector: chunks in flight start and end on sector boundaries.
 const SECTOR: u64 = aoe_proto::SECTOR_SIZE as u64;
 
