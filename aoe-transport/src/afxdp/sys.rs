@@ -130,17 +130,17 @@ pub(super) fn poll(fd: BorrowedFd<'_>, events: libc::c_short, timeout: Duration)
     Ok(())
 }
 
-/// Copies, within this process, each of `from[i]` into `to[i]` (the same lengths) with
-/// `process_vm_readv`, which answers `EFAULT` where a plain copy would raise `SIGBUS` (a
-/// mapping whose file shrank). Returns the bytes copied, in order: fewer than asked when it
-/// stopped at memory it could not read.
+/// Copies, within this process, the bytes of `from` in order into those of `to` (as many in
+/// all; the pieces need not match) with `process_vm_readv`, which answers `EFAULT` where a
+/// plain copy would raise `SIGBUS` (a mapping whose file shrank). Returns the bytes copied:
+/// fewer than asked when it stopped at memory it could not read, then or within a piece.
 ///
 /// # Safety
 ///
 /// Every `to[i]` must be valid for writes of its length and touched by nothing else during
 /// the call; `from` may point anywhere (unreadable memory is reported, not touched).
 pub(super) unsafe fn read_own_memory(to: &[libc::iovec], from: &[libc::iovec]) -> io::Result<usize> {
-    debug_assert!(to.len() == from.len() && to.len() <= MAX_IOVECS);
+    debug_assert!(to.len() <= MAX_IOVECS && from.len() <= MAX_IOVECS);
     let pid = std::process::id() as libc::pid_t;
     // SAFETY: both arrays are live for the call; the kernel writes only the local buffers,
     // which the caller vouches for, and reads the remote ones through the page tables,
