@@ -7,11 +7,12 @@
 //! a completion ring. In copy mode (the only mode used here, which every driver has) the
 //! kernel copies each frame into a packet of its own and gives it straight to the device's
 //! queue, past the traffic-control layer; that costs less per frame than `sendmmsg` on a raw
-//! socket. On a veth pair between two cores, sending 1514-byte frames from the batch, it sent
-//! 1.4 to 2.3 times the frames per second of `sendmmsg`; frames whose tail lies in a mapped
-//! file gain less (1.0 to 1.7 times): their tails are copied with `process_vm_readv`, which
-//! reports a file truncated under its mapping where a plain copy would raise `SIGBUS`. The
-//! ignored `throughput` test of `tests/afxdp_veth.rs` measures both.
+//! socket. On a veth pair on a busy two-core machine it sent 1.4 to 2.4 times the frames per
+//! second of `sendmmsg`, for a third to two thirds of the CPU per frame, whether 1514-byte
+//! frames from the batch or 36-byte heads with 1 KiB tails from a mapped file (tails are
+//! copied with `process_vm_readv`, which reports a file truncated under its mapping where a
+//! plain copy would raise `SIGBUS`; consecutive tails are read in one piece). The ignored
+//! `throughput` test of `tests/afxdp_veth.rs` measures it.
 //!
 //! The socket only sends: receiving through an XSK would need an XDP program to steer frames
 //! into it, and none is loaded. A target keeps receiving on an [`AfPacket`](crate::afpacket)
