@@ -55,6 +55,8 @@ pub mod split;
 
 #[cfg(target_os = "linux")]
 pub mod afpacket;
+#[cfg(target_os = "linux")]
+pub mod afxdp;
 
 #[cfg(target_os = "linux")]
 pub use afpacket::{wait_readable, MAX_WAIT_FDS};
