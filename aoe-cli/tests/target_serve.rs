@@ -391,6 +391,14 @@ fn writes_reach_the_file(mtu: u32, options: &[&str]) {
     };
     let says_threads = target.stderr().contains(&format!("{}: {threads} I/O threads", link.target_if()));
     assert_eq!(says_threads, threads != "0", "{}", target.stderr());
+    if options.contains(&"--af-xdp") {
+        // Up to MTU 4000 the answers leave through AF_XDP; above, through sendmmsg.
+        let says = match mtu {
+            ..=4000 => format!("{}: answers sent through an AF_XDP socket", link.target_if()),
+            _ => format!("{}: no AF_XDP socket (", link.target_if()),
+        };
+        assert!(target.stderr().contains(&says), "{}", target.stderr());
+    }
     let mut ini = Initiator::open(&link, link.initiator_if(), MacAddr(link.veth.a_mac()));
     let n = aoe_proto::max_sectors(mtu as usize);
     let mut expect = pattern(SEED, FILE_SECTORS * 512);
@@ -452,6 +460,27 @@ fn writes_reach_the_file_through_io_threads() {
 fn writes_reach_the_file_through_io_threads_received_with_recvmmsg() {
     if gate("writes_reach_the_file_through_io_threads_received_with_recvmmsg", &[]) {
         writes_reach_the_file(9000, &["--io-threads", "2", "--no-rx-ring"]);
+    }
+}
+
+#[test]
+fn writes_reach_the_file_answered_through_af_xdp() {
+    if gate("writes_reach_the_file_answered_through_af_xdp", &[]) {
+        writes_reach_the_file(1500, &["--af-xdp"]);
+    }
+}
+
+#[test]
+fn writes_reach_the_file_through_io_threads_beside_af_xdp() {
+    if gate("writes_reach_the_file_through_io_threads_beside_af_xdp", &[]) {
+        writes_reach_the_file(1500, &["--af-xdp", "--io-threads", "2"]);
+    }
+}
+
+#[test]
+fn af_xdp_at_mtu_9000_falls_back_to_sendmmsg() {
+    if gate("af_xdp_at_mtu_9000_falls_back_to_sendmmsg", &[]) {
+        writes_reach_the_file(9000, &["--af-xdp"]);
     }
 }
 
@@ -635,6 +664,13 @@ fn an_interface_that_goes_down_and_up_is_served_again() {
 fn an_interface_that_goes_down_and_up_is_served_again_by_recvmmsg() {
     if gate("an_interface_that_goes_down_and_up_is_served_again_by_recvmmsg", &[]) {
         interface_goes_down_and_up(&["--no-rx-ring"]);
+    }
+}
+
+#[test]
+fn an_interface_that_goes_down_and_up_is_served_again_through_af_xdp() {
+    if gate("an_interface_that_goes_down_and_up_is_served_again_through_af_xdp", &[]) {
+        interface_goes_down_and_up(&["--af-xdp"]);
     }
 }
 

@@ -97,6 +97,7 @@ Configuration file:
       rx_ring = true                    # false: as --no-rx-ring (optional, idem)
       qdisc_bypass = false              # true: as --qdisc-bypass (optional, idem)
       kernel_busy_poll_us = 0           # --kernel-busy-poll (optional, idem)
+      af_xdp = false                    # true: as --af-xdp (optional, idem)
       io_threads = 16                   # --io-threads (optional, idem)
       metrics = \"127.0.0.1:9172\"        # --metrics (optional, idem)
       control = \"/run/aoe-target/exports.sock\"  # --control (optional, idem)
@@ -233,6 +234,14 @@ pub struct Cli {
     #[arg(long, value_name = "MICROSECONDS", value_parser = clap::value_parser!(u64).range(0..=MAX_KERNEL_BUSY_POLL))]
     pub kernel_busy_poll: Option<u64>,
 
+    /// Send the answers of each interface's receiving thread through an AF_XDP socket (copy
+    /// mode, on the interface's queue 0) rather than with sendmmsg: fewer kernel cycles per
+    /// frame. For MTUs up to 4000; an interface with a larger MTU, one whose queue another
+    /// AF_XDP socket holds, or a kernel without AF_XDP is served with sendmmsg, with a
+    /// warning. Overrides the configuration file's af_xdp [default: off]
+    #[arg(long)]
+    pub af_xdp: bool,
+
     /// Threads per interface that do the disk's reads, writes and flushes, so that requests
     /// are not held up behind one the disk is busy with; 0 does them in the thread that
     /// receives, fastest for files the page cache holds. Overrides the configuration file's
@@ -294,6 +303,9 @@ impl Cli {
         }
         if self.qdisc_bypass {
             settings.qdisc_bypass = true;
+        }
+        if self.af_xdp {
+            settings.af_xdp = true;
         }
         if let Some(us) = self.kernel_busy_poll {
             settings.kernel_busy_poll = settings::kernel_busy_poll(us);
@@ -497,7 +509,9 @@ mod tests {
         let single = single.settings().unwrap();
         assert_eq!((single.qdisc_bypass, single.kernel_busy_poll), (true, Some(Duration::from_micros(50))));
         let plain = parse(&["1", "0", "eth1", "f"]).unwrap().settings().unwrap();
-        assert_eq!((plain.qdisc_bypass, plain.kernel_busy_poll), (false, None));
+        assert_eq!((plain.qdisc_bypass, plain.kernel_busy_poll, plain.af_xdp), (false, None, false));
+        assert!(parse(&["--af-xdp", "--config", config]).unwrap().settings().unwrap().af_xdp);
+        assert!(parse(&["--af-xdp", "1", "0", "eth1", "f"]).unwrap().settings().unwrap().af_xdp);
         std::fs::remove_file(&path).unwrap();
     }
 

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use aoe_proto::SECTOR_SIZE;
 use aoe_transport::afpacket::{self, AfPacket, AfPacketOptions};
+use aoe_transport::afxdp::{XdpOptions, XdpSender};
+use aoe_transport::Split;
 use aoe_transport::Transport;
 use sd_notify::NotifyState;
 
@@ -372,12 +374,16 @@ fn restore(
     Ok(())
 }
 
+/// How an interface is served: its raw socket, or that socket receiving beside an AF_XDP
+/// socket that sends the receiving thread's answers ([`Settings::af_xdp`]).
+type Link = Box<dyn Transport>;
+
 /// Opens the raw socket of `interface` and a server for it, with its I/O threads.
 fn open_server(
     settings: &Settings,
     interface: &Interface,
     exports: Vec<SharedExport<FileExport>>,
-) -> Result<Server<AfPacket, FileExport>, SettingsError> {
+) -> Result<Server<Link, FileExport>, SettingsError> {
     let Interface { name, exports: served, block_devices } = interface;
     let index = served[0];
     let options = AfPacketOptions {
@@ -396,7 +402,20 @@ fn open_server(
     if let Some(e) = socket.kernel_busy_poll_refused() {
         tracing::warn!("{name}: the kernel refused to busy-poll ({e}); receiving without it");
     }
-    let mut server = Server::new(socket, exports);
+    let link: Link = match settings.af_xdp {
+        false => Box::new(socket),
+        true => match XdpSender::open(name, XdpOptions::default()) {
+            Ok(tx) => {
+                tracing::info!("{name}: answers sent through an AF_XDP socket");
+                Box::new(Split { rx: socket, tx })
+            }
+            Err(e) => {
+                tracing::warn!("{name}: no AF_XDP socket ({e}); sending with sendmmsg");
+                Box::new(socket)
+            }
+        },
+    };
+    let mut server = Server::new(link, exports);
     server.set_busy_poll(settings.busy_poll);
     let threads = settings.io_threads_for(served, *block_devices);
     if threads > 0 {
@@ -412,7 +431,7 @@ fn open_server(
 pub struct Service {
     settings: Settings,
     exports: Vec<Live>,
-    servers: Vec<Server<AfPacket, FileExport>>,
+    servers: Vec<Server<Link, FileExport>>,
     /// Where the exports' config strings and lists are kept, if anywhere.
     state: Option<StateDir>,
 }
@@ -511,7 +530,7 @@ type FirstError = Arc<Mutex<Option<io::Error>>>;
 /// Serves on `server` until told to quit or `stop` is set, taking updates between runs.
 /// An error sets `stop` for every other server.
 fn serve_thread(
-    mut server: Server<AfPacket, FileExport>,
+    mut server: Server<Link, FileExport>,
     control: &ServerControl,
     stop: &AtomicBool,
     first_error: &FirstError,
@@ -598,7 +617,7 @@ struct Main<'a> {
 }
 
 impl Main<'_> {
-    fn start_server(&mut self, mut server: Server<AfPacket, FileExport>) -> io::Result<()> {
+    fn start_server(&mut self, mut server: Server<Link, FileExport>) -> io::Result<()> {
         server.announce()?;
         let port = server.port();
         let name = server.transport().name().to_owned();
@@ -661,6 +680,7 @@ impl Main<'_> {
             ("busy_poll_us", format!("{:?}", self.settings.busy_poll), format!("{:?}", new.busy_poll)),
             ("io_threads", format!("{:?}", self.settings.io_threads), format!("{:?}", new.io_threads)),
             ("qdisc_bypass", self.settings.qdisc_bypass.to_string(), new.qdisc_bypass.to_string()),
+            ("af_xdp", self.settings.af_xdp.to_string(), new.af_xdp.to_string()),
             (
                 "kernel_busy_poll_us",
                 format!("{:?}", self.settings.kernel_busy_poll),

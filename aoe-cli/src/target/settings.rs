@@ -62,6 +62,10 @@ pub struct Settings {
     /// `None` (`kernel_busy_poll_us = 0`, the default) leaves the kernel's setting alone. At
     /// most [`MAX_KERNEL_BUSY_POLL`].
     pub kernel_busy_poll: Option<Duration>,
+    /// Send the answers of each interface's serving thread through an AF_XDP socket
+    /// ([`XdpSender`](aoe_transport::afxdp::XdpSender)), where the interface can have one,
+    /// rather than with `sendmmsg`.
+    pub af_xdp: bool,
     /// Threads per interface that do sector I/O
     /// ([`Server::set_io_threads`](aoe_target::server::Server::set_io_threads)); `None` chooses
     /// ([`Settings::io_threads_for`]).
@@ -275,6 +279,8 @@ struct ConfigFile {
     qdisc_bypass: Option<bool>,
     /// Microseconds, 0 for none; see [`Settings::kernel_busy_poll`].
     kernel_busy_poll_us: Option<u64>,
+    /// See [`Settings::af_xdp`].
+    af_xdp: Option<bool>,
     /// See [`Settings::io_threads`].
     io_threads: Option<usize>,
     /// See [`Settings::ethers`].
@@ -324,6 +330,7 @@ impl Settings {
             rx_ring: true,
             qdisc_bypass: false,
             kernel_busy_poll: None,
+            af_xdp: false,
             io_threads: None,
             ethers: PathBuf::from(DEFAULT_ETHERS),
             state_dir: None,
@@ -387,6 +394,7 @@ impl Settings {
             rx_ring,
             qdisc_bypass: file.qdisc_bypass.unwrap_or(false),
             kernel_busy_poll: file.kernel_busy_poll_us.and_then(kernel_busy_poll),
+            af_xdp: file.af_xdp.unwrap_or(false),
             io_threads: file.io_threads,
             ethers: file.ethers.unwrap_or_else(|| PathBuf::from(DEFAULT_ETHERS)),
             state_dir: file.state_dir,
@@ -782,6 +790,7 @@ file = "/srv/disk0.img"
         assert!(s.rx_ring);
         assert!(!s.qdisc_bypass);
         assert_eq!(s.kernel_busy_poll, None);
+        assert!(!s.af_xdp);
         assert_eq!(s.io_threads, None);
     }
 
@@ -815,6 +824,7 @@ busy_poll_us = 0
 rx_ring = false
 qdisc_bypass = true
 kernel_busy_poll_us = 50
+af_xdp = true
 io_threads = 4
 ethers = "/srv/ethers"
 state_dir = "/var/lib/aoe-target"
@@ -855,6 +865,7 @@ file = "/srv/b.img"
         assert!(!s.rx_ring);
         assert!(s.qdisc_bypass);
         assert_eq!(s.kernel_busy_poll, Some(Duration::from_micros(50)));
+        assert!(s.af_xdp);
         assert_eq!(s.io_threads, Some(4));
         assert_eq!(s.ethers, Path::new("/srv/ethers"));
         assert_eq!(s.state_dir.as_deref(), Some(Path::new("/var/lib/aoe-target")));
@@ -924,6 +935,8 @@ file = "/srv/b.img"
         assert!(err.contains("invalid MAC address \"00:11:22\""), "{err}");
         let err = parse(&format!("kernel_busy_poll_us = -1\n{ONE}")).unwrap_err();
         assert!(err.starts_with("exports.toml:1:23: invalid value"), "{err}");
+        let err = parse(&format!("af_xdp = 1\n{ONE}")).unwrap_err();
+        assert!(err.starts_with("exports.toml:1:10: invalid type"), "{err}");
         let err = parse(&format!("qdisc_bypass = \"yes\"\n{ONE}")).unwrap_err();
         assert!(err.starts_with("exports.toml:1:16: invalid type"), "{err}");
         let err = parse("[[export]\n").unwrap_err();
