@@ -52,10 +52,12 @@ use aoe_proto::ethernet::{MacAddr, HEADER_LEN};
 use crate::afpacket::{interface_info, InterfaceInfo, OpenError};
 use crate::{FrameBatch, Transport};
 use ring::{CompletionRing, Mapping, TxRing};
-use sys::MAX_IOVECS;
 
 mod ring;
 mod sys;
+
+// The AF_PACKET TX ring copies tails the same way.
+pub(crate) use sys::{read_own_memory, MAX_IOVECS};
 
 /// Bytes in each chunk of the UMEM: the longest frame an [`XdpSender`] sends.
 pub const CHUNK_SIZE: usize = 4096;
@@ -469,7 +471,7 @@ fn check_options(opts: &XdpOptions) -> Result<(), XdpOpenError> {
 
 /// Checks that `process_vm_readv` works here (a seccomp filter may refuse it): tails are
 /// copied with it, and without it every frame with a tail would be lost.
-fn probe_tail_copy() -> io::Result<()> {
+pub(crate) fn probe_tail_copy() -> io::Result<()> {
     let src = [0x5au8; 8];
     let mut dst = [0u8; 8];
     let to = [libc::iovec { iov_base: dst.as_mut_ptr().cast(), iov_len: dst.len() }];

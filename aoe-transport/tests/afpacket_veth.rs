@@ -243,6 +243,23 @@ fn frames_with_mapped_tails_arrive_whole_with(opts: AfPacketOptions) {
     assert_eq!(got.len(), 2, "the two frames that could be read arrive");
     assert!(got[0] == heads[1]);
     assert!(got[1][..36] == heads[2][..] && got[1][36..] == on_disk[..512]);
+    assert!(nothing_arrives(&mut b), "the frame whose tail could not be read is not sent");
+    assert_eq!(a.has_tx_ring(), opts.tx_ring);
+    if let Some(stats) = a.tx_ring_stats() {
+        assert_eq!((stats.queued, stats.unreadable_tail), (8, 1), "{stats:?}");
+    }
+}
+
+/// As [`frames_with_mapped_tails_arrive_whole`], sent through a transmit ring: tails are
+/// copied into the ring, and one that cannot be read loses its frame, not the process.
+#[test]
+fn frames_with_mapped_tails_arrive_whole_through_a_tx_ring() {
+    if have_root("frames_with_mapped_tails_arrive_whole_through_a_tx_ring") {
+        frames_with_mapped_tails_arrive_whole_with(AfPacketOptions {
+            tx_ring: true,
+            ..AfPacketOptions::default()
+        });
+    }
 }
 
 /// A shared read-only mapping of a file, as a target's backend keeps one, for tails the
@@ -430,6 +447,157 @@ fn with_kernel_busy_poll_batches_arrive_intact_in_order_both_ways() {
     });
 }
 
+/// Through transmit rings, batches of every size arrive intact and in order both ways, and
+/// from senders too, each with a ring of its own; beside a receive ring and past the qdisc too.
+#[test]
+fn with_a_tx_ring_batches_arrive_intact_in_order_both_ways() {
+    if !have_root("with_a_tx_ring_batches_arrive_intact_in_order_both_ways") {
+        return;
+    }
+    let has_ring = |t: &AfPacket| {
+        assert!(t.tx_ring_refused().is_none(), "{:?}", t.tx_ring_refused());
+        assert!(t.has_tx_ring(), "no transmit ring");
+    };
+    batches_arrive_both_ways_with(AfPacketOptions { tx_ring: true, ..AfPacketOptions::default() }, has_ring);
+    let opts =
+        AfPacketOptions { tx_ring: true, rx_ring: true, qdisc_bypass: true, ..AfPacketOptions::default() };
+    batches_arrive_both_ways_with(opts, |t| {
+        has_ring(t);
+        assert!(packet_option(t, libc::PACKET_QDISC_BYPASS), "PACKET_QDISC_BYPASS is not set");
+    });
+}
+
+/// A clone of a socket with a transmit ring gets a ring of its own, and a sender's socket is
+/// its ring's (a `TPACKET_V2` socket); frames from each arrive.
+#[test]
+fn handles_of_a_tx_ring_socket_send_through_rings_of_their_own() {
+    if !have_root("handles_of_a_tx_ring_socket_send_through_rings_of_their_own") {
+        return;
+    }
+    let veth = VethPair::new();
+    let opts = AfPacketOptions { tx_ring: true, ..AfPacketOptions::default() };
+    let a = VethPair::within(&veth.a, || AfPacket::open(IF_A, opts)).unwrap();
+    let mut b = veth.open_b();
+    let mut clone = VethPair::within(&veth.a, || a.try_clone()).unwrap();
+    let mut sender = VethPair::within(&veth.a, || a.sender()).unwrap();
+    assert!(clone.has_tx_ring() && sender.has_tx_ring());
+    assert_eq!(packet_int_option(&sender, libc::PACKET_VERSION), libc::tpacket_versions::TPACKET_V2 as i32);
+    assert!(!packet_option(&sender, libc::PACKET_VNET_HDR), "frames in the ring are whole");
+    let frames: Vec<Vec<u8>> = (0..8u8).map(|i| frame(0x88A2, i, 100 + usize::from(i) * 1000)).collect();
+    assert_eq!(clone.send_batch(&batch_of(&frames)).unwrap(), 8);
+    assert!(recv_frames(&mut b, 8) == frames, "from the clone");
+    assert_eq!(sender.send_batch(&batch_of(&frames)).unwrap(), 8);
+    assert!(recv_frames(&mut b, 8) == frames, "from the sender");
+    assert!(nothing_arrives(&mut b));
+    assert_eq!(a.tx_ring_stats().unwrap().queued, 0, "the original's ring is its own");
+}
+
+/// 100 000 frames of mixed sizes in batches of 64 (the last of 32) go round a transmit ring of 256 slots some
+/// 400 times: slots come back and are filled again, and every frame arrives intact and in
+/// order (the sender keeps within the receiver's ring, so that none need be dropped; a
+/// percent may be, should the receiver fall behind all the same).
+#[test]
+fn a_tx_ring_sends_100_000_frames_taking_its_slots_back() {
+    if !have_root("a_tx_ring_sends_100_000_frames_taking_its_slots_back") {
+        return;
+    }
+    const FRAMES: usize = 100_000;
+    let veth = VethPair::new();
+    let opts = AfPacketOptions { tx_ring: true, ..AfPacketOptions::default() };
+    let mut a = VethPair::within(&veth.a, || AfPacket::open(IF_A, opts)).unwrap();
+    assert!(a.has_tx_ring(), "{:?}", a.tx_ring_refused());
+    let mut b = veth.open_b_ring(16 << 20);
+    let received = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = received.clone();
+    let start = Instant::now();
+    let rx = std::thread::spawn(move || {
+        let mut batch = FrameBatch::new(64, 14 + MTU);
+        let (mut last, mut corrupt) = (None, 0);
+        while b.recv_batch(&mut batch, Some(Duration::from_millis(500))).unwrap() > 0 {
+            for f in batch.iter() {
+                let seq = u32::from_be_bytes(f[14..18].try_into().unwrap());
+                corrupt += usize::from(f != &numbered(seq)[..] || last.is_some_and(|l| seq <= l));
+                last = Some(seq);
+            }
+            counter.fetch_add(batch.len(), Ordering::Relaxed);
+        }
+        corrupt
+    });
+    let mut seq = 0u32;
+    let mut batch = FrameBatch::new(64, 14 + MTU);
+    while (seq as usize) < FRAMES {
+        batch.clear();
+        while !batch.is_full() && (seq as usize) < FRAMES {
+            assert!(batch.push(&numbered(seq)));
+            seq += 1;
+        }
+        assert_eq!(a.send_batch(&batch).unwrap(), batch.len());
+        let wait = Instant::now();
+        while seq as usize - received.load(Ordering::Relaxed) > 1024 && wait.elapsed() < WAIT {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+    let corrupt = rx.join().unwrap();
+    let got = received.load(Ordering::Relaxed);
+    assert_eq!(corrupt, 0, "frames arrived corrupt or out of order");
+    assert!(got >= FRAMES * 99 / 100, "{got} of {FRAMES} frames arrived");
+    let stats = a.tx_ring_stats().unwrap();
+    assert_eq!((stats.queued, stats.bad_length, stats.wrong_format), (FRAMES as u64, 0, 0), "{stats:?}");
+    assert!(start.elapsed() < Duration::from_secs(120), "took {:?}", start.elapsed());
+}
+
+/// Frame `seq` of [`a_tx_ring_sends_100_000_frames_taking_its_slots_back`]: 60 to 1553 bytes,
+/// its number after the Ethernet header and a pattern of it after that.
+fn numbered(seq: u32) -> Vec<u8> {
+    let mut f = frame(0x88A2, seq as u8, 60 + (seq as usize * 7919) % 1494);
+    f[14..18].copy_from_slice(&seq.to_be_bytes());
+    f
+}
+
+/// Through a transmit ring, frames the device drops (its peer is down) are lost without
+/// stalling, and frames sent while the interface itself is down are taken back, an error;
+/// the ring sends again once the link is back.
+#[test]
+fn a_tx_ring_loses_what_the_device_drops_and_recovers_after_the_link_was_down() {
+    if !have_root("a_tx_ring_loses_what_the_device_drops_and_recovers_after_the_link_was_down") {
+        return;
+    }
+    let veth = VethPair::new();
+    let opts = AfPacketOptions { tx_ring: true, ..AfPacketOptions::default() };
+    let mut a = VethPair::within(&veth.a, || AfPacket::open(IF_A, opts)).unwrap();
+    let frames: Vec<Vec<u8>> = (0..64u8).map(|i| frame(0x88A2, i, 1514)).collect();
+    ip(&["-n", &veth.b, "link", "set", IF_B, "down"]);
+    let start = Instant::now();
+    assert_eq!(a.send_batch(&batch_of(&frames)).unwrap(), 64, "dropped frames count as sent");
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(300), "the send waited on a dead link for {took:?}");
+    let stats = a.tx_ring_stats().unwrap();
+    assert_eq!((stats.queued, stats.device_dropped), (0, 64), "{stats:?}");
+    ip(&["-n", &veth.b, "link", "set", IF_B, "up"]);
+    let mut b = veth.open_b();
+    assert_eq!(a.send_batch(&batch_of(&frames)).unwrap(), 64);
+    assert!(recv_frames(&mut b, 64) == frames, "after the peer came back");
+
+    ip(&["-n", &veth.a, "link", "set", IF_A, "down"]);
+    let err = a.send_batch(&batch_of(&frames)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENETDOWN), "{err}");
+    ip(&["-n", &veth.a, "link", "set", IF_A, "up"]);
+    // The link comes back up after a moment (veth carrier); until then frames may be lost.
+    let (deadline, mut probes, mut arrived) = (Instant::now() + WAIT, 0, 0);
+    while arrived == 0 && Instant::now() < deadline {
+        assert_eq!(a.send_batch(&batch_of(&frames[..1])).unwrap(), 1);
+        probes += 1;
+        arrived += recv_frames_within(&mut b, Duration::from_millis(100)).len();
+    }
+    assert!(
+        (1..=probes).contains(&arrived),
+        "{arrived} frames for {probes} probes: taken back ones went late"
+    );
+    assert_eq!(a.send_batch(&batch_of(&frames)).unwrap(), 64);
+    assert!(recv_frames(&mut b, 64) == frames, "after the interface came back");
+    assert!(nothing_arrives(&mut b));
+}
+
 /// Neither variant is asked for by default, and neither is then set or reported refused.
 #[test]
 fn kernel_socket_variants_are_off_by_default() {
@@ -539,6 +707,18 @@ fn packet_option(t: &AfPacket, name: libc::c_int) -> bool {
         libc::getsockopt(t.as_raw_fd(), libc::SOL_PACKET, name, (&mut v as *mut libc::c_int).cast(), &mut len)
     };
     r == 0 && v == 1
+}
+
+/// The SOL_PACKET int option `name` of the socket.
+fn packet_int_option(t: &AfPacket, name: libc::c_int) -> libc::c_int {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are live and sized for an int option.
+    let r = unsafe {
+        libc::getsockopt(t.as_raw_fd(), libc::SOL_PACKET, name, (&mut v as *mut libc::c_int).cast(), &mut len)
+    };
+    assert_eq!(r, 0, "getsockopt: {}", std::io::Error::last_os_error());
+    v
 }
 
 /// The SOL_SOCKET int option `name` of the socket.

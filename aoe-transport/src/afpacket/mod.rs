@@ -8,7 +8,9 @@
 //! frames only, and never the frames it sent: the kernel mirrors outgoing frames only to
 //! sockets listening to every EtherType, and `PACKET_IGNORE_OUTGOING` (Linux 4.20 and later)
 //! is set as well, in case that changes. A batch is sent with one `sendmmsg` call, each frame's
-//! headers apart from its sectors (see [`AfPacketOptions::vnet_header`]). It is received with
+//! headers apart from its sectors (see [`AfPacketOptions::vnet_header`]), or, with
+//! [`AfPacketOptions::tx_ring`], copied into a ring shared with the kernel (`tx_ring` module)
+//! on a send-only socket of its own, which one `send` empties. It is received with
 //! one `recvmmsg` call straight into the [`FrameBatch`] slots, or, with
 //! [`AfPacketOptions::rx_ring`], read in a ring shared with the kernel (`rx_ring` module),
 //! where the batch holds them. No path allocates.
@@ -32,6 +34,7 @@ use recv::WaitState;
 use rx_ring::{AttachError, RxRing};
 use socket::{attach_filter, bind, set_buffer, setsockopt_int, socket};
 use tuning::Tuning;
+use tx_ring::TxRing;
 use vectors::{RxVectors, TxVectors, VNET_HEADER_LEN};
 
 mod interface;
@@ -40,10 +43,12 @@ mod rx_ring;
 mod send;
 mod socket;
 mod tuning;
+mod tx_ring;
 mod vectors;
 mod wait;
 
 pub use interface::{interface_info, InterfaceInfo};
+pub use tx_ring::TxRingStats;
 pub use wait::{wait_readable, MAX_WAIT_FDS};
 
 /// `PACKET_IGNORE_OUTGOING` from `<linux/if_packet.h>` (Linux 4.20).
@@ -75,8 +80,24 @@ pub struct AfPacketOptions {
     /// copied from the page cache then start at the same offset within a page as they end up
     /// at, rather than 22 bytes on, a distance at which the CPU's string copy runs about three
     /// times slower (4 KiB aliasing). Frames received are unchanged. Ignored when the kernel
-    /// refuses the option. Default on.
+    /// refuses the option. Default on. Does not apply to frames sent through a transmit ring
+    /// ([`tx_ring`](Self::tx_ring)), which the ring holds whole.
     pub vnet_header: bool,
+    /// Send through a ring of about `send_buffer` bytes mapped from the kernel
+    /// (`PACKET_TX_RING`, `TPACKET_V2`) rather than with `sendmmsg`: each frame, its tail
+    /// included, is copied into a slot of the ring and one `send` per batch has the kernel
+    /// send every slot filled, pointing the packets at the ring's pages. The ring lives on a
+    /// send-only socket of its own beside this one (bound to the interface and to no
+    /// EtherType, as an [`AfPacket::sender`] is), so that it does not share this socket's
+    /// mapping with a receive ring nor its `virtio_net_hdr`s; each handle
+    /// ([`AfPacket::try_clone`], [`AfPacket::sender`]) gets a ring of its own. Slots hold
+    /// frames of up to the MTU at open, in the smallest power of two of bytes that also holds
+    /// the slot's 52-byte header (2 KiB at MTU 1500, 16 KiB at MTU 9000), at least 64 of
+    /// them. Frames longer than the MTU or the slots, or shorter than an Ethernet header, are
+    /// dropped (`PACKET_LOSS`) rather than sent; [`AfPacket::tx_ring_stats`] counts what
+    /// was. When the kernel refuses the ring the socket sends with `sendmmsg`
+    /// ([`AfPacket::tx_ring_refused`] tells). Default off.
+    pub tx_ring: bool,
     /// Send frames straight to the device's driver, past the kernel's queueing discipline
     /// (`PACKET_QDISC_BYPASS`), on this socket and on its [`AfPacket::sender`]s. A send then
     /// skips the qdisc's enqueue and dequeue and its lock, which a fast link with a
@@ -108,6 +129,7 @@ impl Default for AfPacketOptions {
             send_buffer: 4 << 20,
             rx_ring: false,
             vnet_header: true,
+            tx_ring: false,
             qdisc_bypass: false,
             kernel_busy_poll: None,
         }
@@ -157,6 +179,13 @@ pub struct AfPacket {
     /// When a receive from the ring last asked the socket for a pending error.
     ring_error_checked: Option<Instant>,
     tx: TxVectors,
+    /// Where frames leave when a transmit ring was asked for ([`AfPacketOptions::tx_ring`])
+    /// and the kernel gave one; the ring has a socket of its own.
+    tx_ring: Option<TxRing>,
+    /// Why the kernel refused the transmit ring that was asked for.
+    tx_ring_refused: Option<io::Error>,
+    /// Whether a transmit ring was asked for: handles made from this one ask for one too.
+    tx_ring_wanted: bool,
     /// The send buffer asked for at open ([`AfPacketOptions::send_buffer`]).
     send_buffer: usize,
     /// The kernel socket variants asked for at open, and which the kernel refused.
@@ -216,7 +245,7 @@ impl AfPacket {
                 _ => io_err("binding the raw socket", e),
             });
         }
-        Ok(AfPacket {
+        let mut socket = AfPacket {
             fd,
             info,
             rx: RxVectors::new(vnet),
@@ -224,23 +253,43 @@ impl AfPacket {
             ring_refused,
             ring_error_checked: None,
             tx: TxVectors::new(vnet),
+            tx_ring: None,
+            tx_ring_refused: None,
+            tx_ring_wanted: opts.tx_ring,
             send_buffer: opts.send_buffer,
             tuning,
             wait: WaitState::default(),
             handles: Arc::new(()),
-        })
+        };
+        (socket.tx_ring, socket.tx_ring_refused) = socket.open_tx_ring();
+        Ok(socket)
+    }
+
+    /// A transmit ring on a socket of its own, when one was asked for; else, or when the
+    /// kernel refuses it, none, and why.
+    fn open_tx_ring(&self) -> (Option<TxRing>, Option<io::Error>) {
+        if !self.tx_ring_wanted {
+            return (None, None);
+        }
+        let max_frame = HEADER_LEN + self.info.mtu;
+        match TxRing::open(self.info.index, max_frame, self.send_buffer, self.tuning.qdisc_bypass()) {
+            Ok(ring) => (Some(ring), None),
+            Err(e) => (None, Some(e)),
+        }
     }
 
     /// Another handle to the same socket (the descriptor is duplicated), so one thread can
     /// receive while another sends. Each frame is received by one handle only.
     ///
     /// Fails for a socket with a receive ring ([`AfPacketOptions::rx_ring`]), which has one
-    /// reader.
+    /// reader. A socket asked for a transmit ring ([`AfPacketOptions::tx_ring`]) gives the
+    /// handle a ring of its own.
     pub fn try_clone(&self) -> io::Result<AfPacket> {
         if self.ring.is_some() {
             let e = "a socket with a receive ring has a single handle";
             return Err(io::Error::new(io::ErrorKind::Unsupported, e));
         }
+        let (tx_ring, tx_ring_refused) = self.open_tx_ring();
         Ok(AfPacket {
             fd: self.fd.try_clone()?,
             info: self.info.clone(),
@@ -249,6 +298,9 @@ impl AfPacket {
             ring_refused: None,
             ring_error_checked: None,
             tx: TxVectors::new(self.tx.vnet),
+            tx_ring,
+            tx_ring_refused,
+            tx_ring_wanted: self.tx_ring_wanted,
             send_buffer: self.send_buffer,
             tuning: self.tuning.clone(),
             wait: WaitState { socket_timeout: self.wait.socket_timeout, ..WaitState::default() },
@@ -259,16 +311,27 @@ impl AfPacket {
     /// A handle that only sends: a socket of its own, bound to the same interface but to no
     /// EtherType, so that other threads can send while this handle receives, whether or not
     /// it has a receive ring. Its frames go out as this socket's do (with a `virtio_net_hdr`
-    /// when this socket has them, past the qdisc when it was asked to bypass it). It receives
-    /// nothing: its `recv_batch` only waits.
+    /// when this socket has them, past the qdisc when it was asked to bypass it, through a
+    /// transmit ring of its own when this socket was asked for one). It receives nothing: its
+    /// `recv_batch` only waits.
     pub fn sender(&self) -> io::Result<AfPacket> {
-        let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
-        let vnet =
-            self.tx.vnet && setsockopt_int(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1).is_ok();
-        set_buffer(fd.as_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, self.send_buffer)?;
+        let (tx_ring, tx_ring_refused) = self.open_tx_ring();
+        let (fd, vnet) = match &tx_ring {
+            // The ring's socket only sends already: this handle is that socket.
+            Some(ring) => (ring.as_fd().try_clone_to_owned()?, false),
+            None => {
+                let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
+                let vnet = self.tx.vnet
+                    && setsockopt_int(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1).is_ok();
+                set_buffer(fd.as_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, self.send_buffer)?;
+                (fd, vnet)
+            }
+        };
         let tuning = self.tuning.for_sender(fd.as_fd());
-        // EtherType 0: the kernel hands this socket no frame.
-        bind(fd.as_fd(), self.info.index, 0)?;
+        if tx_ring.is_none() {
+            // EtherType 0: the kernel hands this socket no frame.
+            bind(fd.as_fd(), self.info.index, 0)?;
+        }
         Ok(AfPacket {
             fd,
             info: self.info.clone(),
@@ -277,6 +340,9 @@ impl AfPacket {
             ring_refused: None,
             ring_error_checked: None,
             tx: TxVectors::new(vnet),
+            tx_ring,
+            tx_ring_refused,
+            tx_ring_wanted: self.tx_ring_wanted,
             send_buffer: self.send_buffer,
             tuning,
             wait: WaitState::default(),
@@ -292,6 +358,22 @@ impl AfPacket {
     /// Why the kernel refused the receive ring that was asked for, if it did.
     pub fn rx_ring_refused(&self) -> Option<&io::Error> {
         self.ring_refused.as_ref()
+    }
+
+    /// True when frames leave through a transmit ring ([`AfPacketOptions::tx_ring`]).
+    pub fn has_tx_ring(&self) -> bool {
+        self.tx_ring.is_some()
+    }
+
+    /// Why the kernel refused the transmit ring that was asked for, if it did; frames are
+    /// sent with `sendmmsg` then.
+    pub fn tx_ring_refused(&self) -> Option<&io::Error> {
+        self.tx_ring_refused.as_ref()
+    }
+
+    /// What this handle's transmit ring has done since it was set up; `None` without one.
+    pub fn tx_ring_stats(&self) -> Option<TxRingStats> {
+        self.tx_ring.as_ref().map(TxRing::stats)
     }
 
     /// The interface as it was when the socket was opened.
@@ -317,6 +399,13 @@ impl Transport for AfPacket {
     /// for up to a second without progress. A frame the device drops (`ENOBUFS`) counts as
     /// sent: it is lost as on the wire. Returns `Ok(n)` with `n < batch.len()` when it gave
     /// up or hit an error after sending `n` frames, and the error when it sent none.
+    ///
+    /// With a transmit ring ([`AfPacketOptions::tx_ring`]) it copies the frames into free
+    /// slots and has the kernel send them, and returns once the kernel has taken them all;
+    /// when no slot is free it waits for one, for up to a second without progress (frames
+    /// still in the ring then leave with a later send). Frames the ring drops (too long, a
+    /// tail it cannot read) count as sent too ([`AfPacket::tx_ring_stats`]). When the
+    /// interface is down or gone the frames are taken back from the ring, unsent.
     fn send_batch(&mut self, batch: &FrameBatch) -> io::Result<usize> {
         self.send_with_tails(batch, &[])
     }

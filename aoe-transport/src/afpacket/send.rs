@@ -1,4 +1,5 @@
-//! How an [`AfPacket`] sends: one `sendmmsg` per batch, retried while the send queue is full.
+//! How an [`AfPacket`] sends: through its transmit ring when it has one, else with one
+//! `sendmmsg` per batch, retried while the send queue is full.
 
 // Calls sendmmsg; the block says why it is sound.
 #![allow(unsafe_code)]
@@ -6,6 +7,8 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
+
+use aoe_proto::ethernet::HEADER_LEN;
 
 use super::wait::wait_for;
 use super::AfPacket;
@@ -20,6 +23,9 @@ impl AfPacket {
     /// Sends `batch`, frame `i` followed by `tails[i]`, as
     /// [`send_with_tails`](crate::Transport::send_with_tails) on [`AfPacket`] says.
     pub(super) fn send_frames(&mut self, batch: &FrameBatch, tails: &[&[u8]]) -> io::Result<usize> {
+        if let Some(ring) = self.tx_ring.as_mut() {
+            return ring.send(batch, tails, HEADER_LEN + self.info.mtu);
+        }
         let total = batch.len();
         let msgs = self.tx.point_at(batch, tails);
         let mut sent = 0;

@@ -29,6 +29,11 @@ impl Tuning {
         }
     }
 
+    /// Whether frames were asked to bypass the qdisc.
+    pub(super) fn qdisc_bypass(&self) -> bool {
+        self.qdisc_bypass
+    }
+
     /// Sets on socket `fd`, which only sends, what this socket's sends were asked for.
     pub(super) fn for_sender(&self, fd: BorrowedFd<'_>) -> Tuning {
         Tuning::apply(fd, self.qdisc_bypass, None)

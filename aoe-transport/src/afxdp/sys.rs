@@ -16,7 +16,7 @@ pub(super) const AF_XDP: libc::c_int = 44;
 /// `sendto` sends at most in copy mode (32 without it).
 pub(super) const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 /// Most iovecs `process_vm_readv` takes on each side (`UIO_MAXIOV`).
-pub(super) const MAX_IOVECS: usize = 1024;
+pub(crate) const MAX_IOVECS: usize = 1024;
 
 pub(super) fn xdp_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain system call with integer arguments.
@@ -139,7 +139,7 @@ pub(super) fn poll(fd: BorrowedFd<'_>, events: libc::c_short, timeout: Duration)
 ///
 /// Every `to[i]` must be valid for writes of its length and touched by nothing else during
 /// the call; `from` may point anywhere (unreadable memory is reported, not touched).
-pub(super) unsafe fn read_own_memory(to: &[libc::iovec], from: &[libc::iovec]) -> io::Result<usize> {
+pub(crate) unsafe fn read_own_memory(to: &[libc::iovec], from: &[libc::iovec]) -> io::Result<usize> {
     debug_assert!(to.len() <= MAX_IOVECS && from.len() <= MAX_IOVECS);
     let pid = std::process::id() as libc::pid_t;
     // SAFETY: both arrays are live for the call; the kernel writes only the local buffers,
