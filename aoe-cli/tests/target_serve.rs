@@ -399,6 +399,10 @@ fn writes_reach_the_file(mtu: u32, options: &[&str]) {
         };
         assert!(target.stderr().contains(&says), "{}", target.stderr());
     }
+    if options.contains(&"--tx-ring") {
+        let says = format!("{}: frames sent through transmit rings", link.target_if());
+        assert!(target.stderr().contains(&says), "{}", target.stderr());
+    }
     let mut ini = Initiator::open(&link, link.initiator_if(), MacAddr(link.veth.a_mac()));
     let n = aoe_proto::max_sectors(mtu as usize);
     let mut expect = pattern(SEED, FILE_SECTORS * 512);
@@ -474,6 +478,14 @@ fn writes_reach_the_file_answered_through_af_xdp() {
 fn writes_reach_the_file_through_io_threads_beside_af_xdp() {
     if gate("writes_reach_the_file_through_io_threads_beside_af_xdp", &[]) {
         writes_reach_the_file(1500, &["--af-xdp", "--io-threads", "2"]);
+    }
+}
+
+#[test]
+fn writes_reach_the_file_answered_through_a_tx_ring() {
+    if gate("writes_reach_the_file_answered_through_a_tx_ring", &[]) {
+        writes_reach_the_file(9000, &["--tx-ring"]);
+        writes_reach_the_file(1500, &["--tx-ring", "--io-threads", "2"]);
     }
 }
 

@@ -23,7 +23,7 @@ _aoe__target() {
 
     case "${cmd}" in
         aoe__target)
-            opts="-b -o -l -d -s -r -m -c -v -h -V --buffer-count --offset --length --direct --sync --read-only --mask --config --busy-poll --no-rx-ring --qdisc-bypass --kernel-busy-poll --af-xdp --io-threads --metrics --control --check --verbose --help --version"
+            opts="-b -o -l -d -s -r -m -c -v -h -V --buffer-count --offset --length --direct --sync --read-only --mask --config --busy-poll --no-rx-ring --qdisc-bypass --tx-ring --kernel-busy-poll --af-xdp --io-threads --metrics --control --check --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

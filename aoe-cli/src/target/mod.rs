@@ -96,6 +96,7 @@ Configuration file:
       busy_poll_us = 50                 # --busy-poll (optional, before the first table)
       rx_ring = true                    # false: as --no-rx-ring (optional, idem)
       qdisc_bypass = false              # true: as --qdisc-bypass (optional, idem)
+      tx_ring = false                   # true: as --tx-ring (optional, idem)
       kernel_busy_poll_us = 0           # --kernel-busy-poll (optional, idem)
       af_xdp = false                    # true: as --af-xdp (optional, idem)
       io_threads = 16                   # --io-threads (optional, idem)
@@ -225,6 +226,15 @@ pub struct Cli {
     #[arg(long)]
     pub qdisc_bypass: bool,
 
+    /// Send frames through a ring shared with the kernel (PACKET_TX_RING) on a send-only
+    /// socket of its own, one per sending thread, rather than with sendmmsg: each frame is
+    /// copied into the ring and one system call sends the batch. Where the kernel refuses the
+    /// ring, frames are sent with sendmmsg, with a warning. With --af-xdp the receiving
+    /// thread's answers go through the AF_XDP socket where there is one. Overrides the
+    /// configuration file's tx_ring [default: off]
+    #[arg(long)]
+    pub tx_ring: bool,
+
     /// Microseconds the kernel busy-polls the interface's receive queue when a receive finds
     /// no frame, rather than sleeping until the interrupt (SO_BUSY_POLL, with
     /// SO_PREFER_BUSY_POLL and a budget of 64 where the kernel has them): lower latency for a
@@ -303,6 +313,9 @@ impl Cli {
         }
         if self.qdisc_bypass {
             settings.qdisc_bypass = true;
+        }
+        if self.tx_ring {
+            settings.tx_ring = true;
         }
         if self.af_xdp {
             settings.af_xdp = true;
@@ -512,6 +525,9 @@ mod tests {
         assert_eq!((plain.qdisc_bypass, plain.kernel_busy_poll, plain.af_xdp), (false, None, false));
         assert!(parse(&["--af-xdp", "--config", config]).unwrap().settings().unwrap().af_xdp);
         assert!(parse(&["--af-xdp", "1", "0", "eth1", "f"]).unwrap().settings().unwrap().af_xdp);
+        assert!(!plain.tx_ring && !from_file.tx_ring);
+        assert!(parse(&["--tx-ring", "--config", config]).unwrap().settings().unwrap().tx_ring);
+        assert!(parse(&["--tx-ring", "1", "0", "eth1", "f"]).unwrap().settings().unwrap().tx_ring);
         std::fs::remove_file(&path).unwrap();
     }
 

@@ -389,6 +389,7 @@ fn open_server(
     let options = AfPacketOptions {
         rx_ring: settings.rx_ring,
         qdisc_bypass: settings.qdisc_bypass,
+        tx_ring: settings.tx_ring,
         kernel_busy_poll: settings.kernel_busy_poll,
         ..AfPacketOptions::default()
     };
@@ -398,6 +399,11 @@ fn open_server(
     }
     if let Some(e) = socket.qdisc_bypass_refused() {
         tracing::warn!("{name}: the kernel refused to bypass the qdisc ({e}); sending through it");
+    }
+    if let Some(e) = socket.tx_ring_refused() {
+        tracing::warn!("{name}: the kernel refused a transmit ring ({e}); sending with sendmmsg");
+    } else if socket.has_tx_ring() {
+        tracing::info!("{name}: frames sent through transmit rings");
     }
     if let Some(e) = socket.kernel_busy_poll_refused() {
         tracing::warn!("{name}: the kernel refused to busy-poll ({e}); receiving without it");
@@ -680,6 +686,7 @@ impl Main<'_> {
             ("busy_poll_us", format!("{:?}", self.settings.busy_poll), format!("{:?}", new.busy_poll)),
             ("io_threads", format!("{:?}", self.settings.io_threads), format!("{:?}", new.io_threads)),
             ("qdisc_bypass", self.settings.qdisc_bypass.to_string(), new.qdisc_bypass.to_string()),
+            ("tx_ring", self.settings.tx_ring.to_string(), new.tx_ring.to_string()),
             ("af_xdp", self.settings.af_xdp.to_string(), new.af_xdp.to_string()),
             (
                 "kernel_busy_poll_us",

@@ -57,6 +57,9 @@ pub struct Settings {
     /// Send past the kernel's queueing discipline
     /// ([`AfPacketOptions::qdisc_bypass`](aoe_transport::afpacket::AfPacketOptions::qdisc_bypass)).
     pub qdisc_bypass: bool,
+    /// Send through a ring shared with the kernel rather than with `sendmmsg`
+    /// ([`AfPacketOptions::tx_ring`](aoe_transport::afpacket::AfPacketOptions::tx_ring)).
+    pub tx_ring: bool,
     /// How long the kernel busy-polls the device when a receive finds no frame
     /// ([`AfPacketOptions::kernel_busy_poll`](aoe_transport::afpacket::AfPacketOptions::kernel_busy_poll));
     /// `None` (`kernel_busy_poll_us = 0`, the default) leaves the kernel's setting alone. At
@@ -277,6 +280,8 @@ struct ConfigFile {
     rx_ring: Option<bool>,
     /// See [`Settings::qdisc_bypass`].
     qdisc_bypass: Option<bool>,
+    /// See [`Settings::tx_ring`].
+    tx_ring: Option<bool>,
     /// Microseconds, 0 for none; see [`Settings::kernel_busy_poll`].
     kernel_busy_poll_us: Option<u64>,
     /// See [`Settings::af_xdp`].
@@ -329,6 +334,7 @@ impl Settings {
             busy_poll: DEFAULT_BUSY_POLL,
             rx_ring: true,
             qdisc_bypass: false,
+            tx_ring: false,
             kernel_busy_poll: None,
             af_xdp: false,
             io_threads: None,
@@ -393,6 +399,7 @@ impl Settings {
             busy_poll,
             rx_ring,
             qdisc_bypass: file.qdisc_bypass.unwrap_or(false),
+            tx_ring: file.tx_ring.unwrap_or(false),
             kernel_busy_poll: file.kernel_busy_poll_us.and_then(kernel_busy_poll),
             af_xdp: file.af_xdp.unwrap_or(false),
             io_threads: file.io_threads,
@@ -789,6 +796,7 @@ file = "/srv/disk0.img"
         assert_eq!(s.busy_poll, DEFAULT_BUSY_POLL);
         assert!(s.rx_ring);
         assert!(!s.qdisc_bypass);
+        assert!(!s.tx_ring);
         assert_eq!(s.kernel_busy_poll, None);
         assert!(!s.af_xdp);
         assert_eq!(s.io_threads, None);
@@ -823,6 +831,7 @@ file = "/srv/disk0.img"
 busy_poll_us = 0
 rx_ring = false
 qdisc_bypass = true
+tx_ring = true
 kernel_busy_poll_us = 50
 af_xdp = true
 io_threads = 4
@@ -864,6 +873,7 @@ file = "/srv/b.img"
         assert_eq!(s.busy_poll, Duration::ZERO);
         assert!(!s.rx_ring);
         assert!(s.qdisc_bypass);
+        assert!(s.tx_ring);
         assert_eq!(s.kernel_busy_poll, Some(Duration::from_micros(50)));
         assert!(s.af_xdp);
         assert_eq!(s.io_threads, Some(4));
@@ -939,6 +949,8 @@ file = "/srv/b.img"
         assert!(err.starts_with("exports.toml:1:10: invalid type"), "{err}");
         let err = parse(&format!("qdisc_bypass = \"yes\"\n{ONE}")).unwrap_err();
         assert!(err.starts_with("exports.toml:1:16: invalid type"), "{err}");
+        let err = parse(&format!("tx_ring = 1\n{ONE}")).unwrap_err();
+        assert!(err.starts_with("exports.toml:1:11: invalid type"), "{err}");
         let err = parse("[[export]\n").unwrap_err();
         assert!(err.starts_with("exports.toml:1:"), "{err}");
         assert!(!err.contains('\n'), "{err}");
