@@ -446,8 +446,13 @@ fn throughput() {
     let workloads: [(&str, FrameBatch, &[&[u8]]); 2] =
         [("1514 B frames", batch_of(&whole), &[]), ("36 B + 1024 B mapped tail", batch_of(&heads), &tails)];
     for (workload, batch, tails) in &workloads {
-        let senders =
-            ["AF_PACKET sendmmsg", "AF_PACKET, no vnet header", "AF_XDP copy", "AF_XDP copy, budget 64"];
+        let senders = [
+            "AF_PACKET sendmmsg",
+            "AF_PACKET, no vnet header",
+            "AF_PACKET TX ring",
+            "AF_XDP copy",
+            "AF_XDP copy, budget 64",
+        ];
         for label in senders {
             let veth = VethPair::new(MTU);
             let mut a: Box<dyn Transport> = match label {
@@ -455,6 +460,12 @@ fn throughput() {
                 "AF_PACKET, no vnet header" => {
                     let opts = AfPacketOptions { vnet_header: false, ..AfPacketOptions::default() };
                     Box::new(VethPair::within(&veth.a, || AfPacket::open(IF_A, opts)).unwrap())
+                }
+                "AF_PACKET TX ring" => {
+                    let opts = AfPacketOptions { tx_ring: true, ..AfPacketOptions::default() };
+                    let a = VethPair::within(&veth.a, || AfPacket::open(IF_A, opts)).unwrap();
+                    assert!(a.has_tx_ring(), "{:?}", a.tx_ring_refused());
+                    Box::new(a)
                 }
                 "AF_XDP copy" => Box::new(veth.xdp_a(XdpOptions::default()).unwrap()),
                 _ => Box::new(veth.xdp_a(XdpOptions { tx_budget: 64, ..XdpOptions::default() }).unwrap()),
