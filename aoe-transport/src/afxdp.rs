@@ -57,7 +57,7 @@ mod ring;
 mod sys;
 
 // The AF_PACKET TX ring copies tails the same way.
-pub(crate) use sys::{read_own_memory, MAX_IOVECS};
+use crate::tail_copy::{self, TailCopies, MAX_IOVECS};
 
 /// Bytes in each chunk of the UMEM: the longest frame an [`XdpSender`] sends.
 pub const CHUNK_SIZE: usize = 4096;
@@ -192,9 +192,7 @@ pub struct XdpSender {
     /// where each tail goes and comes from, and the sources of one copy, merged where tails
     /// follow each other in memory.
     staged: Vec<Staged>,
-    tail_to: Vec<libc::iovec>,
-    tail_from: Vec<libc::iovec>,
-    merged_from: Vec<libc::iovec>,
+    tails: TailCopies,
 }
 
 /// A frame of a send round: its chunk (`None`: dropped) and its length.
@@ -218,7 +216,7 @@ impl XdpSender {
         }
         let io_err = |op, error| XdpOpenError::Io { op, ifname: ifname.to_owned(), error };
         let unsupported = |error| XdpOpenError::Unsupported { ifname: ifname.to_owned(), error };
-        probe_tail_copy().map_err(|e| io_err("copying with process_vm_readv (seccomp?)", e))?;
+        tail_copy::probe().map_err(|e| io_err("copying with process_vm_readv (seccomp?)", e))?;
 
         let fd = sys::xdp_socket().map_err(|e| match e.raw_os_error() {
             Some(libc::EPERM | libc::EACCES) => OpenError::PermissionDenied(ifname.to_owned()).into(),
@@ -289,9 +287,7 @@ impl XdpSender {
             info,
             stats: XdpStats::default(),
             staged: Vec::with_capacity(MAX_IOVECS),
-            tail_to: Vec::with_capacity(MAX_IOVECS),
-            tail_from: Vec::with_capacity(MAX_IOVECS),
-            merged_from: Vec::with_capacity(MAX_IOVECS),
+            tails: TailCopies::new(),
         })
     }
 
@@ -318,10 +314,6 @@ impl XdpSender {
     fn queue_frames(&mut self, batch: &FrameBatch, tails: &[&[u8]], from: usize) -> usize {
         let room = (batch.len() - from).min(self.free.len()).min(self.tx.room() as usize).min(MAX_IOVECS);
         self.staged.clear();
-        self.tail_to.clear();
-        self.tail_from.clear();
-        // Which staged frame each tail iovec belongs to.
-        let mut tail_owner = [0u16; MAX_IOVECS];
         for i in from..from + room {
             let head = batch.get(i).unwrap_or_default();
             let tail = tails.get(i).copied().unwrap_or_default();
@@ -338,47 +330,19 @@ impl XdpSender {
             // head fits it (`len` was checked) and is memory of the batch, distinct from it.
             unsafe { std::ptr::copy_nonoverlapping(head.as_ptr(), at, head.len()) };
             if !tail.is_empty() {
-                tail_owner[self.tail_to.len()] = self.staged.len() as u16;
-                let to = at.wrapping_add(head.len());
-                self.tail_to.push(libc::iovec { iov_base: to.cast(), iov_len: tail.len() });
-                self.tail_from
-                    .push(libc::iovec { iov_base: tail.as_ptr().cast_mut().cast(), iov_len: tail.len() });
+                self.tails.push(at.wrapping_add(head.len()), tail, self.staged.len());
             }
             self.staged.push(Staged { chunk: Some(chunk), len: len as u32 });
         }
-        let mut start = 0;
-        while start < self.tail_to.len() {
-            // A target's answers to one read carry consecutive pieces of a mapping: one source
-            // for them all has the kernel pin their pages in one go.
-            self.merged_from.clear();
-            for v in &self.tail_from[start..] {
-                match self.merged_from.last_mut() {
-                    Some(last) if last.iov_base.wrapping_byte_add(last.iov_len) == v.iov_base => {
-                        last.iov_len += v.iov_len;
-                    }
-                    _ => self.merged_from.push(*v),
-                }
-            }
-            let (to, from) = (&self.tail_to[start..], &self.merged_from[..]);
-            // SAFETY: each destination lies within a free chunk (above) that only this call
-            // writes, after the head.
-            let copied = unsafe { sys::read_own_memory(to, from) }.unwrap_or(0);
-            // The first tail not copied whole could not be read: drop its frame, go on after it.
-            let mut left = copied;
-            let Some(failed) = to.iter().position(|v| match left.checked_sub(v.iov_len) {
-                Some(rest) => {
-                    left = rest;
-                    false
-                }
-                None => true,
-            }) else {
-                break;
-            };
-            let owner = &mut self.staged[usize::from(tail_owner[start + failed])];
-            self.free.extend(owner.chunk.take());
-            self.stats.unreadable_tail += 1;
-            start += failed + 1;
-        }
+        let (staged, free, stats) = (&mut self.staged, &mut self.free, &mut self.stats);
+        // SAFETY: each destination lies within a free chunk (above) that only this call
+        // writes, after the head.
+        unsafe {
+            self.tails.copy_all(|owner| {
+                free.extend(staged[owner].chunk.take());
+                stats.unreadable_tail += 1;
+            })
+        };
         for s in &self.staged {
             if let Some(chunk) = s.chunk {
                 self.tx.push(chunk, s.len);
@@ -431,7 +395,7 @@ impl XdpSender {
             // The ring is full or every chunk is in flight: the kernel frees chunks as the
             // device sends, which poll cannot wait for; look again shortly. (poll on the socket
             // also has the kernel send from the ring.)
-            sys::poll(self.fd.as_fd(), libc::POLLOUT, Duration::ZERO)?;
+            crate::afpacket::wait::wait_for(self.fd.as_fd(), libc::POLLOUT, Some(Duration::ZERO))?;
             std::thread::sleep(ROOM_WAIT);
         }
     }
@@ -465,21 +429,6 @@ fn check_options(opts: &XdpOptions) -> Result<(), XdpOpenError> {
     }
     if !(32..=opts.tx_ring).contains(&opts.tx_budget) {
         return bad("tx_budget", opts.tx_budget, "from 32 to `tx_ring`");
-    }
-    Ok(())
-}
-
-/// Checks that `process_vm_readv` works here (a seccomp filter may refuse it): tails are
-/// copied with it, and without it every frame with a tail would be lost.
-pub(crate) fn probe_tail_copy() -> io::Result<()> {
-    let src = [0x5au8; 8];
-    let mut dst = [0u8; 8];
-    let to = [libc::iovec { iov_base: dst.as_mut_ptr().cast(), iov_len: dst.len() }];
-    let from = [libc::iovec { iov_base: src.as_ptr().cast_mut().cast(), iov_len: src.len() }];
-    // SAFETY: `dst` is a live local that nothing else touches during the call.
-    let n = unsafe { sys::read_own_memory(&to, &from) }?;
-    if n != src.len() || dst != src {
-        return Err(io::Error::other("process_vm_readv copied the wrong bytes"));
     }
     Ok(())
 }
@@ -570,17 +519,5 @@ mod tests {
     fn a_missing_interface_is_named() {
         let err = XdpSender::open("aoexdp-nope0", XdpOptions::default()).unwrap_err();
         assert_eq!(err.to_string(), "no such interface: aoexdp-nope0");
-    }
-
-    #[test]
-    fn process_vm_readv_reports_unreadable_memory() {
-        probe_tail_copy().unwrap();
-        let mut dst = [0u8; 16];
-        let to = [libc::iovec { iov_base: dst.as_mut_ptr().cast(), iov_len: 16 }];
-        // Address 8 is never mapped.
-        let from = [libc::iovec { iov_base: 8 as *mut libc::c_void, iov_len: 16 }];
-        // SAFETY: `dst` is a live local; the source is only read through the page tables.
-        let err = unsafe { sys::read_own_memory(&to, &from) }.unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::EFAULT));
     }
 }

@@ -52,6 +52,8 @@ pub mod filter;
 pub mod memory;
 pub mod rng;
 pub mod split;
+#[cfg(target_os = "linux")]
+mod tail_copy;
 
 #[cfg(target_os = "linux")]
 pub mod afpacket;

@@ -8,90 +8,20 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use aoe_transport::afpacket::{interface_info, AfPacket, AfPacketOptions, OpenError};
-use aoe_transport::{FrameBatch, MacAddr, Transport};
+use aoe_transport::{FrameBatch, Transport};
+use common::{have_root, ip, VethPair, IF_A, IF_B, MAC_A, MAC_B};
 
 const MTU: usize = 9000;
-const IF_A: &str = "vaoe-a";
-const IF_B: &str = "vaoe-b";
-const MAC_A: MacAddr = MacAddr([0x02, 0xae, 0, 0, 0, 0x0a]);
-const MAC_B: MacAddr = MacAddr([0x02, 0xae, 0, 0, 0, 0x0b]);
 const WAIT: Duration = Duration::from_secs(5);
 
-/// True when the test can run; otherwise says why (or fails, when CI demands these tests).
-fn have_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("AOE_REQUIRE_NETNS").as_deref() == Ok("1") {
-        panic!("{test}: needs root for network namespaces, and AOE_REQUIRE_NETNS=1");
-    }
-    // Straight to stderr: the test harness would swallow `eprintln!` of a passing test.
-    let _ = writeln!(std::io::stderr(), "SKIP: {test}: needs root for network namespaces");
-    false
-}
-
-/// Runs `ip ARGS`, bounded in time; panics with its stderr on failure.
-fn ip(args: &[&str]) {
-    let out = Command::new("timeout")
-        .args(["10", "ip"])
-        .args(args)
-        .output()
-        .expect("running `timeout 10 ip` (iproute2 and coreutils needed)");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-}
-
-/// Two namespaces joined by a veth pair, `IF_A` (MAC_A) in `a` and `IF_B` (MAC_B) in `b`, both
-/// up with MTU 9000. Deleted on drop, panics included.
-struct VethPair {
-    a: String,
-    b: String,
-}
-
 impl VethPair {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let base = format!("aoetp-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let pair = VethPair { a: format!("{base}-a"), b: format!("{base}-b") };
-        ip(&["netns", "add", &pair.a]);
-        ip(&["netns", "add", &pair.b]);
-        let (mac_a, mac_b, mtu) = (MAC_A.to_string(), MAC_B.to_string(), MTU.to_string());
-        #[rustfmt::skip]
-        ip(&[
-            "link", "add", IF_A, "netns", &pair.a, "address", &mac_a, "mtu", &mtu,
-            "type", "veth", "peer", "name", IF_B, "netns", &pair.b, "address", &mac_b, "mtu", &mtu,
-        ]);
-        ip(&["-n", &pair.a, "link", "set", IF_A, "up"]);
-        ip(&["-n", &pair.b, "link", "set", IF_B, "up"]);
-        pair
-    }
-
-    /// Runs `f` with this thread inside namespace `ns`; sockets made there stay there.
-    fn within<T>(ns: &str, f: impl FnOnce() -> T) -> T {
-        struct Restore(File);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                // SAFETY: setns on a namespace descriptor we hold open.
-                let r = unsafe { libc::setns(self.0.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(r, 0, "restoring the network namespace");
-            }
-        }
-        let home = File::open("/proc/thread-self/ns/net").expect("opening our netns");
-        let target = File::open(format!("/var/run/netns/{ns}")).expect("opening the test netns");
-        // SAFETY: setns on a namespace descriptor we hold open; it affects this thread only.
-        let r = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "entering netns {ns}: {}", std::io::Error::last_os_error());
-        let _restore = Restore(home);
-        f()
-    }
-
     fn open_a(&self) -> AfPacket {
         Self::within(&self.a, || AfPacket::open(IF_A, AfPacketOptions::default())).unwrap()
     }
@@ -106,15 +36,6 @@ impl VethPair {
         let b = Self::within(&self.b, || AfPacket::open(IF_B, opts)).unwrap();
         assert!(b.has_rx_ring(), "the kernel refused the receive ring");
         b
-    }
-}
-
-impl Drop for VethPair {
-    fn drop(&mut self) {
-        // Deleting a namespace destroys the veth end in it, and so the pair.
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("timeout").args(["10", "ip", "netns", "del", ns]).output();
-        }
     }
 }
 
@@ -160,7 +81,7 @@ fn mixed_size_batch_arrives_intact_in_order_and_not_back_at_the_sender() {
     if !have_root("mixed_size_batch_arrives_intact_in_order_and_not_back_at_the_sender") {
         return;
     }
-    let veth = VethPair::new();
+    let veth = VethPair::new("aoetp", MTU);
     let (mut a, mut b) = (veth.open_a(), veth.open_b());
     assert!(!b.has_rx_ring());
     let frames: Vec<Vec<u8>> =
@@ -196,7 +117,7 @@ fn frames_with_mapped_tails_arrive_whole_without_vnet_headers() {
 
 fn frames_with_mapped_tails_arrive_whole_with(opts: AfPacketOptions) {
     use std::os::unix::fs::FileExt;
-    let veth = VethPair::new();
+    let veth = VethPair::new("aoetp", MTU);
     let mut a = VethPair::within(&veth.a, || AfPacket::open(IF_A, opts.clone())).unwrap();
     let mut b = VethPair::within(&veth.b, || AfPacket::open(IF_B, opts.clone())).unwrap();
     let vnet = opts.vnet_header;
@@ -300,7 +221,7 @@ fn other_ethertypes_are_not_received() {
     if !have_root("other_ethertypes_are_not_received") {
         return;
     }
-    let veth = VethPair::new();
+    let veth = VethPair::new("aoetp", MTU);
     let (mut a, mut b) = (veth.open_a(), veth.open_b());
     let frames = [frame(0x0800, 1, 100), frame(0x88A4, 2, 100), frame(0x88A2, 3, 100)];
     assert_eq!(a.send_batch(&batch_of(&frames)).unwrap(), 3);
@@ -315,7 +236,7 @@ fn frames_shorter_than_the_headers_are_sent() {
     if !have_root("frames_shorter_than_the_headers_are_sent") {
         return;
     }
-    let veth = VethPair::new();
+    let veth = VethPair::new("aoetp", MTU);
     let (mut a, mut b) = (veth.open_a(), veth.open_b());
     let frames = [frame(0x88A2, 1, 14), frame(0x88A2, 2, 20), frame(0x88A2, 3, 35), frame(0x88A2, 4, 36)];
     assert_eq!(a.send_batch(&batch_of(&frames)).unwrap(), 4);
@@ -327,7 +248,7 @@ fn mac_mtu_and_name_are_reported() {
     if !have_root("mac_mtu_and_name_are_reported") {
         return;
     }
-    let veth = VethPair::new();
+    let veth = VethPair::new("aoetp", MTU);
     let (a, b) = (veth.open_a(), veth.open_b());
     assert_eq!((a.mac(), a.mtu(), a.name()), (MAC_A, MTU, IF_A));
     assert_eq!((b.mac(), b.mtu(), b.name()), (MAC_B, MTU, IF_B));
@@ -351,7 +272,7 @@ fn down_interface_is_refused() {
     if !have_root("down_interface_is_refused") {
         return;
     }
-    let veth = VethPair::new();
+    let veth = VethPair::new("aoetp", MTU);
     ip(&["-n", &veth.b, "link", "set", IF_B, "down"]);
     let err = VethPair::within(&veth.b, || AfPacket::open(IF_B, AfPacketOptions::default())).unwrap_err();
     assert_eq!(err.to_string(), format!("interface {IF_B} is down"));
@@ -362,7 +283,7 @@ fn a_clone_receives_while_the_original_sends() {
     if !have_root("a_clone_receives_while_the_original_sends") {
         return;
     }
-    let veth = VethPair::new();
+    let veth = VethPair::new("aoetp", MTU);
     let (mut a, mut b) = (veth.open_a(), veth.open_b());
     let mut a_rx = a.try_clone().unwrap();
     // B echoes every frame back, addresses swapped.
@@ -398,7 +319,7 @@ fn a_sender_sends_beside_a_receive_ring_and_takes_no_frames() {
     if !have_root("a_sender_sends_beside_a_receive_ring_and_takes_no_frames") {
         return;
     }
-    let veth = VethPair::new();
+    let veth = VethPair::new("aoetp", MTU);
     let (mut a, mut b) = (veth.open_a(), veth.open_b_ring(1 << 20));
     let mut sender = VethPair::within(&veth.b, || b.sender()).unwrap();
     assert_eq!((sender.mac(), sender.mtu(), sender.name()), (MAC_B, MTU, IF_B));
@@ -474,7 +395,7 @@ fn handles_of_a_tx_ring_socket_send_through_rings_of_their_own() {
     if !have_root("handles_of_a_tx_ring_socket_send_through_rings_of_their_own") {
         return;
     }
-    let veth = VethPair::new();
+    let veth = VethPair::new("aoetp", MTU);
     let opts = AfPacketOptions { tx_ring: true, ..AfPacketOptions::default() };
     let a = VethPair::within(&veth.a, || AfPacket::open(IF_A, opts)).unwrap();
     let mut b = veth.open_b();
@@ -502,7 +423,7 @@ fn a_tx_ring_sends_100_000_frames_taking_its_slots_back() {
         return;
     }
     const FRAMES: usize = 100_000;
-    let veth = VethPair::new();
+    let veth = VethPair::new("aoetp", MTU);
     let opts = AfPacketOptions { tx_ring: true, ..AfPacketOptions::default() };
     let mut a = VethPair::within(&veth.a, || AfPacket::open(IF_A, opts)).unwrap();
     assert!(a.has_tx_ring(), "{:?}", a.tx_ring_refused());
@@ -562,7 +483,7 @@ fn a_tx_ring_loses_what_the_device_drops_and_recovers_after_the_link_was_down() 
     if !have_root("a_tx_ring_loses_what_the_device_drops_and_recovers_after_the_link_was_down") {
         return;
     }
-    let veth = VethPair::new();
+    let veth = VethPair::new("aoetp", MTU);
     let opts = AfPacketOptions { tx_ring: true, ..AfPacketOptions::default() };
     let mut a = VethPair::within(&veth.a, || AfPacket::open(IF_A, opts)).unwrap();
     let frames: Vec<Vec<u8>> = (0..64u8).map(|i| frame(0x88A2, i, 1514)).collect();
@@ -604,7 +525,7 @@ fn kernel_socket_variants_are_off_by_default() {
     if !have_root("kernel_socket_variants_are_off_by_default") {
         return;
     }
-    let veth = VethPair::new();
+    let veth = VethPair::new("aoetp", MTU);
     let a = veth.open_a();
     let sender = VethPair::within(&veth.a, || a.sender()).unwrap();
     for t in [&a, &sender] {
@@ -617,7 +538,7 @@ fn kernel_socket_variants_are_off_by_default() {
 /// Opens both ends with `opts`, checks each socket (senders included) with `check`, and sends
 /// a batch of every size from A to B and back, then from each end's sender.
 fn batches_arrive_both_ways_with(opts: AfPacketOptions, check: impl Fn(&AfPacket)) {
-    let veth = VethPair::new();
+    let veth = VethPair::new("aoetp", MTU);
     let mut a = VethPair::within(&veth.a, || AfPacket::open(IF_A, opts.clone())).unwrap();
     let mut b = VethPair::within(&veth.b, || AfPacket::open(IF_B, opts.clone())).unwrap();
     let mut a_sender = VethPair::within(&veth.a, || a.sender()).unwrap();
@@ -662,7 +583,7 @@ fn throughput() {
         return;
     }
     for len in [60, 1514, 9014] {
-        let veth = VethPair::new();
+        let veth = VethPair::new("aoetp", MTU);
         let (mut a, mut b) = (veth.open_a(), veth.open_b());
         let rx = std::thread::spawn(move || {
             let mut batch = FrameBatch::new(64, 14 + MTU);
@@ -738,7 +659,7 @@ fn wait_readable_reports_the_transport_with_frames() {
     if !have_root("wait_readable_reports_the_transport_with_frames") {
         return;
     }
-    let veth = VethPair::new();
+    let veth = VethPair::new("aoetp", MTU);
     let (mut a, b) = (veth.open_a(), veth.open_b());
     let a2 = veth.open_a();
     let idle = a2.readiness_fd().unwrap();
@@ -762,7 +683,7 @@ fn frames_the_device_drops_are_lost_without_stalling() {
     if !have_root("frames_the_device_drops_are_lost_without_stalling") {
         return;
     }
-    let veth = VethPair::new();
+    let veth = VethPair::new("aoetp", MTU);
     let mut a = veth.open_a();
     ip(&["-n", &veth.b, "link", "set", IF_B, "down"]);
     let frames: Vec<Vec<u8>> = (0..64u8).map(|i| frame(0x88A2, i, 1514)).collect();
@@ -781,7 +702,7 @@ fn a_receive_ring_delivers_every_frame_in_order_round_and_round() {
     if !have_root("a_receive_ring_delivers_every_frame_in_order_round_and_round") {
         return;
     }
-    let veth = VethPair::new();
+    let veth = VethPair::new("aoetp", MTU);
     // The smallest ring: 64 slots of 12 KiB at MTU 9000.
     let (mut a, mut b) = (veth.open_a(), veth.open_b_ring(0));
     let frames: Vec<Vec<u8>> =
@@ -812,7 +733,7 @@ fn a_receive_ring_lends_frames_to_batches_until_they_let_go() {
     if !have_root("a_receive_ring_lends_frames_to_batches_until_they_let_go") {
         return;
     }
-    let veth = VethPair::new();
+    let veth = VethPair::new("aoetp", MTU);
     // 64 slots.
     let (mut a, mut b) = (veth.open_a(), veth.open_b_ring(0));
     let burst =
@@ -865,7 +786,7 @@ fn a_receive_ring_reports_the_interface_going_down_and_receives_after() {
     if !have_root("a_receive_ring_reports_the_interface_going_down_and_receives_after") {
         return;
     }
-    let veth = VethPair::new();
+    let veth = VethPair::new("aoetp", MTU);
     let (mut a, mut b) = (veth.open_a(), veth.open_b_ring(1 << 20));
     assert_eq!(b.try_clone().unwrap_err().kind(), std::io::ErrorKind::Unsupported);
     let mut ready = [false];
@@ -941,7 +862,7 @@ fn an_answer_filter_passes_the_sessions_answers_only() {
         frame(0x88A2, 1, 23),
     ];
     for ring in [false, true] {
-        let veth = VethPair::new();
+        let veth = VethPair::new("aoetp", MTU);
         let mut a = veth.open_a();
         let mut b = if ring { veth.open_b_ring(1 << 20) } else { veth.open_b() };
         let mut unfiltered = veth.open_b();

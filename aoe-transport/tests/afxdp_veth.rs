@@ -9,92 +9,22 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use aoe_transport::afpacket::{AfPacket, AfPacketOptions};
 use aoe_transport::afxdp::{XdpOpenError, XdpOptions, XdpSender};
-use aoe_transport::{FrameBatch, MacAddr, Transport};
+use aoe_transport::{FrameBatch, Transport};
+use common::{have_root, ip, VethPair, IF_A, IF_B, MAC_A, MAC_B};
 
 const MTU: usize = 1500;
-const IF_A: &str = "vxdp-a";
-const IF_B: &str = "vxdp-b";
-const MAC_A: MacAddr = MacAddr([0x02, 0xae, 0, 0, 0, 0x0a]);
-const MAC_B: MacAddr = MacAddr([0x02, 0xae, 0, 0, 0, 0x0b]);
 const WAIT: Duration = Duration::from_secs(5);
 
-/// True when the test can run; otherwise says why (or fails, when CI demands these tests).
-fn have_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("AOE_REQUIRE_NETNS").as_deref() == Ok("1") {
-        panic!("{test}: needs root for network namespaces, and AOE_REQUIRE_NETNS=1");
-    }
-    // Straight to stderr: the test harness would swallow `eprintln!` of a passing test.
-    let _ = writeln!(std::io::stderr(), "SKIP: {test}: needs root for network namespaces");
-    false
-}
-
-/// Runs `ip ARGS`, bounded in time; panics with its stderr on failure.
-fn ip(args: &[&str]) {
-    let out = Command::new("timeout")
-        .args(["10", "ip"])
-        .args(args)
-        .output()
-        .expect("running `timeout 10 ip` (iproute2 and coreutils needed)");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-}
-
-/// Two namespaces joined by a veth pair, `IF_A` (MAC_A) in `a` and `IF_B` (MAC_B) in `b`, both
-/// up with MTU `mtu`. Deleted on drop, panics included.
-struct VethPair {
-    a: String,
-    b: String,
-}
-
 impl VethPair {
-    fn new(mtu: usize) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let base = format!("aoexdp-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let pair = VethPair { a: format!("{base}-a"), b: format!("{base}-b") };
-        ip(&["netns", "add", &pair.a]);
-        ip(&["netns", "add", &pair.b]);
-        let (mac_a, mac_b, mtu) = (MAC_A.to_string(), MAC_B.to_string(), mtu.to_string());
-        #[rustfmt::skip]
-        ip(&[
-            "link", "add", IF_A, "netns", &pair.a, "address", &mac_a, "mtu", &mtu,
-            "type", "veth", "peer", "name", IF_B, "netns", &pair.b, "address", &mac_b, "mtu", &mtu,
-        ]);
-        ip(&["-n", &pair.a, "link", "set", IF_A, "up"]);
-        ip(&["-n", &pair.b, "link", "set", IF_B, "up"]);
-        pair
-    }
-
-    /// Runs `f` with this thread inside namespace `ns`; sockets made there stay there.
-    fn within<T>(ns: &str, f: impl FnOnce() -> T) -> T {
-        struct Restore(File);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                // SAFETY: setns on a namespace descriptor we hold open.
-                let r = unsafe { libc::setns(self.0.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(r, 0, "restoring the network namespace");
-            }
-        }
-        let home = File::open("/proc/thread-self/ns/net").expect("opening our netns");
-        let target = File::open(format!("/var/run/netns/{ns}")).expect("opening the test netns");
-        // SAFETY: setns on a namespace descriptor we hold open; it affects this thread only.
-        let r = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "entering netns {ns}: {}", std::io::Error::last_os_error());
-        let _restore = Restore(home);
-        f()
-    }
-
     fn xdp_a(&self, opts: XdpOptions) -> Result<XdpSender, XdpOpenError> {
         Self::within(&self.a, || XdpSender::open(IF_A, opts))
     }
@@ -109,15 +39,6 @@ impl VethPair {
         let b = Self::within(&self.b, || AfPacket::open(IF_B, opts)).unwrap();
         assert!(b.has_rx_ring(), "the kernel refused the receive ring");
         b
-    }
-}
-
-impl Drop for VethPair {
-    fn drop(&mut self) {
-        // Deleting a namespace destroys the veth end in it, and so the pair.
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("timeout").args(["10", "ip", "netns", "del", ns]).output();
-        }
     }
 }
 
@@ -161,7 +82,7 @@ fn mixed_size_batch_arrives_intact_and_in_order() {
     if !have_root("mixed_size_batch_arrives_intact_and_in_order") {
         return;
     }
-    let veth = VethPair::new(MTU);
+    let veth = VethPair::new("aoexdp", MTU);
     let mut a = veth.xdp_a(XdpOptions::default()).unwrap();
     let mut b = veth.packet_b();
     assert_eq!((a.mac(), a.mtu(), a.name()), (MAC_A, MTU, IF_A));
@@ -189,7 +110,7 @@ fn mixed_size_batch_arrives_intact_and_in_order() {
 /// most `window` frames ahead of the receiver, as an initiator's window would, so that the
 /// receiver's buffer does not overflow on two shared cores.
 fn frames_recycle_chunks(opts: XdpOptions, count: u32) {
-    let veth = VethPair::new(MTU);
+    let veth = VethPair::new("aoexdp", MTU);
     let mut a = veth.xdp_a(opts.clone()).unwrap();
     let mut b = veth.packet_b();
     let len_of = |id: u32| 60 + (id as usize * 7919) % (1514 - 60 + 1);
@@ -269,7 +190,7 @@ fn frames_with_mapped_tails_arrive_whole_and_unreadable_tails_lose_their_frame()
     if !have_root("frames_with_mapped_tails_arrive_whole_and_unreadable_tails_lose_their_frame") {
         return;
     }
-    let veth = VethPair::new(MTU);
+    let veth = VethPair::new("aoexdp", MTU);
     let mut a = veth.xdp_a(XdpOptions::default()).unwrap();
     let mut b = veth.packet_b();
     let path = std::env::temp_dir().join(format!("aoe-xdp-tails-{}", std::process::id()));
@@ -366,7 +287,7 @@ fn a_second_sender_on_the_queue_is_refused() {
     if !have_root("a_second_sender_on_the_queue_is_refused") {
         return;
     }
-    let veth = VethPair::new(MTU);
+    let veth = VethPair::new("aoexdp", MTU);
     let first = veth.xdp_a(XdpOptions::default()).unwrap();
     let err = veth.xdp_a(XdpOptions::default()).unwrap_err();
     assert!(matches!(err, XdpOpenError::QueueBusy { queue: 0, .. }), "{err:?}");
@@ -384,7 +305,7 @@ fn an_mtu_9000_interface_is_refused() {
     if !have_root("an_mtu_9000_interface_is_refused") {
         return;
     }
-    let veth = VethPair::new(9000);
+    let veth = VethPair::new("aoexdp", 9000);
     let err = veth.xdp_a(XdpOptions::default()).unwrap_err();
     assert!(matches!(err, XdpOpenError::MtuTooLarge { mtu: 9000, .. }), "{err:?}");
     assert_eq!(
@@ -403,7 +324,7 @@ fn frames_the_device_drops_are_lost_without_stalling() {
     if !have_root("frames_the_device_drops_are_lost_without_stalling") {
         return;
     }
-    let veth = VethPair::new(MTU);
+    let veth = VethPair::new("aoexdp", MTU);
     let mut a = veth.xdp_a(XdpOptions::default()).unwrap();
     ip(&["-n", &veth.b, "link", "set", IF_B, "down"]);
     let frames: Vec<Vec<u8>> = (0..64).map(|i| frame(i, 1514)).collect();
@@ -454,7 +375,7 @@ fn throughput() {
             "AF_XDP copy, budget 64",
         ];
         for label in senders {
-            let veth = VethPair::new(MTU);
+            let veth = VethPair::new("aoexdp", MTU);
             let mut a: Box<dyn Transport> = match label {
                 "AF_PACKET sendmmsg" => Box::new(veth.packet_a()),
                 "AF_PACKET, no vnet header" => {

@@ -41,11 +41,11 @@ mod interface;
 mod recv;
 mod rx_ring;
 mod send;
-mod socket;
+pub(crate) mod socket;
 mod tuning;
 mod tx_ring;
 mod vectors;
-mod wait;
+pub(crate) mod wait;
 
 pub use interface::{interface_info, InterfaceInfo};
 pub use tx_ring::TxRingStats;

@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr;
 use std::time::Duration;
 
-pub(super) fn socket(domain: libc::c_int, ty: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
+pub(crate) fn socket(domain: libc::c_int, ty: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: plain system call with integer arguments.
     let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, protocol) };
     if fd < 0 {
@@ -21,7 +21,7 @@ pub(super) fn socket(domain: libc::c_int, ty: libc::c_int, protocol: libc::c_int
 
 /// Binds packet socket `fd` to interface `index` and EtherType `ethertype` (0: none, so that
 /// the socket only sends).
-pub(super) fn bind(fd: BorrowedFd<'_>, index: u32, ethertype: u16) -> io::Result<()> {
+pub(crate) fn bind(fd: BorrowedFd<'_>, index: u32, ethertype: u16) -> io::Result<()> {
     // SAFETY: sockaddr_ll is a plain C struct for which all zeros is a valid value.
     let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as libc::c_ushort;
@@ -41,7 +41,7 @@ pub(super) fn bind(fd: BorrowedFd<'_>, index: u32, ethertype: u16) -> io::Result
     Ok(())
 }
 
-pub(super) fn setsockopt_int(
+pub(crate) fn setsockopt_int(
     fd: BorrowedFd<'_>,
     level: libc::c_int,
     name: libc::c_int,
@@ -52,7 +52,7 @@ pub(super) fn setsockopt_int(
 
 /// Sets socket option `name` at `level` to `value`, a plain C value of the type the option
 /// takes (an int, a timeval, a tpacket_req).
-pub(super) fn setsockopt<T: Copy>(
+pub(crate) fn setsockopt<T: Copy>(
     fd: BorrowedFd<'_>,
     level: libc::c_int,
     name: libc::c_int,
@@ -77,7 +77,7 @@ pub(super) fn setsockopt<T: Copy>(
 
 /// Sets the socket's receive timeout (`SO_RCVTIMEO`): how long a blocking receive waits;
 /// `None` waits forever, and so does a wait shorter than a microsecond (callers pass none).
-pub(super) fn set_receive_timeout(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
+pub(crate) fn set_receive_timeout(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
     // The kernel reads a zero timeval as no limit.
     let t = timeout.unwrap_or(Duration::ZERO);
     let tv = libc::timeval {
@@ -88,7 +88,7 @@ pub(super) fn set_receive_timeout(fd: BorrowedFd<'_>, timeout: Option<Duration>)
 }
 
 /// Sets a socket buffer size, past the sysctl cap when privileged (`force`), else within it.
-pub(super) fn set_buffer(
+pub(crate) fn set_buffer(
     fd: BorrowedFd<'_>,
     force: libc::c_int,
     normal: libc::c_int,
@@ -102,7 +102,7 @@ pub(super) fn set_buffer(
 
 /// Takes the error pending on socket `fd` (`SO_ERROR`, which reading clears) and returns it;
 /// Ok when there is none.
-pub(super) fn take_socket_error(fd: BorrowedFd<'_>) -> io::Result<()> {
+pub(crate) fn take_socket_error(fd: BorrowedFd<'_>) -> io::Result<()> {
     let mut error: libc::c_int = 0;
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: the value and length pointers point at live locals of the sizes passed.
@@ -126,7 +126,7 @@ pub(super) fn take_socket_error(fd: BorrowedFd<'_>) -> io::Result<()> {
 
 /// Attaches classic BPF `program` to socket `fd` (`SO_ATTACH_FILTER`), replacing any filter
 /// it had: from then on the kernel queues only the frames the program keeps.
-pub(super) fn attach_filter(fd: BorrowedFd<'_>, program: &[crate::filter::BpfInsn]) -> io::Result<()> {
+pub(crate) fn attach_filter(fd: BorrowedFd<'_>, program: &[crate::filter::BpfInsn]) -> io::Result<()> {
     let len = u16::try_from(program.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // `BpfInsn` is laid out as `struct sock_filter` (repr(C): u16, u8, u8, u32).
     let fprog = libc::sock_fprog { len, filter: program.as_ptr().cast_mut().cast() };
@@ -135,7 +135,7 @@ pub(super) fn attach_filter(fd: BorrowedFd<'_>, program: &[crate::filter::BpfIns
 
 /// Lets frames sent on packet socket `fd` go straight to the device's driver, past the
 /// queueing discipline (`PACKET_QDISC_BYPASS`, Linux 3.14).
-pub(super) fn set_qdisc_bypass(fd: BorrowedFd<'_>) -> io::Result<()> {
+pub(crate) fn set_qdisc_bypass(fd: BorrowedFd<'_>) -> io::Result<()> {
     setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
 }
 
@@ -149,7 +149,7 @@ const BUSY_POLL_BUDGET: libc::c_int = 64;
 /// [`BUSY_POLL_BUDGET`] frames a round (`SO_BUSY_POLL_BUDGET`, which needs `CAP_NET_ADMIN`).
 /// Fails only when `SO_BUSY_POLL` itself is refused (a time above the current one needs
 /// `CAP_NET_ADMIN`).
-pub(super) fn set_busy_poll(fd: BorrowedFd<'_>, time: Duration) -> io::Result<()> {
+pub(crate) fn set_busy_poll(fd: BorrowedFd<'_>, time: Duration) -> io::Result<()> {
     let us = time.as_micros().min(libc::c_int::MAX as u128) as libc::c_int;
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_BUSY_POLL, us)?;
     for (name, value) in [(libc::SO_PREFER_BUSY_POLL, 1), (libc::SO_BUSY_POLL_BUDGET, BUSY_POLL_BUDGET)] {

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use super::socket::{bind, set_buffer, setsockopt, setsockopt_int, socket};
 use super::wait::wait_for;
-use crate::afxdp::{probe_tail_copy, read_own_memory, MAX_IOVECS};
+use crate::tail_copy::{self, TailCopies, MAX_IOVECS};
 use crate::FrameBatch;
 
 /// Where a frame starts in its slot: `TPACKET2_HDRLEN - sizeof(struct sockaddr_ll)`.
@@ -88,12 +88,9 @@ pub(crate) struct TxRing {
     stats: TxRingStats,
     /// Scratch for one round of a send, kept to avoid allocating per call: the slots filled
     /// and the lengths to give them, where each tail goes and comes from (and which slot it
-    /// belongs to), and the sources of one copy, merged where tails follow each other.
+    /// belongs to).
     staged: Vec<(usize, u32)>,
-    tail_to: Vec<libc::iovec>,
-    tail_from: Vec<libc::iovec>,
-    tail_owner: Vec<usize>,
-    merged_from: Vec<libc::iovec>,
+    tails: TailCopies,
 }
 
 impl TxRing {
@@ -103,7 +100,7 @@ impl TxRing {
     /// `PACKET_QDISC_BYPASS` on it. Any error means no ring: send another way.
     pub(crate) fn open(index: u32, max_frame: usize, bytes: usize, qdisc_bypass: bool) -> io::Result<TxRing> {
         // Tails are copied with process_vm_readv: without it every frame with one is lost.
-        probe_tail_copy()?;
+        tail_copy::probe()?;
         let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
         // SAFETY: plain query with no pointer argument.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
@@ -160,10 +157,7 @@ impl TxRing {
             head: 0,
             stats: TxRingStats::default(),
             staged: Vec::with_capacity(MAX_IOVECS),
-            tail_to: Vec::with_capacity(MAX_IOVECS),
-            tail_from: Vec::with_capacity(MAX_IOVECS),
-            tail_owner: Vec::with_capacity(MAX_IOVECS),
-            merged_from: Vec::with_capacity(MAX_IOVECS),
+            tails: TailCopies::new(),
         };
         // EtherType 0: the kernel hands this socket no frame.
         bind(ring.fd.as_fd(), index, 0)?;
@@ -246,9 +240,6 @@ impl TxRing {
     /// (requested, or dropped).
     fn stage(&mut self, batch: &FrameBatch, tails: &[&[u8]], from: usize, max_frame: usize) -> usize {
         self.staged.clear();
-        self.tail_to.clear();
-        self.tail_from.clear();
-        self.tail_owner.clear();
         let capacity = (self.frame_size - DATA_OFFSET).min(max_frame);
         let mut i = from;
         while i < batch.len() && self.staged.len() < MAX_IOVECS {
@@ -274,11 +265,7 @@ impl TxRing {
                 // the batch, distinct from the ring.
                 unsafe { ptr::copy_nonoverlapping(head.as_ptr(), at, head.len()) };
                 if !tail.is_empty() {
-                    let to = at.wrapping_add(head.len());
-                    self.tail_to.push(libc::iovec { iov_base: to.cast(), iov_len: tail.len() });
-                    self.tail_from
-                        .push(libc::iovec { iov_base: tail.as_ptr().cast_mut().cast(), iov_len: tail.len() });
-                    self.tail_owner.push(self.staged.len());
+                    self.tails.push(at.wrapping_add(head.len()), tail, self.staged.len());
                 }
                 self.staged.push((slot, len as u32));
             }
@@ -301,38 +288,15 @@ impl TxRing {
     /// Copies the tails staged by [`stage`](Self::stage) into their slots; a frame whose tail
     /// cannot be read is given length 0, which the kernel skips.
     fn copy_tails(&mut self) {
-        let mut start = 0;
-        while start < self.tail_to.len() {
-            // A target's answers to one read carry consecutive pieces of a mapping: one source
-            // for them all has the kernel pin their pages in one go.
-            self.merged_from.clear();
-            for v in &self.tail_from[start..] {
-                match self.merged_from.last_mut() {
-                    Some(last) if last.iov_base.wrapping_byte_add(last.iov_len) == v.iov_base => {
-                        last.iov_len += v.iov_len;
-                    }
-                    _ => self.merged_from.push(*v),
-                }
-            }
-            let (to, from) = (&self.tail_to[start..], &self.merged_from[..]);
-            // SAFETY: each destination lies within an available slot that `stage` took and has
-            // not yet requested, after the head; nothing else writes it meanwhile.
-            let copied = unsafe { read_own_memory(to, from) }.unwrap_or(0);
-            // The first tail not copied whole could not be read: drop its frame, go on after it.
-            let mut left = copied;
-            let Some(failed) = to.iter().position(|v| match left.checked_sub(v.iov_len) {
-                Some(rest) => {
-                    left = rest;
-                    false
-                }
-                None => true,
-            }) else {
-                break;
-            };
-            self.staged[self.tail_owner[start + failed]].1 = 0;
-            self.stats.unreadable_tail += 1;
-            start += failed + 1;
-        }
+        let (staged, stats) = (&mut self.staged, &mut self.stats);
+        // SAFETY: each destination lies within an available slot that `stage` took and has
+        // not yet requested, after the head; nothing else writes it meanwhile.
+        unsafe {
+            self.tails.copy_all(|owner| {
+                staged[owner].1 = 0;
+                stats.unreadable_tail += 1;
+            })
+        };
     }
 
     /// Whether the last slot filled is still requested: the kernel takes requests in order,

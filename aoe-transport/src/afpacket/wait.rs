@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// Waits until `fd` is ready for `events` or `timeout` passes (`None`: no limit). Returns
 /// false on timeout or when a signal interrupted the wait.
-pub(super) fn wait_for(
+pub(crate) fn wait_for(
     fd: BorrowedFd<'_>,
     events: libc::c_short,
     timeout: Option<Duration>,
@@ -20,7 +20,7 @@ pub(super) fn wait_for(
 /// Waits until `fd` is ready for `events` (or has an error or hang-up) or `timeout` passes
 /// (`None`: no limit). Returns the events seen, `None` on timeout or when a signal
 /// interrupted the wait.
-pub(super) fn poll_one(
+pub(crate) fn poll_one(
     fd: BorrowedFd<'_>,
     events: libc::c_short,
     timeout: Option<Duration>,
