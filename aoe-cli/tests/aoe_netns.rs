@@ -495,6 +495,51 @@ fn a_target_that_goes_silent_is_given_up() {
     assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
 }
 
+/// A write to a target that goes silent fails after one dead timeout, not two: the flush
+/// of what was written before the failure waits a moment only.
+#[test]
+fn a_write_to_a_target_that_goes_silent_fails_after_one_dead_timeout() {
+    // Answers everything but writes and flushes.
+    let Some(s) = Setup::with_loop(
+        "a_write_to_a_target_that_goes_silent_fails_after_one_dead_timeout",
+        |mut link, export, stop| {
+            let port = Port::new(link.mac(), link.mtu());
+            let mut rx = FrameBatch::new(64, 14 + link.mtu());
+            let mut tx = FrameBatch::new(64, 14 + link.mtu());
+            while !stop.load(Ordering::Relaxed) {
+                link.recv_batch(&mut rx, Some(Duration::from_millis(100))).unwrap();
+                tx.clear();
+                for frame in rx.iter() {
+                    let silent = Frame::parse(frame).is_ok_and(|f| match f.body {
+                        Body::Ata { header, .. } => matches!(
+                            header.command(),
+                            AtaCommand::WriteSectors
+                                | AtaCommand::WriteSectorsExt
+                                | AtaCommand::FlushCache
+                                | AtaCommand::FlushCacheExt
+                        ),
+                        _ => false,
+                    });
+                    if !silent {
+                        let mut export = export.lock().unwrap();
+                        tx.push_with(|buf| answer(&mut export, &port, frame, buf));
+                    }
+                }
+                link.send_batch(&tx).unwrap();
+            }
+        },
+    ) else {
+        return;
+    };
+    let start = Instant::now();
+    s.fails(
+        &["write", "--length", "1M", "--dead-timeout", "3s", "e1.0", "/dev/zero"],
+        "aoe: e1.0: target went silent: no answer for 3s, declared dead",
+    );
+    // A second dead timeout would end it after 6 s.
+    assert!(start.elapsed() < Duration::from_millis(5500), "{:?}", start.elapsed());
+}
+
 /// `aoe demo` itself: it needs root, which these tests have.
 #[test]
 fn demo_runs_and_cleans_up() {

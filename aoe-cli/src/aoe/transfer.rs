@@ -13,6 +13,7 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use aoe_initiator::{Device, Done, Io, OpId};
 
@@ -291,8 +292,9 @@ pub(crate) fn write(cli: &Cli, args: &WriteArgs) -> Result<(), Failure> {
         Ok(r) => r,
         Err(f) => {
             progress.abandon();
-            // What was written stays written: flush it, as a disk's cache would be.
-            let _ = dev.flush();
+            // What was written stays written: flush it, as a disk's cache would be, but
+            // without waiting out another dead timeout for a target that went silent.
+            flush_briefly(&mut dev);
             return Err(f);
         }
     };
@@ -377,6 +379,21 @@ fn store_chunks(
         let _ = give_back.send(in_flight.next_in_order(dev).map_err(fail)?);
     }
     Ok(done)
+}
+
+/// How long a copy that failed waits for its last flush.
+const LAST_FLUSH: Duration = Duration::from_secs(1);
+
+/// Flushes `dev` after a failure, waiting at most [`LAST_FLUSH`] for the writes still in
+/// flight and the flush itself.
+fn flush_briefly(dev: &mut Device) {
+    let deadline = Instant::now() + LAST_FLUSH;
+    let Ok(flush) = dev.submit(Io::Flush) else { return };
+    while let Ok(Some(done)) = dev.poll(Some(deadline)) {
+        if done.id == flush {
+            return;
+        }
+    }
 }
 
 /// The byte range `offset .. offset + length` (length defaulting to the rest of the disk),
