@@ -75,6 +75,31 @@ impl Setup {
         Some(Setup { stop, server: Some(server), export, backend, link })
     }
 
+    /// A target that answers every frame but the ATA commands in `silent`, which it never
+    /// answers: a disk that went silent for them.
+    fn silent_for(name: &str, silent: &'static [AtaCommand]) -> Option<Setup> {
+        Setup::with_loop(name, move |mut link, export, stop| {
+            let port = Port::new(link.mac(), link.mtu());
+            let mut rx = FrameBatch::new(64, 14 + link.mtu());
+            let mut tx = FrameBatch::new(64, 14 + link.mtu());
+            while !stop.load(Ordering::Relaxed) {
+                link.recv_batch(&mut rx, Some(Duration::from_millis(100))).unwrap();
+                tx.clear();
+                for frame in rx.iter() {
+                    let ignored = Frame::parse(frame).is_ok_and(|f| match f.body {
+                        Body::Ata { header, .. } => silent.contains(&header.command()),
+                        _ => false,
+                    });
+                    if !ignored {
+                        let mut export = export.lock().unwrap();
+                        tx.push_with(|buf| answer(&mut export, &port, frame, buf));
+                    }
+                }
+                link.send_batch(&tx).unwrap();
+            }
+        })
+    }
+
     /// Runs `aoe ARGS` in the initiator namespace.
     fn aoe(&self, args: &[&str]) -> Output {
         let out = self.link.initiator.run(AOE, args, LIMIT).unwrap();
@@ -463,30 +488,8 @@ fn errors_name_what_went_wrong() {
 #[test]
 fn a_target_that_goes_silent_is_given_up() {
     // Answers everything but reads: discovery and IDENTIFY work, the read never completes.
-    let Some(s) = Setup::with_loop("a_target_that_goes_silent_is_given_up", |mut link, export, stop| {
-        let port = Port::new(link.mac(), link.mtu());
-        let mut rx = FrameBatch::new(64, 14 + link.mtu());
-        let mut tx = FrameBatch::new(64, 14 + link.mtu());
-        while !stop.load(Ordering::Relaxed) {
-            link.recv_batch(&mut rx, Some(Duration::from_millis(100))).unwrap();
-            tx.clear();
-            for frame in rx.iter() {
-                let is_read = Frame::parse(frame).is_ok_and(|f| match f.body {
-                    Body::Ata { header, .. } => {
-                        matches!(header.command(), AtaCommand::ReadSectors | AtaCommand::ReadSectorsExt)
-                    }
-                    _ => false,
-                });
-                if !is_read {
-                    let mut export = export.lock().unwrap();
-                    tx.push_with(|buf| answer(&mut export, &port, frame, buf));
-                }
-            }
-            link.send_batch(&tx).unwrap();
-        }
-    }) else {
-        return;
-    };
+    let reads = &[AtaCommand::ReadSectors, AtaCommand::ReadSectorsExt];
+    let Some(s) = Setup::silent_for("a_target_that_goes_silent_is_given_up", reads) else { return };
     let start = Instant::now();
     s.fails(
         &["read", "--length", "4K", "--dead-timeout", "1s", "e1.0", "/dev/null"],
@@ -500,37 +503,14 @@ fn a_target_that_goes_silent_is_given_up() {
 #[test]
 fn a_write_to_a_target_that_goes_silent_fails_after_one_dead_timeout() {
     // Answers everything but writes and flushes.
-    let Some(s) = Setup::with_loop(
-        "a_write_to_a_target_that_goes_silent_fails_after_one_dead_timeout",
-        |mut link, export, stop| {
-            let port = Port::new(link.mac(), link.mtu());
-            let mut rx = FrameBatch::new(64, 14 + link.mtu());
-            let mut tx = FrameBatch::new(64, 14 + link.mtu());
-            while !stop.load(Ordering::Relaxed) {
-                link.recv_batch(&mut rx, Some(Duration::from_millis(100))).unwrap();
-                tx.clear();
-                for frame in rx.iter() {
-                    let silent = Frame::parse(frame).is_ok_and(|f| match f.body {
-                        Body::Ata { header, .. } => matches!(
-                            header.command(),
-                            AtaCommand::WriteSectors
-                                | AtaCommand::WriteSectorsExt
-                                | AtaCommand::FlushCache
-                                | AtaCommand::FlushCacheExt
-                        ),
-                        _ => false,
-                    });
-                    if !silent {
-                        let mut export = export.lock().unwrap();
-                        tx.push_with(|buf| answer(&mut export, &port, frame, buf));
-                    }
-                }
-                link.send_batch(&tx).unwrap();
-            }
-        },
-    ) else {
-        return;
-    };
+    let writes = &[
+        AtaCommand::WriteSectors,
+        AtaCommand::WriteSectorsExt,
+        AtaCommand::FlushCache,
+        AtaCommand::FlushCacheExt,
+    ];
+    let name = "a_write_to_a_target_that_goes_silent_fails_after_one_dead_timeout";
+    let Some(s) = Setup::silent_for(name, writes) else { return };
     let start = Instant::now();
     s.fails(
         &["write", "--length", "1M", "--dead-timeout", "3s", "e1.0", "/dev/zero"],
